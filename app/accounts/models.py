@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, Exact, JSONDocument, UTCDateTime
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    limits: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Subaccount(Base):
+    __tablename__ = "subaccounts"
+
+    subaccount_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"), index=True)
+    margin_mode: Mapped[str] = mapped_column(String(16))
+    strategy: Mapped[str | None] = mapped_column(String(64))
+    limits: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Leverage(Base):
+    """A subaccount's chosen leverage on one instrument."""
+
+    __tablename__ = "leverage"
+
+    subaccount_id: Mapped[str] = mapped_column(
+        ForeignKey("subaccounts.subaccount_id"), primary_key=True
+    )
+    instrument: Mapped[str] = mapped_column(ForeignKey("instruments.symbol"), primary_key=True)
+    leverage: Mapped[Decimal] = mapped_column(Exact)
+
+
+class TradingState(Base):
+    """A non-default trading state; ``scope_id`` is empty for the global scope."""
+
+    __tablename__ = "trading_states"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Balance(Base):
+    __tablename__ = "balances"
+
+    subaccount_id: Mapped[str] = mapped_column(
+        ForeignKey("subaccounts.subaccount_id"), primary_key=True
+    )
+    asset: Mapped[str] = mapped_column(ForeignKey("assets.symbol"), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Exact)
+
+
+class Position(Base):
+    __tablename__ = "positions"
+
+    subaccount_id: Mapped[str] = mapped_column(
+        ForeignKey("subaccounts.subaccount_id"), primary_key=True
+    )
+    instrument: Mapped[str] = mapped_column(ForeignKey("instruments.symbol"), primary_key=True)
+    size: Mapped[Decimal] = mapped_column(Exact)
+    entry_price: Mapped[Decimal] = mapped_column(Exact)
+    isolated_margin: Mapped[Decimal] = mapped_column(Exact)
+    realized_pnl: Mapped[Decimal] = mapped_column(Exact)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Fill(Base):
+    __tablename__ = "fills"
+    __table_args__ = (Index("ix_fills_subaccount_ts", "subaccount_id", "ts"),)
+
+    fill_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subaccount_id: Mapped[str] = mapped_column(ForeignKey("subaccounts.subaccount_id"))
+    instrument: Mapped[str] = mapped_column(ForeignKey("instruments.symbol"))
+    side: Mapped[str] = mapped_column(String(4))
+    size: Mapped[Decimal] = mapped_column(Exact)
+    price: Mapped[Decimal] = mapped_column(Exact)
+    fee: Mapped[Decimal] = mapped_column(Exact)
+    fee_asset: Mapped[str] = mapped_column(ForeignKey("assets.symbol"))
+    client_order_id: Mapped[str | None] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    realized_pnl: Mapped[Decimal] = mapped_column(Exact)
+    position_size_after: Mapped[Decimal] = mapped_column(Exact)
+    entry_price_after: Mapped[Decimal] = mapped_column(Exact)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    """sha256 of the canonical request item: a replay with other content is a conflict."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Transfer(Base):
+    __tablename__ = "transfers"
+
+    transfer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subaccount_id: Mapped[str] = mapped_column(ForeignKey("subaccounts.subaccount_id"))
+    asset: Mapped[str] = mapped_column(ForeignKey("assets.symbol"))
+    amount: Mapped[Decimal] = mapped_column(Exact)
+    kind: Mapped[str] = mapped_column(String(16))
+    to_subaccount_id: Mapped[str | None] = mapped_column(ForeignKey("subaccounts.subaccount_id"))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

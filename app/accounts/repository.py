@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import (
+    Account,
+    Balance,
+    Fill,
+    Leverage,
+    Position,
+    Subaccount,
+    TradingState,
+    Transfer,
+)
+
+
+async def get_account(session: AsyncSession, account_id: str) -> Account | None:
+    return await session.get(Account, account_id)
+
+
+async def list_accounts(session: AsyncSession, only: Iterable[str] | None) -> Sequence[Account]:
+    query = select(Account).order_by(Account.account_id)
+    if only is not None:
+        query = query.where(Account.account_id.in_(list(only)))
+    return (await session.scalars(query)).all()
+
+
+async def get_subaccount(session: AsyncSession, subaccount_id: str) -> Subaccount | None:
+    return await session.get(Subaccount, subaccount_id)
+
+
+async def lock_subaccounts(session: AsyncSession, subaccount_ids: Iterable[str]) -> None:
+    """Row-lock subaccounts (in id order, so two writers never deadlock) until commit.
+    Every change to a subaccount's balances, positions or reservations takes this lock."""
+    ids = sorted(set(subaccount_ids))
+    if ids and session.bind.dialect.name == "postgresql":
+        await session.execute(
+            select(Subaccount.subaccount_id)
+            .where(Subaccount.subaccount_id.in_(ids))
+            .order_by(Subaccount.subaccount_id)
+            .with_for_update()
+        )
+
+
+async def list_subaccounts(
+    session: AsyncSession, account_id: str | None, only_accounts: Iterable[str] | None
+) -> Sequence[Subaccount]:
+    query = select(Subaccount).order_by(Subaccount.subaccount_id)
+    if account_id is not None:
+        query = query.where(Subaccount.account_id == account_id)
+    if only_accounts is not None:
+        query = query.where(Subaccount.account_id.in_(list(only_accounts)))
+    return (await session.scalars(query)).all()
+
+
+async def subaccount_ids_of(session: AsyncSession, account_id: str) -> list[str]:
+    rows = await session.scalars(
+        select(Subaccount.subaccount_id)
+        .where(Subaccount.account_id == account_id)
+        .order_by(Subaccount.subaccount_id)
+    )
+    return list(rows)
+
+
+async def leverage_of(session: AsyncSession, subaccount_id: str) -> dict[str, Leverage]:
+    rows = await session.scalars(select(Leverage).where(Leverage.subaccount_id == subaccount_id))
+    return {row.instrument: row for row in rows}
+
+
+async def get_trading_state(session: AsyncSession, scope: str, scope_id: str) -> TradingState | None:
+    return await session.get(TradingState, (scope, scope_id))
+
+
+async def list_trading_states(session: AsyncSession) -> Sequence[TradingState]:
+    query = select(TradingState).order_by(TradingState.scope, TradingState.scope_id)
+    return (await session.scalars(query)).all()
+
+
+async def balances_of(session: AsyncSession, subaccount_id: str) -> dict[str, Balance]:
+    rows = await session.scalars(
+        select(Balance).where(Balance.subaccount_id == subaccount_id).order_by(Balance.asset)
+    )
+    return {row.asset: row for row in rows}
+
+
+async def positions_of(session: AsyncSession, subaccount_id: str) -> dict[str, Position]:
+    rows = await session.scalars(
+        select(Position)
+        .where(Position.subaccount_id == subaccount_id)
+        .order_by(Position.instrument)
+    )
+    return {row.instrument: row for row in rows}
+
+
+async def instrument_has_positions(session: AsyncSession, instrument: str) -> bool:
+    query = select(exists().where(Position.instrument == instrument, Position.size != 0))
+    return bool(await session.scalar(query))
+
+
+async def delete_positions(session: AsyncSession, subaccount_id: str) -> None:
+    await session.execute(delete(Position).where(Position.subaccount_id == subaccount_id))
+
+
+async def delete_balances(session: AsyncSession, subaccount_id: str) -> None:
+    await session.execute(delete(Balance).where(Balance.subaccount_id == subaccount_id))
+
+
+async def get_fills(session: AsyncSession, fill_ids: Sequence[str]) -> dict[str, Fill]:
+    rows = await session.scalars(select(Fill).where(Fill.fill_id.in_(list(fill_ids))))
+    return {row.fill_id: row for row in rows}
+
+
+async def get_transfer(session: AsyncSession, transfer_id: str) -> Transfer | None:
+    return await session.get(Transfer, transfer_id)
+
+
+def add(
+    session: AsyncSession,
+    row: Account | Subaccount | Leverage | TradingState | Balance | Position | Fill | Transfer,
+) -> None:
+    session.add(row)
+
+
+async def remove(session: AsyncSession, row: Leverage | TradingState | Position) -> None:
+    await session.delete(row)

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Query, Response
+
+from app.accounts import service, venue
+from app.accounts.schemas import (
+    AccountIn,
+    AccountLimitsIn,
+    AccountList,
+    AccountOut,
+    BalancesOut,
+    FillsIn,
+    FillsOut,
+    LeverageIn,
+    PositionsOut,
+    SnapshotIn,
+    SubaccountIn,
+    SubaccountLimitsIn,
+    SubaccountList,
+    SubaccountOut,
+    SubaccountPatch,
+    TradingStateIn,
+    TradingStateList,
+    TradingStateOut,
+    TransferIn,
+    TransferOut,
+)
+from app.auth.dependencies import Admin, LeverageWriter, Reader, RiskWriter, VenueWriter
+from app.core.deps import SessionDep
+from app.core.types import ID_PATTERN
+from app.risk import service as risk
+
+router = APIRouter(prefix="/v1", tags=["accounts"])
+Id = Path(pattern=ID_PATTERN)
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+@router.post("/accounts", response_model=AccountOut, status_code=201)
+async def create_account(
+    body: AccountIn, response: Response, principal: Admin, session: SessionDep
+) -> AccountOut:
+    account, created = await service.create_account(session, principal, body)
+    response.status_code = 201 if created else 200
+    return await service.account_out(session, account)
+
+
+@router.get("/accounts", response_model=AccountList)
+async def list_accounts(principal: Reader, session: SessionDep) -> AccountList:
+    accounts = await service.list_accounts(session, principal)
+    return AccountList(accounts=[await service.account_out(session, a) for a in accounts])
+
+
+@router.get("/accounts/{account_id}", response_model=AccountOut)
+async def get_account(principal: Reader, session: SessionDep, account_id: str = Id) -> AccountOut:
+    account = await service.get_account(session, principal, account_id)
+    return await service.account_out(session, account)
+
+
+@router.put("/accounts/{account_id}/limits", response_model=AccountOut)
+async def put_account_limits(
+    body: AccountLimitsIn, principal: RiskWriter, session: SessionDep, account_id: str = Id
+) -> AccountOut:
+    account = await service.get_account(session, principal, account_id)
+    await service.put_account_limits(session, principal, account, body)
+    return await service.account_out(session, account)
+
+
+# --- subaccounts ------------------------------------------------------------------------------
+
+
+@router.post("/subaccounts", response_model=SubaccountOut, status_code=201)
+async def create_subaccount(
+    body: SubaccountIn, response: Response, principal: Admin, session: SessionDep
+) -> SubaccountOut:
+    subaccount, created = await service.create_subaccount(session, principal, body)
+    response.status_code = 201 if created else 200
+    return await service.subaccount_out(session, subaccount)
+
+
+@router.get("/subaccounts", response_model=SubaccountList)
+async def list_subaccounts(
+    principal: Reader,
+    session: SessionDep,
+    account_id: str | None = Query(None, pattern=ID_PATTERN),
+) -> SubaccountList:
+    rows = await service.list_subaccounts(session, principal, account_id)
+    return SubaccountList(subaccounts=[await service.subaccount_out(session, s) for s in rows])
+
+
+@router.get("/subaccounts/{subaccount_id}", response_model=SubaccountOut)
+async def get_subaccount(
+    principal: Reader, session: SessionDep, subaccount_id: str = Id
+) -> SubaccountOut:
+    subaccount = await service.get_subaccount(session, principal, subaccount_id)
+    return await service.subaccount_out(session, subaccount)
+
+
+@router.patch("/subaccounts/{subaccount_id}", response_model=SubaccountOut)
+async def update_subaccount(
+    body: SubaccountPatch, principal: Admin, session: SessionDep, subaccount_id: str = Id
+) -> SubaccountOut:
+    subaccount = await service.get_subaccount(session, principal, subaccount_id, lock=True)
+    if body.margin_mode is not None and body.margin_mode != subaccount.margin_mode:
+        await risk.check_mode_change(session, subaccount, body.margin_mode)
+    await service.update_subaccount(session, principal, subaccount, body)
+    return await service.subaccount_out(session, subaccount)
+
+
+@router.put("/subaccounts/{subaccount_id}/limits", response_model=SubaccountOut)
+async def put_subaccount_limits(
+    body: SubaccountLimitsIn, principal: RiskWriter, session: SessionDep, subaccount_id: str = Id
+) -> SubaccountOut:
+    subaccount = await service.get_subaccount(session, principal, subaccount_id)
+    await service.put_subaccount_limits(session, principal, subaccount, body)
+    return await service.subaccount_out(session, subaccount)
+
+
+@router.put("/subaccounts/{subaccount_id}/leverage", response_model=SubaccountOut)
+async def set_leverage(
+    body: LeverageIn, principal: LeverageWriter, session: SessionDep, subaccount_id: str = Id
+) -> SubaccountOut:
+    subaccount = await service.get_subaccount(session, principal, subaccount_id, lock=True)
+    await service.set_leverage(session, principal, subaccount, body)
+    return await service.subaccount_out(session, subaccount)
+
+
+# --- trading states ---------------------------------------------------------------------------
+
+
+@router.put("/trading-state", response_model=TradingStateOut)
+async def set_trading_state(
+    body: TradingStateIn, principal: RiskWriter, session: SessionDep
+) -> TradingStateOut:
+    return await service.set_trading_state(session, principal, body)
+
+
+@router.get("/trading-state", response_model=TradingStateList)
+async def list_trading_states(principal: Reader, session: SessionDep) -> TradingStateList:
+    return TradingStateList(trading_states=await service.list_trading_states(session, principal))
+
+
+# --- state from the venue ---------------------------------------------------------------------
+
+
+@router.post("/subaccounts/{subaccount_id}/transfers", response_model=TransferOut, status_code=201)
+async def record_transfer(
+    body: TransferIn,
+    response: Response,
+    principal: VenueWriter,
+    session: SessionDep,
+    subaccount_id: str = Id,
+) -> TransferOut:
+    subaccount = await service.get_subaccount(session, principal, subaccount_id)
+    transfer, created = await venue.record_transfer(session, principal, subaccount, body)
+    response.status_code = 201 if created else 200
+    return venue.transfer_out(transfer)
+
+
+@router.post("/fills", response_model=FillsOut)
+async def record_fills(body: FillsIn, principal: VenueWriter, session: SessionDep) -> FillsOut:
+    fills = await venue.record_fills(session, principal, body.fills)
+    return FillsOut(fills=[venue.fill_out(f) for f in fills])
+
+
+@router.put("/subaccounts/{subaccount_id}/snapshot", response_model=PositionsOut)
+async def load_snapshot(
+    body: SnapshotIn, principal: VenueWriter, session: SessionDep, subaccount_id: str = Id
+) -> PositionsOut:
+    subaccount = await service.get_subaccount(session, principal, subaccount_id)
+    await venue.load_snapshot(session, principal, subaccount, body)
+    return await venue.positions_out(session, subaccount)
+
+
+@router.get("/subaccounts/{subaccount_id}/positions", response_model=PositionsOut)
+async def get_positions(
+    principal: Reader, session: SessionDep, subaccount_id: str = Id
+) -> PositionsOut:
+    subaccount = await service.get_subaccount(session, principal, subaccount_id)
+    return await venue.positions_out(session, subaccount)
+
+
+@router.get("/subaccounts/{subaccount_id}/balances", response_model=BalancesOut)
+async def get_balances(
+    principal: Reader, session: SessionDep, subaccount_id: str = Id
+) -> BalancesOut:
+    subaccount = await service.get_subaccount(session, principal, subaccount_id)
+    return await venue.balances_out(session, subaccount)

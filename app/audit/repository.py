@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.models import AuditEntry
+
+# Any constant works; it names "the audit chain" among PostgreSQL advisory locks.
+_CHAIN_LOCK_KEY = 0x50524546
+
+
+async def lock_chain(session: AsyncSession) -> None:
+    """Serialise appends until this transaction ends (SQLite's BEGIN IMMEDIATE already does)."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
+
+
+async def chain_head(session: AsyncSession) -> tuple[int, str] | None:
+    row = (
+        await session.execute(
+            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+        )
+    ).first()
+    return None if row is None else (row.seq, row.hash)
+
+
+def add(session: AsyncSession, entry: AuditEntry) -> None:
+    session.add(entry)
+
+
+async def walk(session: AsyncSession, batch: int = 1000) -> AsyncIterator[AuditEntry]:
+    """Every entry in sequence order, fetched in pages."""
+    after = -1
+    while True:
+        rows = (
+            await session.scalars(
+                select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(batch)
+            )
+        ).all()
+        for row in rows:
+            yield row
+        if len(rows) < batch:
+            return
+        after = rows[-1].seq

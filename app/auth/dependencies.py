@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.auth import principal as principal_roles
+from app.auth import service
+from app.auth.principal import Principal, Role
+from app.core.deps import RuntimeDep, SessionDep
+from app.core.errors import Forbidden, Unauthorized
+
+
+def require(roles: frozenset[Role]) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the bearer key and admits only ``roles``."""
+
+    async def authorized(request: Request, runtime: RuntimeDep, session: SessionDep) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
+        principal = await service.authenticate(
+            session, presented.strip(), runtime.bootstrap_key_hash
+        )
+        if principal.role not in roles:
+            raise Forbidden(f"the {principal.role.value} role may not do this")
+        return principal
+
+    return authorized
+
+
+# One alias per endpoint family (api.md, Auth); routers declare which one they need.
+Admin = Annotated[Principal, Depends(require(principal_roles.ADMINS))]
+Reader = Annotated[Principal, Depends(require(principal_roles.READERS))]
+RiskWriter = Annotated[Principal, Depends(require(principal_roles.RISK_WRITERS))]
+VenueWriter = Annotated[Principal, Depends(require(principal_roles.VENUE_WRITERS))]
+LeverageWriter = Annotated[Principal, Depends(require(principal_roles.LEVERAGE_WRITERS))]
+MarketWriter = Annotated[Principal, Depends(require(principal_roles.MARKET_WRITERS))]
+AuditReader = Annotated[Principal, Depends(require(principal_roles.AUDIT_READERS))]

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+
+from app.auth import service
+from app.auth.dependencies import Admin
+from app.auth.schemas import ApiKeyIn, ApiKeyList, ApiKeyOut, CreatedApiKeyOut
+from app.core.deps import SessionDep
+
+router = APIRouter(prefix="/v1", tags=["auth"])
+
+
+@router.post("/api-keys", response_model=CreatedApiKeyOut, status_code=201)
+async def create_key(body: ApiKeyIn, principal: Admin, session: SessionDep) -> CreatedApiKeyOut:
+    created = await service.create(session, principal.actor, body.role, body.accounts, body.label)
+    out = ApiKeyOut.model_validate(created.record, from_attributes=True)
+    return CreatedApiKeyOut(**out.model_dump(), key=created.key)
+
+
+@router.get("/api-keys", response_model=ApiKeyList)
+async def list_keys(principal: Admin, session: SessionDep) -> ApiKeyList:
+    rows = await service.list_keys(session)
+    return ApiKeyList(api_keys=[ApiKeyOut.model_validate(r, from_attributes=True) for r in rows])
+
+
+@router.delete("/api-keys/{key_id}", response_model=ApiKeyOut)
+async def revoke_key(
+    principal: Admin, session: SessionDep, key_id: str = Path(max_length=32)
+) -> ApiKeyOut:
+    record = await service.revoke(session, principal.actor, key_id)
+    return ApiKeyOut.model_validate(record, from_attributes=True)

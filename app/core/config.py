@@ -1,0 +1,33 @@
+"""Settings, read from the environment (prefix ``PREFLIGHT_``); nothing is built at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///" + str(Path(".preflight") / "preflight.db")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PREFLIGHT_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """SQLAlchemy async URL. PostgreSQL (asyncpg) in production; SQLite (aiosqlite) embedded."""
+    redis_url: str | None = None
+    """Redis for marks, books and rate windows; without it an in-process cache is used."""
+    admin_key: SecretStr | None = None
+    """Bootstrap admin API key, accepted alongside keys created through the API."""
+    db_pool_size: int = 20
+    """Connections per process; size it to the concurrency (a small pool collapses under load)."""
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    mark_future_skew_s: float = 2.0
+    """Marks dated further than this in the future are refused (clock skew allowance)."""
+    twap_window_s: float = 300.0
+    default_stale_after_s: float = 5.0
+    default_max_twap_deviation: float = 0.05
+    max_batch_items: int = 1000
+    """Largest batch of fills or marks accepted in one request."""

@@ -1,0 +1,185 @@
+"""The HTTP edge: problem-details answers for every error, request ids, access logs, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.errors import PreflightError
+from app.core.metrics import Metrics
+
+log = logging.getLogger("preflight.http")
+
+PROBLEM_TYPE_BASE = "https://preflight.dev/problems/"
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    503: "UNAVAILABLE",
+}
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+def field_path(location: tuple[int | str, ...] | list[int | str]) -> str:
+    """``("body", "fills", 0, "size")`` → ``"fills[0].size"``."""
+    path = ""
+    for part in location:
+        if part in ("body", "query", "path", "header") and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        field = field_path(error["loc"])
+        message = str(error["msg"])
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif error["type"] == "json_invalid":
+            message = "body is not valid JSON"
+        errors.append({"field": field, "message": message})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    return problem(422, "VALIDATION_ERROR", "Invalid request", detail, errors=errors)
+
+
+async def _preflight_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PreflightError)
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return problem(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    detail = str(exc.detail)
+    return problem(exc.status_code, code, detail, detail, dict(exc.headers or {}))
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError | TimeoutError)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    metrics: Metrics = request.app.state.metrics
+    if isinstance(exc, IntegrityError):
+        # Two requests raced for the same identifier; the loser may retry and be replayed.
+        return problem(409, "CONFLICT", "Conflict", "a concurrent write conflicted; retry")
+    if _is_unreachable(exc):
+        metrics.dependency_errors.labels("postgresql").inc()
+        log.warning("database unavailable", extra={"error": str(exc)[:300]})
+        return problem(
+            503, "UNAVAILABLE", "Service unavailable", "the database is unreachable",
+            {"Retry-After": "1"},
+        )
+    raise exc
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if _is_unreachable(exc):
+        return await _database_error(request, exc)
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "INTERNAL_ERROR", "Internal error", "an unexpected error occurred")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(PreflightError, _preflight_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (echoing a client's ``X-Request-ID``), logs it, times it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.request_latency.labels(scope["method"], template, str(status)).observe(
+                elapsed
+            )
+            if template not in ("/healthz", "/metrics"):
+                log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )

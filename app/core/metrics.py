@@ -1,0 +1,35 @@
+"""Prometheus metrics, one registry per app so that several apps can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_latency = Histogram(
+            "preflight_request_duration_seconds",
+            "Request latency by route template",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.check_decisions = Counter(
+            "preflight_check_decisions_total",
+            "Pre-trade decisions, by decision and reason code",
+            ["decision", "reason"],
+            registry=self.registry,
+        )
+        self.mark_age = Gauge(
+            "preflight_mark_age_seconds",
+            "Age of the newest source of each mark when last read",
+            ["symbol"],
+            registry=self.registry,
+        )
+        self.dependency_errors = Counter(
+            "preflight_dependency_errors_total",
+            "Errors talking to PostgreSQL or Redis",
+            ["dependency"],
+            registry=self.registry,
+        )

@@ -1,0 +1,157 @@
+"""Reference data: collateral assets and instruments with their margin tiers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import repository as accounts_repository
+from app.audit import service as audit
+from app.core.config import Settings
+from app.core.errors import Conflict, NotFound
+from app.core.types import utcnow
+from app.instruments import repository
+from app.instruments.models import Asset, Instrument
+from app.instruments.schemas import (
+    AssetIn,
+    AssetOut,
+    InstrumentIn,
+    InstrumentOut,
+    MarginTierOut,
+)
+
+
+async def put_asset(
+    session: AsyncSession, actor: audit.Actor, symbol: str, body: AssetIn
+) -> tuple[Asset, bool]:
+    """Create or replace an asset; the second value says whether it was created."""
+    if body.is_settlement:
+        current = await repository.settlement_asset(session)
+        if current is not None and current.symbol != symbol:
+            raise Conflict(f"{current.symbol} is already the settlement asset; there is only one")
+    asset = await repository.get_asset(session, symbol)
+    created = asset is None
+    if asset is None:
+        asset = Asset(symbol=symbol)
+        repository.add(session, asset)
+    elif asset.is_settlement and not body.is_settlement:
+        raise Conflict(f"{symbol} is the settlement asset and cannot stop being it")
+    asset.collateral_weight = body.collateral_weight
+    asset.underlying = body.underlying
+    asset.is_settlement = body.is_settlement
+    asset.updated_at = utcnow()
+    await session.flush()
+    await audit.record(session, "asset.put", actor, {"symbol": symbol, **body.model_dump()})
+    return asset, created
+
+
+async def get_asset(session: AsyncSession, symbol: str) -> Asset:
+    asset = await repository.get_asset(session, symbol)
+    if asset is None:
+        raise NotFound(f"asset {symbol!r} not found")
+    return asset
+
+
+async def list_assets(session: AsyncSession) -> Sequence[Asset]:
+    return await repository.list_assets(session)
+
+
+def _tiers(body: InstrumentIn) -> list[dict[str, str]]:
+    return [
+        {
+            "notional_floor": str(tier.notional_floor),
+            "initial_margin_fraction": str(tier.initial_margin_fraction),
+            "maintenance_margin_fraction": str(
+                tier.maintenance_margin_fraction
+                if tier.maintenance_margin_fraction is not None
+                else tier.initial_margin_fraction / 2
+            ),
+        }
+        for tier in body.margin_tiers
+    ]
+
+
+async def put_instrument(
+    session: AsyncSession, actor: audit.Actor, symbol: str, body: InstrumentIn
+) -> tuple[Instrument, bool]:
+    instrument = await repository.get_instrument(session, symbol)
+    created = instrument is None
+    if instrument is None:
+        instrument = Instrument(symbol=symbol)
+        repository.add(session, instrument)
+    elif (
+        instrument.contract_size != body.contract_size or instrument.kind != body.kind
+    ) and await accounts_repository.instrument_has_positions(session, symbol):
+        raise Conflict(f"{symbol} has open positions; its kind and contract_size cannot change")
+    instrument.kind = body.kind
+    instrument.underlying = body.underlying
+    instrument.contract_size = body.contract_size
+    instrument.tick_size = body.tick_size
+    instrument.lot_size = body.lot_size
+    instrument.margin_tiers = _tiers(body)
+    instrument.taker_fee_rate = body.taker_fee_rate
+    instrument.maker_fee_rate = body.maker_fee_rate
+    instrument.price_band = body.price_band
+    instrument.max_order_notional = body.max_order_notional
+    instrument.expiry = body.expiry
+    instrument.funding_interval_s = body.funding_interval_s
+    instrument.stale_after_s = body.stale_after_s
+    instrument.max_twap_deviation = body.max_twap_deviation
+    instrument.updated_at = utcnow()
+    await session.flush()
+    await audit.record(
+        session, "instrument.put", actor, {"symbol": symbol, **body.model_dump(mode="json")}
+    )
+    return instrument, created
+
+
+async def get_instrument(session: AsyncSession, symbol: str) -> Instrument:
+    instrument = await repository.get_instrument(session, symbol)
+    if instrument is None:
+        raise NotFound(f"instrument {symbol!r} not found")
+    return instrument
+
+
+async def list_instruments(session: AsyncSession) -> Sequence[Instrument]:
+    return await repository.list_instruments(session)
+
+
+def asset_out(asset: Asset) -> AssetOut:
+    return AssetOut.model_validate(asset, from_attributes=True)
+
+
+def instrument_out(instrument: Instrument, settings: Settings) -> InstrumentOut:
+    tiers = [MarginTierOut.model_validate(tier) for tier in instrument.margin_tiers]
+    return InstrumentOut(
+        symbol=instrument.symbol,
+        kind=instrument.kind,
+        underlying=instrument.underlying,
+        contract_size=instrument.contract_size,
+        tick_size=instrument.tick_size,
+        lot_size=instrument.lot_size,
+        margin_tiers=tiers,
+        taker_fee_rate=instrument.taker_fee_rate,
+        maker_fee_rate=instrument.maker_fee_rate,
+        price_band=instrument.price_band,
+        max_order_notional=instrument.max_order_notional,
+        expiry=instrument.expiry,
+        funding_interval_s=instrument.funding_interval_s,
+        stale_after_s=stale_after_s(instrument, settings),
+        max_twap_deviation=max_twap_deviation(instrument, settings),
+        max_leverage=1 / tiers[0].initial_margin_fraction,
+        updated_at=instrument.updated_at,
+    )
+
+
+def stale_after_s(instrument: Instrument | None, settings: Settings) -> Decimal:
+    if instrument is not None and instrument.stale_after_s is not None:
+        return instrument.stale_after_s
+    return Decimal(str(settings.default_stale_after_s))
+
+
+def max_twap_deviation(instrument: Instrument | None, settings: Settings) -> Decimal:
+    if instrument is not None and instrument.max_twap_deviation is not None:
+        return instrument.max_twap_deviation
+    return Decimal(str(settings.default_max_twap_deviation))

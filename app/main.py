@@ -1,0 +1,68 @@
+"""The application factory: nothing is built at import time; tests pass their own settings."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.accounts.router import router as accounts_router
+from app.auth.router import router as auth_router
+from app.core.cache import create_cache
+from app.core.config import Settings
+from app.core.db import create_engine, create_session_factory
+from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.core.logging import configure_logging
+from app.core.metrics import Metrics
+from app.core.ops import router as ops_router
+from app.core.runtime import Runtime
+from app.instruments.router import router as instruments_router
+from app.marketdata.router import router as marketdata_router
+
+API_VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, settings.db_pool_size)
+        cache = create_cache(settings.redis_url)
+        admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+        app.state.runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            session_factory=create_session_factory(engine),
+            cache=cache,
+            metrics=metrics,
+            bootstrap_key_hash=hashlib.sha256(admin_key.encode()).hexdigest() if admin_key else None,
+            cache_shared=settings.redis_url is not None,
+        )
+        try:
+            yield
+        finally:
+            await cache.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Preflight",
+        version=API_VERSION,
+        summary="Pre-trade margin checks for crypto-derivatives desks trading with cross-margin",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    for router in (
+        ops_router,
+        auth_router,
+        instruments_router,
+        accounts_router,
+        marketdata_router,
+    ):
+        app.include_router(router)
+    return app

@@ -1,0 +1,57 @@
+"""Marks and books in PostgreSQL: the last value per source, so a cache restart loses nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.marketdata.models import Book, MarkSource
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+async def upsert_marks(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or replace each (symbol, source), keeping whichever value is newer."""
+    if not rows:
+        return
+    statement = _insert(session, MarkSource).values(list(rows))
+    statement = statement.on_conflict_do_update(
+        index_elements=[MarkSource.symbol, MarkSource.source],
+        set_={
+            "price": statement.excluded.price,
+            "ts": statement.excluded.ts,
+            "funding_rate": statement.excluded.funding_rate,
+        },
+        where=statement.excluded.ts >= MarkSource.ts,
+    )
+    await session.execute(statement)
+
+
+async def marks_for(session: AsyncSession, symbols: Sequence[str]) -> list[MarkSource]:
+    query = select(MarkSource).where(MarkSource.symbol.in_(list(symbols)))
+    return list((await session.scalars(query)).all())
+
+
+async def all_marks(session: AsyncSession) -> list[MarkSource]:
+    return list((await session.scalars(select(MarkSource).order_by(MarkSource.symbol))).all())
+
+
+async def upsert_book(session: AsyncSession, row: dict[str, Any]) -> None:
+    statement = _insert(session, Book).values(row)
+    statement = statement.on_conflict_do_update(
+        index_elements=[Book.symbol],
+        set_={"bids": statement.excluded.bids, "asks": statement.excluded.asks, "ts": statement.excluded.ts},
+        where=statement.excluded.ts >= Book.ts,
+    )
+    await session.execute(statement)
+
+
+async def get_book(session: AsyncSession, symbol: str) -> Book | None:
+    return await session.get(Book, symbol)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+
+from app.auth.dependencies import MarketWriter, Reader
+from app.core.deps import RuntimeDep, SessionDep
+from app.core.types import ID_PATTERN
+from app.marketdata import service
+from app.marketdata.schemas import BookIn, BookOut, MarkList, MarkOut, MarksAccepted, MarksIn
+
+router = APIRouter(prefix="/v1", tags=["market data"])
+Symbol = Path(pattern=ID_PATTERN)
+
+
+@router.post("/marks", response_model=MarksAccepted)
+async def post_marks(
+    body: MarksIn, principal: MarketWriter, session: SessionDep, runtime: RuntimeDep
+) -> MarksAccepted:
+    return await service.post_marks(session, runtime, principal.actor, body.marks)
+
+
+@router.get("/marks", response_model=MarkList)
+async def list_marks(principal: Reader, session: SessionDep, runtime: RuntimeDep) -> MarkList:
+    return MarkList(marks=[service.mark_out(m) for m in await service.all_marks(session, runtime)])
+
+
+@router.get("/marks/{symbol}", response_model=MarkOut)
+async def get_mark(
+    principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: str = Symbol
+) -> MarkOut:
+    return service.mark_out(await service.get_mark(session, runtime, symbol))
+
+
+@router.put("/books/{symbol}", response_model=BookOut)
+async def put_book(
+    body: BookIn,
+    principal: MarketWriter,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    symbol: str = Symbol,
+) -> BookOut:
+    await service.put_book(session, runtime, principal.actor, symbol, body)
+    return await service.book_out(session, runtime, symbol)
+
+
+@router.get("/books/{symbol}", response_model=BookOut)
+async def get_book(
+    principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: str = Symbol
+) -> BookOut:
+    return await service.book_out(session, runtime, symbol)

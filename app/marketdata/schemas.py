@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from app.core.types import (
+    DecimalValue,
+    Identifier,
+    Money,
+    PositiveDecimal,
+    StrictIn,
+    Timestamp,
+)
+
+
+class MarkIn(StrictIn):
+    symbol: Identifier = Field(description="An instrument or an asset")
+    price: PositiveDecimal
+    source: Identifier
+    ts: Timestamp
+    funding_rate: DecimalValue | None = Field(
+        None, description="Perpetuals: the rate of the next funding interval"
+    )
+
+    @model_validator(mode="after")
+    def _bounded_funding(self) -> Self:
+        if self.funding_rate is not None and abs(self.funding_rate) >= 1:
+            raise ValueError("funding_rate must be between -1 and 1")
+        return self
+
+
+class MarksIn(StrictIn):
+    marks: list[MarkIn] = Field(min_length=1, max_length=1000)
+
+
+class MarksAccepted(BaseModel):
+    accepted: int
+    superseded: int = Field(description="Older than what the same source already sent; ignored")
+
+
+class SourceOut(BaseModel):
+    source: str
+    price: Money
+    ts: Timestamp
+    age_ms: int
+    fresh: bool
+
+
+class MarkOut(BaseModel):
+    symbol: str
+    price: Money
+    twap: Money
+    status: str = Field(description="fresh | stale | deviating")
+    age_ms: int
+    funding_rate: Money | None
+    sources: list[SourceOut]
+
+
+class MarkList(BaseModel):
+    marks: list[MarkOut]
+
+
+Level = tuple[PositiveDecimal, PositiveDecimal]
+
+
+class BookIn(StrictIn):
+    bids: list[Level] = Field(max_length=500, description="[price, size], best (highest) first")
+    asks: list[Level] = Field(max_length=500, description="[price, size], best (lowest) first")
+    ts: Timestamp
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        bids = [price for price, _ in self.bids]
+        asks = [price for price, _ in self.asks]
+        if any(b >= a for a, b in zip(bids, bids[1:], strict=False)):
+            raise ValueError("bids must be strictly descending by price")
+        if any(b <= a for a, b in zip(asks, asks[1:], strict=False)):
+            raise ValueError("asks must be strictly ascending by price")
+        if bids and asks and bids[0] >= asks[0]:
+            raise ValueError("the book is crossed: best bid must be below best ask")
+        return self
+
+
+class BookOut(BaseModel):
+    symbol: str
+    bids: list[tuple[Money, Money]]
+    asks: list[tuple[Money, Money]]
+    ts: Timestamp
+    age_ms: int
+    status: str = Field(description="fresh | stale")
