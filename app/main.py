@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,12 +41,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             session_factory=create_session_factory(engine),
             cache=cache,
             metrics=metrics,
-            bootstrap_key_hash=hashlib.sha256(admin_key.encode()).hexdigest() if admin_key else None,
+            bootstrap_key_hash=hashlib.sha256(admin_key.encode()).hexdigest()
+            if admin_key
+            else None,
             cache_shared=settings.redis_url is not None,
         )
+        feed = None
+        if settings.demo_feed:
+            from app.demo import feed_forever
+
+            feed = asyncio.create_task(feed_forever(app.state.runtime))
         try:
             yield
         finally:
+            if feed is not None:
+                feed.cancel()
             await cache.close()
             await engine.dispose()
 

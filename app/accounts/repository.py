@@ -15,6 +15,7 @@ from app.accounts.models import (
     TradingState,
     Transfer,
 )
+from app.core.db import dialect_name
 
 
 async def get_account(session: AsyncSession, account_id: str) -> Account | None:
@@ -36,7 +37,7 @@ async def lock_subaccounts(session: AsyncSession, subaccount_ids: Iterable[str])
     """Row-lock subaccounts (in id order, so two writers never deadlock) until commit.
     Every change to a subaccount's balances, positions or reservations takes this lock."""
     ids = sorted(set(subaccount_ids))
-    if ids and session.bind.dialect.name == "postgresql":
+    if ids and dialect_name(session) == "postgresql":
         await session.execute(
             select(Subaccount.subaccount_id)
             .where(Subaccount.subaccount_id.in_(ids))
@@ -70,7 +71,9 @@ async def leverage_of(session: AsyncSession, subaccount_id: str) -> dict[str, Le
     return {row.instrument: row for row in rows}
 
 
-async def get_trading_state(session: AsyncSession, scope: str, scope_id: str) -> TradingState | None:
+async def get_trading_state(
+    session: AsyncSession, scope: str, scope_id: str
+) -> TradingState | None:
     return await session.get(TradingState, (scope, scope_id))
 
 

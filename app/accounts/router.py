@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Path, Query, Response
 
 from app.accounts import service, venue
@@ -31,7 +33,7 @@ from app.core.types import ID_PATTERN
 from app.risk import service as risk
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
-Id = Path(pattern=ID_PATTERN)
+PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 # --- accounts ---------------------------------------------------------------------------------
@@ -53,14 +55,14 @@ async def list_accounts(principal: Reader, session: SessionDep) -> AccountList:
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut)
-async def get_account(principal: Reader, session: SessionDep, account_id: str = Id) -> AccountOut:
+async def get_account(principal: Reader, session: SessionDep, account_id: PathId) -> AccountOut:
     account = await service.get_account(session, principal, account_id)
     return await service.account_out(session, account)
 
 
 @router.put("/accounts/{account_id}/limits", response_model=AccountOut)
 async def put_account_limits(
-    body: AccountLimitsIn, principal: RiskWriter, session: SessionDep, account_id: str = Id
+    body: AccountLimitsIn, principal: RiskWriter, session: SessionDep, account_id: PathId
 ) -> AccountOut:
     account = await service.get_account(session, principal, account_id)
     await service.put_account_limits(session, principal, account, body)
@@ -91,7 +93,7 @@ async def list_subaccounts(
 
 @router.get("/subaccounts/{subaccount_id}", response_model=SubaccountOut)
 async def get_subaccount(
-    principal: Reader, session: SessionDep, subaccount_id: str = Id
+    principal: Reader, session: SessionDep, subaccount_id: PathId
 ) -> SubaccountOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
     return await service.subaccount_out(session, subaccount)
@@ -99,7 +101,7 @@ async def get_subaccount(
 
 @router.patch("/subaccounts/{subaccount_id}", response_model=SubaccountOut)
 async def update_subaccount(
-    body: SubaccountPatch, principal: Admin, session: SessionDep, subaccount_id: str = Id
+    body: SubaccountPatch, principal: Admin, session: SessionDep, subaccount_id: PathId
 ) -> SubaccountOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id, lock=True)
     if body.margin_mode is not None and body.margin_mode != subaccount.margin_mode:
@@ -110,7 +112,7 @@ async def update_subaccount(
 
 @router.put("/subaccounts/{subaccount_id}/limits", response_model=SubaccountOut)
 async def put_subaccount_limits(
-    body: SubaccountLimitsIn, principal: RiskWriter, session: SessionDep, subaccount_id: str = Id
+    body: SubaccountLimitsIn, principal: RiskWriter, session: SessionDep, subaccount_id: PathId
 ) -> SubaccountOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
     await service.put_subaccount_limits(session, principal, subaccount, body)
@@ -119,7 +121,7 @@ async def put_subaccount_limits(
 
 @router.put("/subaccounts/{subaccount_id}/leverage", response_model=SubaccountOut)
 async def set_leverage(
-    body: LeverageIn, principal: LeverageWriter, session: SessionDep, subaccount_id: str = Id
+    body: LeverageIn, principal: LeverageWriter, session: SessionDep, subaccount_id: PathId
 ) -> SubaccountOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id, lock=True)
     await service.set_leverage(session, principal, subaccount, body)
@@ -150,7 +152,7 @@ async def record_transfer(
     response: Response,
     principal: VenueWriter,
     session: SessionDep,
-    subaccount_id: str = Id,
+    subaccount_id: PathId,
 ) -> TransferOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
     transfer, created = await venue.record_transfer(session, principal, subaccount, body)
@@ -166,7 +168,7 @@ async def record_fills(body: FillsIn, principal: VenueWriter, session: SessionDe
 
 @router.put("/subaccounts/{subaccount_id}/snapshot", response_model=PositionsOut)
 async def load_snapshot(
-    body: SnapshotIn, principal: VenueWriter, session: SessionDep, subaccount_id: str = Id
+    body: SnapshotIn, principal: VenueWriter, session: SessionDep, subaccount_id: PathId
 ) -> PositionsOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
     await venue.load_snapshot(session, principal, subaccount, body)
@@ -175,7 +177,7 @@ async def load_snapshot(
 
 @router.get("/subaccounts/{subaccount_id}/positions", response_model=PositionsOut)
 async def get_positions(
-    principal: Reader, session: SessionDep, subaccount_id: str = Id
+    principal: Reader, session: SessionDep, subaccount_id: PathId
 ) -> PositionsOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
     return await venue.positions_out(session, subaccount)
@@ -183,7 +185,7 @@ async def get_positions(
 
 @router.get("/subaccounts/{subaccount_id}/balances", response_model=BalancesOut)
 async def get_balances(
-    principal: Reader, session: SessionDep, subaccount_id: str = Id
+    principal: Reader, session: SessionDep, subaccount_id: PathId
 ) -> BalancesOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
     return await venue.balances_out(session, subaccount)

@@ -16,7 +16,9 @@ from app.accounts.schemas import (
     AccountIn,
     AccountLimitsIn,
     AccountOut,
+    CountLimitIn,
     LeverageIn,
+    LimitIn,
     LimitsOut,
     SubaccountIn,
     SubaccountLimitsIn,
@@ -159,7 +161,7 @@ async def subaccount_out(session: AsyncSession, subaccount: Subaccount) -> Subac
     return SubaccountOut(
         subaccount_id=subaccount.subaccount_id,
         account_id=subaccount.account_id,
-        margin_mode=subaccount.margin_mode,  # type: ignore[arg-type]
+        margin_mode=subaccount.margin_mode,
         strategy=subaccount.strategy,
         limits=limits_out(subaccount.limits),
         leverage={symbol: row.leverage for symbol, row in sorted(leverage.items())},
@@ -178,7 +180,7 @@ def _stored_limits(body: BaseModel) -> dict[str, Any]:
             continue
         if name == "strategy_limits":
             stored[name] = {strategy: _stored_limits(caps) for strategy, caps in value.items()}
-        elif isinstance(value, BaseModel):
+        elif isinstance(value, LimitIn | CountLimitIn):
             stored[name] = {"value": str(value.value), "warn_at": str(value.warn_at)}
         else:
             stored[name] = {"value": str(value), "warn_at": str(DEFAULT_WARN_AT)}
@@ -300,9 +302,7 @@ async def _visible(session: AsyncSession, principal: Principal, row: TradingStat
     return subaccount is not None and principal.sees(subaccount.account_id)
 
 
-async def list_trading_states(
-    session: AsyncSession, principal: Principal
-) -> list[TradingStateOut]:
+async def list_trading_states(session: AsyncSession, principal: Principal) -> list[TradingStateOut]:
     """Every non-active state the key may see (others' accounts are not revealed)."""
     rows = [
         row

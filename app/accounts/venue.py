@@ -26,7 +26,7 @@ from app.accounts.schemas import (
 from app.audit import service as audit
 from app.audit.chain import canonical_json
 from app.auth.principal import Principal
-from app.core.errors import Conflict, InvalidInput, NotFound, PreflightError
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.types import utcnow
 from app.instruments import repository as instruments_repository
 from app.instruments.models import Asset
@@ -45,7 +45,11 @@ async def _settlement(session: AsyncSession) -> Asset:
 
 
 def _credit(
-    session: AsyncSession, balances: dict[str, Balance], subaccount_id: str, asset: str, amount: Decimal
+    session: AsyncSession,
+    balances: dict[str, Balance],
+    subaccount_id: str,
+    asset: str,
+    amount: Decimal,
 ) -> Balance:
     balance = balances.get(asset)
     if balance is None:
@@ -97,7 +101,9 @@ async def record_fills(
     assets: set[str] = {settlement.symbol}
     for index, item in enumerate(fills):
         if item.instrument not in instruments:
-            raise InvalidInput(f"fills[{index}].instrument", f"unknown instrument {item.instrument!r}")
+            raise InvalidInput(
+                f"fills[{index}].instrument", f"unknown instrument {item.instrument!r}"
+            )
         if item.fee_asset is not None and item.fee_asset not in assets:
             if await instruments_repository.get_asset(session, item.fee_asset) is None:
                 raise InvalidInput(f"fills[{index}].fee_asset", f"unknown asset {item.fee_asset!r}")
@@ -275,7 +281,9 @@ async def load_snapshot(
     await session.flush()
     now = utcnow()
     for asset, amount in body.balances.items():
-        repository.add(session, Balance(subaccount_id=subaccount.subaccount_id, asset=asset, amount=amount))
+        repository.add(
+            session, Balance(subaccount_id=subaccount.subaccount_id, asset=asset, amount=amount)
+        )
     for item in body.positions:
         if item.size == 0:
             continue

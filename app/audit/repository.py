@@ -6,6 +6,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEntry
+from app.core.db import dialect_name
 
 # Any constant works; it names "the audit chain" among PostgreSQL advisory locks.
 _CHAIN_LOCK_KEY = 0x50524546
@@ -13,7 +14,7 @@ _CHAIN_LOCK_KEY = 0x50524546
 
 async def lock_chain(session: AsyncSession) -> None:
     """Serialise appends until this transaction ends (SQLite's BEGIN IMMEDIATE already does)."""
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
 
 
@@ -36,7 +37,10 @@ async def walk(session: AsyncSession, batch: int = 1000) -> AsyncIterator[AuditE
     while True:
         rows = (
             await session.scalars(
-                select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(batch)
+                select(AuditEntry)
+                .where(AuditEntry.seq > after)
+                .order_by(AuditEntry.seq)
+                .limit(batch)
             )
         ).all()
         for row in rows:

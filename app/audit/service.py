@@ -80,7 +80,11 @@ async def verify(session: AsyncSession) -> Verification:
             payload=entry.payload,
             created_at=entry.created_at,
         )
-        if entry.seq != expected_seq or entry.prev_hash != expected_prev or recomputed != entry.hash:
+        if (
+            entry.seq != expected_seq
+            or entry.prev_hash != expected_prev
+            or recomputed != entry.hash
+        ):
             return Verification(False, count, entry.seq)
         expected_prev, expected_seq, count = entry.hash, entry.seq + 1, count + 1
     return Verification(True, count, None)

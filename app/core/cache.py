@@ -81,7 +81,7 @@ class RedisCache:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key, members in items:
-                    pipe.zadd(key, members)  # type: ignore[arg-type]
+                    pipe.zadd(key, dict(members))
                     pipe.zremrangebyscore(key, "-inf", f"({keep_after}")
                 await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -108,7 +108,8 @@ class RedisCache:
         if not keys:
             return []
         try:
-            return list(await self._client.mget(list(keys)))
+            values = await self._client.mget(list(keys))
+            return [None if v is None else str(v) for v in values]
         except (RedisError, OSError) as exc:
             raise CacheUnavailable(str(exc)) from exc
 

@@ -29,5 +29,5 @@ class Settings(BaseSettings):
     twap_window_s: float = 300.0
     default_stale_after_s: float = 5.0
     default_max_twap_deviation: float = 0.05
-    max_batch_items: int = 1000
-    """Largest batch of fills or marks accepted in one request."""
+    demo_feed: bool = False
+    """Keep the demo's marks and books moving (set by ``preflight serve --demo``)."""

@@ -1,14 +1,14 @@
 """Errors a request can end in, each answered as RFC 9457 problem details.
 
-    PreflightError                 (500 INTERNAL_ERROR — never raised on purpose)
-    ├── BadRequest                 (400 BAD_REQUEST)
-    ├── Unauthorized               (401 UNAUTHORIZED)
-    ├── Forbidden                  (403 FORBIDDEN)
-    ├── NotFound                   (404 NOT_FOUND)
-    ├── Conflict                   (409 CONFLICT)
-    │   └── InsufficientMargin     (409 INSUFFICIENT_MARGIN)
-    ├── InvalidInput               (422 VALIDATION_ERROR, names the field)
-    └── Unavailable                (503 UNAVAILABLE, with Retry-After)
+PreflightError                 (500 INTERNAL_ERROR — never raised on purpose)
+├── BadRequest                 (400 BAD_REQUEST)
+├── Unauthorized               (401 UNAUTHORIZED)
+├── Forbidden                  (403 FORBIDDEN)
+├── NotFound                   (404 NOT_FOUND)
+├── Conflict                   (409 CONFLICT)
+│   └── InsufficientMargin     (409 INSUFFICIENT_MARGIN)
+├── InvalidInput               (422 VALIDATION_ERROR, names the field)
+└── Unavailable                (503 UNAVAILABLE, with Retry-After)
 """
 
 from __future__ import annotations

@@ -111,7 +111,10 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         metrics.dependency_errors.labels("postgresql").inc()
         log.warning("database unavailable", extra={"error": str(exc)[:300]})
         return problem(
-            503, "UNAVAILABLE", "Service unavailable", "the database is unreachable",
+            503,
+            "UNAVAILABLE",
+            "Service unavailable",
+            "the database is unreachable",
             {"Retry-After": "1"},
         )
     raise exc

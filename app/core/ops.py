@@ -48,7 +48,9 @@ async def readyz(runtime: RuntimeDep, response: Response) -> Readiness:
     if database == "unavailable":
         response.status_code = 503
         return Readiness(status="unavailable", database=database, cache=cache)
-    return Readiness(status="degraded" if cache == "degraded" else "ready", database=database, cache=cache)
+    return Readiness(
+        status="degraded" if cache == "degraded" else "ready", database=database, cache=cache
+    )
 
 
 @router.get("/metrics", response_class=Response)

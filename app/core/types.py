@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 MAX_INTEGER_DIGITS = 18
@@ -33,7 +41,7 @@ def parse_decimal(value: Any) -> Decimal:
         try:
             parsed = Decimal(text)
         except InvalidOperation:
-            raise ValueError("expected a decimal string such as \"65000.5\"") from None
+            raise ValueError('expected a decimal string such as "65000.5"') from None
     else:
         raise ValueError("expected a decimal string or number")
     if not parsed.is_finite():

@@ -287,7 +287,9 @@ class Collateral:
     @classmethod
     def concat(cls, books: Sequence[Collateral]) -> Collateral:
         """Rows of several ``Collateral`` one after another."""
-        return cls(**{f.name: np.concatenate([getattr(b, f.name) for b in books]) for f in fields(cls)})
+        return cls(
+            **{f.name: np.concatenate([getattr(b, f.name) for b in books]) for f in fields(cls)}
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Path, Response
 
 from app.auth.dependencies import Admin, Reader
@@ -16,12 +18,12 @@ from app.instruments.schemas import (
 )
 
 router = APIRouter(prefix="/v1", tags=["reference data"])
-Symbol = Path(pattern=ID_PATTERN)
+PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 @router.put("/assets/{symbol}", response_model=AssetOut)
 async def put_asset(
-    body: AssetIn, response: Response, principal: Admin, session: SessionDep, symbol: str = Symbol
+    body: AssetIn, response: Response, principal: Admin, session: SessionDep, symbol: PathId
 ) -> AssetOut:
     asset, created = await service.put_asset(session, principal.actor, symbol, body)
     response.status_code = 201 if created else 200
@@ -34,7 +36,7 @@ async def list_assets(principal: Reader, session: SessionDep) -> AssetList:
 
 
 @router.get("/assets/{symbol}", response_model=AssetOut)
-async def get_asset(principal: Reader, session: SessionDep, symbol: str = Symbol) -> AssetOut:
+async def get_asset(principal: Reader, session: SessionDep, symbol: PathId) -> AssetOut:
     return service.asset_out(await service.get_asset(session, symbol))
 
 
@@ -45,7 +47,7 @@ async def put_instrument(
     principal: Admin,
     session: SessionDep,
     runtime: RuntimeDep,
-    symbol: str = Symbol,
+    symbol: PathId,
 ) -> InstrumentOut:
     instrument, created = await service.put_instrument(session, principal.actor, symbol, body)
     response.status_code = 201 if created else 200
@@ -62,6 +64,6 @@ async def list_instruments(
 
 @router.get("/instruments/{symbol}", response_model=InstrumentOut)
 async def get_instrument(
-    principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: str = Symbol
+    principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: PathId
 ) -> InstrumentOut:
     return service.instrument_out(await service.get_instrument(session, symbol), runtime.settings)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from typing import Literal, Self
 
@@ -76,7 +77,7 @@ class InstrumentIn(StrictIn):
         floors = [tier.notional_floor for tier in self.margin_tiers]
         if floors[0] != 0:
             raise ValueError("margin_tiers[0].notional_floor must be 0")
-        if any(b <= a for a, b in zip(floors, floors[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(floors)):
             raise ValueError("margin_tiers notional_floor values must be strictly ascending")
         for index, tier in enumerate(self.margin_tiers):
             if tier.initial_margin_fraction == 0:

@@ -19,6 +19,7 @@ from decimal import Decimal, localcontext
 from typing import Literal
 
 MarkStatus = Literal["fresh", "stale", "deviating"]
+TWAP_QUANTUM = Decimal(1).scaleb(-12)
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,16 @@ def age_ms(now: datetime, ts: datetime) -> int:
     return max(0, int((now - ts).total_seconds() * 1000))
 
 
-def fresh_median(sources: Sequence[SourceMark], now: datetime, stale_after_s: Decimal) -> Decimal | None:
+def fresh_median(
+    sources: Sequence[SourceMark], now: datetime, stale_after_s: Decimal
+) -> Decimal | None:
     """The median of the fresh sources, or None when none is fresh."""
     limit_ms = stale_after_s * 1000
     fresh = [s.price for s in sources if age_ms(now, s.ts) <= limit_ms]
     return median(fresh) if fresh else None
 
 
-def twap(
-    ticks: Sequence[tuple[float, Decimal]], now_ms: float, window_ms: float
-) -> Decimal | None:
+def twap(ticks: Sequence[tuple[float, Decimal]], now_ms: float, window_ms: float) -> Decimal | None:
     """Time-weighted average of ``(time_ms, price)`` ticks over ``[now − window, now]``."""
     start = now_ms - window_ms
     ordered = sorted(ticks, key=lambda tick: tick[0])
@@ -89,7 +90,8 @@ def twap(
             weight = Decimal(repr(max(0.0, t1 - t0)))
             total += price * weight
             span += weight
-        return series[-1][1] if span == 0 else total / span
+        average = series[-1][1] if span == 0 else total / span
+        return average.quantize(TWAP_QUANTUM)
 
 
 def judge(

@@ -9,11 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.db import dialect_name
 from app.marketdata.models import Book, MarkSource
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
     return dialect.insert(table)
 
 
@@ -47,7 +48,11 @@ async def upsert_book(session: AsyncSession, row: dict[str, Any]) -> None:
     statement = _insert(session, Book).values(row)
     statement = statement.on_conflict_do_update(
         index_elements=[Book.symbol],
-        set_={"bids": statement.excluded.bids, "asks": statement.excluded.asks, "ts": statement.excluded.ts},
+        set_={
+            "bids": statement.excluded.bids,
+            "asks": statement.excluded.asks,
+            "ts": statement.excluded.ts,
+        },
         where=statement.excluded.ts >= Book.ts,
     )
     await session.execute(statement)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Path
 
 from app.auth.dependencies import MarketWriter, Reader
@@ -9,7 +11,7 @@ from app.marketdata import service
 from app.marketdata.schemas import BookIn, BookOut, MarkList, MarkOut, MarksAccepted, MarksIn
 
 router = APIRouter(prefix="/v1", tags=["market data"])
-Symbol = Path(pattern=ID_PATTERN)
+PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 @router.post("/marks", response_model=MarksAccepted)
@@ -26,7 +28,7 @@ async def list_marks(principal: Reader, session: SessionDep, runtime: RuntimeDep
 
 @router.get("/marks/{symbol}", response_model=MarkOut)
 async def get_mark(
-    principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: str = Symbol
+    principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: PathId
 ) -> MarkOut:
     return service.mark_out(await service.get_mark(session, runtime, symbol))
 
@@ -37,7 +39,7 @@ async def put_book(
     principal: MarketWriter,
     session: SessionDep,
     runtime: RuntimeDep,
-    symbol: str = Symbol,
+    symbol: PathId,
 ) -> BookOut:
     await service.put_book(session, runtime, principal.actor, symbol, body)
     return await service.book_out(session, runtime, symbol)
@@ -45,6 +47,6 @@ async def put_book(
 
 @router.get("/books/{symbol}", response_model=BookOut)
 async def get_book(
-    principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: str = Symbol
+    principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: PathId
 ) -> BookOut:
     return await service.book_out(session, runtime, symbol)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from typing import Self
 
 from pydantic import BaseModel, Field, model_validator
@@ -73,9 +74,9 @@ class BookIn(StrictIn):
     def _ordered(self) -> Self:
         bids = [price for price, _ in self.bids]
         asks = [price for price, _ in self.asks]
-        if any(b >= a for a, b in zip(bids, bids[1:], strict=False)):
+        if any(b >= a for a, b in itertools.pairwise(bids)):
             raise ValueError("bids must be strictly descending by price")
-        if any(b <= a for a, b in zip(asks, asks[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(asks)):
             raise ValueError("asks must be strictly ascending by price")
         if bids and asks and bids[0] >= asks[0]:
             raise ValueError("the book is crossed: best bid must be below best ask")

@@ -132,7 +132,9 @@ async def post_marks(
     skew_s = runtime.settings.mark_future_skew_s
     for index, mark in enumerate(marks):
         if mark.symbol not in instruments and mark.symbol not in assets:
-            raise InvalidInput(f"marks[{index}].symbol", f"unknown instrument or asset {mark.symbol!r}")
+            raise InvalidInput(
+                f"marks[{index}].symbol", f"unknown instrument or asset {mark.symbol!r}"
+            )
         if (mark.ts - now).total_seconds() > skew_s:
             raise InvalidInput(f"marks[{index}].ts", f"is more than {skew_s:g} s in the future")
         if mark.funding_rate is not None:
@@ -155,7 +157,13 @@ async def post_marks(
     await repository.upsert_marks(
         session,
         [
-            {"symbol": symbol, "source": m.source, "price": m.price, "ts": m.ts, "funding_rate": m.funding_rate}
+            {
+                "symbol": symbol,
+                "source": m.source,
+                "price": m.price,
+                "ts": m.ts,
+                "funding_rate": m.funding_rate,
+            }
             for (symbol, _), m in incoming.items()
         ],
     )
@@ -175,11 +183,16 @@ async def post_marks(
         # Every source of a touched symbol is written, so a cache that was emptied is refilled.
         await runtime.cache.hset_many(
             [
-                (_marks_key(symbol), {m.source: _encode(m) for (s, _), m in merged.items() if s == symbol})
+                (
+                    _marks_key(symbol),
+                    {m.source: _encode(m) for (s, _), m in merged.items() if s == symbol},
+                )
                 for symbol in symbols
             ]
         )
-        await runtime.cache.zadd_many(ticks, keep_after=now_ms - 2 * runtime.settings.twap_window_s * 1000)
+        await runtime.cache.zadd_many(
+            ticks, keep_after=now_ms - 2 * runtime.settings.twap_window_s * 1000
+        )
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
     return MarksAccepted(accepted=len(marks) - superseded, superseded=superseded)
@@ -261,13 +274,15 @@ async def put_book(
 ) -> OrderBook:
     await _instrument(session, symbol)
     if (body.ts - utcnow()).total_seconds() > runtime.settings.mark_future_skew_s:
-        raise InvalidInput("ts", f"is more than {runtime.settings.mark_future_skew_s:g} s in the future")
+        raise InvalidInput(
+            "ts", f"is more than {runtime.settings.mark_future_skew_s:g} s in the future"
+        )
     bids = [[str(p), str(s)] for p, s in body.bids]
     asks = [[str(p), str(s)] for p, s in body.asks]
-    await repository.upsert_book(session, {"symbol": symbol, "bids": bids, "asks": asks, "ts": body.ts})
-    await audit.record(
-        session, "book", actor, {"symbol": symbol, **body.model_dump(mode="json")}
+    await repository.upsert_book(
+        session, {"symbol": symbol, "bids": bids, "asks": asks, "ts": body.ts}
     )
+    await audit.record(session, "book", actor, {"symbol": symbol, **body.model_dump(mode="json")})
     try:
         await runtime.cache.set_many(
             [(_book_key(symbol), json.dumps({"b": bids, "a": asks, "t": _micros(body.ts)}))]

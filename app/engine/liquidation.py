@@ -1,0 +1,288 @@
+"""Liquidation prices: the mark of one position at which equity meets maintenance margin.
+
+For position j with every other mark held fixed, write its notional ``N = |q|·k·m``. Then:
+
+- **Isolated**: ``A + q·k·(m − e) = MM_j(N)``.
+- **Cross**: ``E(m) = MM(m)``, i.e. ``K + q·k·m = MM_j(N)`` with
+  ``K = E − q·k·m_now − (MM − MM_j)`` (equity and the other positions' maintenance fixed).
+
+Both are ``K + q·k·m = MM_j(|q|·k·m)`` with a piecewise-linear right side, solved exactly tier by
+tier (``solve_tiered``). On tier t (floor f_t, fraction mmf_t, requirement at the floor M_t)::
+
+    m = (M_t − mmf_t·f_t − K) / (k · (q − mmf_t·|q|))
+
+and the tier is the one where ``K + σ·f − M`` (σ = sign q), evaluated at the tier floors, changes
+sign. One tier, long: ``m = (q·k·e − A) / (q·k·(1 − mmf))`` in isolated mode (margin.md).
+
+- **Portfolio**: ``E(m_j) = MM_pm(m_j)`` found by vectorised bisection on the notional change
+  ``y = |q|·k·(m − m_now)``, to one tick (``portfolio_liquidation_prices``).
+
+Equity minus maintenance is strictly monotone in m for every mode (mmf < 1; in portfolio mode
+r_u + spread_u < 1 and floor_rate < 1), so the price is unique. A price ≤ 0 is reported as nan:
+no positive price reaches liquidation (a long margined above its value; a short already under
+water at every price).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from app.engine.parameters import RiskArrays
+from app.engine.portfolio import PortfolioCharges
+from app.engine.tiers import TierTable
+from app.engine.types import FloatArray, Positions
+
+
+def solve_tiered(
+    constant: FloatArray,
+    size: FloatArray,
+    contract_size: FloatArray,
+    tiers: TierTable,
+) -> FloatArray:
+    """The price m > 0 solving ``constant + q·k·m = MM(|q|·k·m)`` exactly, per row (n,).
+
+    ``constant`` K is the part of equity − other requirements that does not move with m
+    (isolated: ``A − q·k·e``; cross: ``E − q·k·m_now − (MM − MM_j)``). nan where no positive
+    solution exists or q = 0. Shapes: all (n,), tiers (n, T).
+    """
+    q = size
+    sigma = np.where(q >= 0, 1.0, -1.0)
+    # K + σ·floor_t − MM(floor_t): the residual at each tier floor; monotone across tiers.
+    at_floor = sigma[:, None] * tiers.floors
+    at_floor += constant[:, None]
+    at_floor -= tiers.mm_at_floor
+    # Long: residual rises with N, the root's tier is the last floor with residual ≤ 0.
+    # Short: residual falls with N, the root's tier is the last floor with residual ≥ 0.
+    at_floor *= sigma[:, None]
+    count = np.count_nonzero(at_floor <= 0.0, axis=1)
+    tier = np.maximum(count - 1, 0)[:, None]
+    floor = np.take_along_axis(tiers.floors, tier, axis=1)[:, 0]
+    mmf = np.take_along_axis(tiers.mmf, tier, axis=1)[:, 0]
+    mm_at = np.take_along_axis(tiers.mm_at_floor, tier, axis=1)[:, 0]
+    numerator = mm_at - mmf * floor - constant
+    denominator = contract_size * (q - mmf * np.abs(q))
+    price = np.full_like(q, np.nan)
+    ok = (count > 0) & (q != 0)
+    np.divide(numerator, denominator, out=price, where=ok)
+    price[~(price > 0)] = np.nan
+    return price
+
+
+def isolated_liquidation_prices(positions: Positions) -> FloatArray:
+    """Per-position isolated liquidation prices (n,): ``A + q·k·(m − e) = MM(|q|·k·m)``, exact."""
+    constant = (
+        positions.isolated_margin - positions.size * positions.contract_size * positions.entry_price
+    )
+    return solve_tiered(constant, positions.size, positions.contract_size, positions.tiers)
+
+
+def cross_liquidation_prices(
+    positions: Positions,
+    equity: float,
+    maintenance_margin: float,
+    position_maintenance: FloatArray,
+) -> FloatArray:
+    """Per-position cross liquidation prices (n,), each with the other marks fixed, exact.
+
+    ``equity`` E and ``maintenance_margin`` MM (= Σ MM_i, no reservations) are the book's now;
+    ``position_maintenance`` (n,) the MM_i. Solves ``E − q·k·m_now + q·k·m = MM − MM_j + MM_j(N)``.
+    """
+    qk = positions.size * positions.contract_size
+    constant = equity - qk * positions.mark - (maintenance_margin - position_maintenance)
+    return solve_tiered(constant, positions.size, positions.contract_size, positions.tiers)
+
+
+class _PortfolioResidual:
+    """``g(y) = E(y) − MM_pm(y)`` for each position j moving alone; y = |q|·k·(m − m_now).
+
+    With σ = sign q and u = underlying of j, moving m_j changes D_u by σ·y, the position's own leg
+    by +y and Σ N by +y, so (ρ_uu = 1)::
+
+        directional(y)² = Q + σ·2·r_u·(ρ WS)_u · y + r_u² · y²
+        basis(y)        = basis − s_u·min(own, other) + s_u·min(own + y, other)
+        floor(y)        = floor + floor_rate · y
+        g(y)            = E + σ·y − max(directional(y) + basis(y), floor(y))
+    """
+
+    def __init__(
+        self, positions: Positions, charges: PortfolioCharges, equity: float, risk: RiskArrays
+    ) -> None:
+        und = positions.underlying
+        self.sigma = np.where(positions.size >= 0, 1.0, -1.0)
+        ws = charges.delta * risk.scan_range
+        rho_ws = risk.correlation @ ws
+        r = risk.scan_range[und]
+        self.spread = risk.spread_rate[und]
+        self.quadratic = float(np.dot(ws, rho_ws))
+        self.linear = 2.0 * self.sigma * r * rho_ws[und]
+        self.square = r * r
+        long, short = charges.long[und], charges.short[und]
+        is_long = self.sigma > 0
+        self.own = np.where(is_long, long, short)
+        self.other = np.where(is_long, short, long)
+        self.basis_rest = float(charges.basis) - self.spread * np.minimum(self.own, self.other)
+        self.floor = float(charges.floor)
+        self.floor_rate = risk.floor_rate
+        self.equity = equity
+        # Lipschitz bound of MM_pm in y: |d directional| ≤ r_u, |d basis| ≤ s_u, |d floor| = fr.
+        self.slope_bound = np.maximum(r + self.spread, risk.floor_rate)
+
+    def __call__(self, y: FloatArray) -> FloatArray:
+        t = self.square * y
+        t += self.linear
+        t *= y
+        t += self.quadratic
+        np.maximum(t, 0.0, out=t)
+        np.sqrt(t, out=t)
+        w = self.own + y
+        np.minimum(w, self.other, out=w)
+        w *= self.spread
+        t += w
+        t += self.basis_rest
+        np.maximum(t, self.floor + self.floor_rate * y, out=t)
+        g = self.sigma * y
+        g += self.equity
+        g -= t
+        return g
+
+    def _branch_root(self, alpha: FloatArray, beta: FloatArray) -> FloatArray:
+        """Root of ``α + β·y = sqrt(Q + linear·y + square·y²)`` with α + β·y ≥ 0.
+
+        Squared: ``(β² − square)·y² + (2αβ − linear)·y + (α² − Q) = 0``; β² > square because
+        |β| ≥ 1 − s_u > r_u, and the wanted root is the one on β's side (sign β = σ).
+        Uses the cancellation-free form ``q = −(b + sign(b)·√disc)/2``, roots ``q/a`` and ``c/q``.
+        """
+        a = beta * beta - self.square
+        b = 2.0 * alpha * beta - self.linear
+        c = alpha * alpha - self.quadratic
+        disc = np.sqrt(np.maximum(b * b - 4.0 * a * c, 0.0))
+        sign_b = np.where(b >= 0, 1.0, -1.0)
+        q = -0.5 * (b + sign_b * disc)
+        # (−b + σ·√disc)/(2a) is q/a when σ = −sign(b), else c/q.
+        first = np.divide(q, a)
+        second = np.divide(c, q, out=np.zeros_like(q), where=q != 0)
+        return np.where(self.sigma == -sign_b, first, second)
+
+    def root(self) -> FloatArray:
+        """The exact y with g(y) = 0, per row (n,), solving each linear piece of MM_pm.
+
+        The floor branch ``E + σy = floor + fr·y`` is linear; the directional + basis branch is
+        ``sqrt(quadratic) = linear`` on each side of the basis kink ``y_k = other − own``. g is the
+        min of the two branch residuals, both monotone in y with sign σ, so the root is the larger
+        branch root for a long and the smaller for a short.
+        """
+        sigma, s = self.sigma, self.spread
+        y_floor = (self.floor - self.equity) / (sigma - self.floor_rate)
+        base = self.equity - self.basis_rest
+        below = self._branch_root(base - s * self.own, sigma - s)
+        above = self._branch_root(base - s * self.other, sigma)
+        kink = self.other - self.own
+        y_dir = np.where(below <= kink, below, above)
+        return np.where(sigma > 0, np.maximum(y_floor, y_dir), np.minimum(y_floor, y_dir))
+
+
+def _bisect(
+    g: _PortfolioResidual,
+    y_safe: FloatArray,
+    y_liq: FloatArray,
+    width: FloatArray,
+    max_iterations: int,
+) -> FloatArray:
+    """Halve each bracket [y_safe (g > 0), y_liq (g ≤ 0)] until it is at most ``width`` wide."""
+    widest = float(np.max(np.abs(y_safe - y_liq) / width)) if width.size else 0.0
+    steps = min(max_iterations, math.ceil(math.log2(widest)) if widest > 1.0 else 0)
+    mid = np.empty_like(y_safe)
+    for _ in range(steps):
+        np.add(y_safe, y_liq, out=mid)
+        mid *= 0.5
+        safe = g(mid) > 0
+        np.copyto(y_safe, mid, where=safe)
+        np.copyto(y_liq, mid, where=~safe)
+    return y_safe
+
+
+def portfolio_liquidation_prices(
+    positions: Positions,
+    charges: PortfolioCharges,
+    equity: float,
+    risk: RiskArrays,
+    *,
+    exact_seed: bool = True,
+    max_iterations: int = 100,
+) -> FloatArray:
+    """Per-position portfolio liquidation prices (n,), to one tick.
+
+    Solves ``E(m_j) = MM_pm(m_j)`` with every other mark and collateral price fixed; ``charges``
+    and ``equity`` (= Σ balance·price + Σ u) are the book's now.
+
+    Method: a vectorised bisection on y = |q|·k·(m − m_now). The bracket comes from the slope
+    bounds of g(y) = E − MM_pm: |dg/dy| ∈ [1 − c, 1 + c], c = max(r_u + s_u, floor_rate), so
+    the root lies at |y| ∈ [|g(0)|/(1+c), |g(0)|/(1−c)]; it is halved until one tick wide and the
+    end still outside liquidation (g > 0) is returned (long: upper end; short: lower end).
+    With ``exact_seed`` (default) each piece of MM_pm is first solved in closed form
+    (``_PortfolioResidual.root``); a seed is accepted only where g changes sign across
+    [seed − ½ tick, seed + ½ tick] (two evaluations of g itself), and every row that fails this
+    check is bisected as above. Either way the price is within one tick of the root.
+    nan where no positive price reaches liquidation.
+    """
+    n = positions.n
+    price = np.full(n, np.nan)
+    if n == 0:
+        return price
+    g = _PortfolioResidual(positions, charges, equity, risk)
+    aqk = np.abs(positions.size) * positions.contract_size
+    notional = aqk * positions.mark
+    tick = aqk * positions.tick_size
+    lowest = -notional  # y at price 0
+    open_ = positions.size != 0
+    y = np.full(n, np.nan)
+    todo = open_
+    if exact_seed:
+        seed = g.root()
+        half = 0.5 * tick
+        # The side of the seed still outside liquidation: below it for a long, above for a short.
+        safe_end = g(seed + g.sigma * half) > 0
+        liq_end = g(seed - g.sigma * half) <= 0
+        verified = open_ & safe_end & liq_end & np.isfinite(seed)
+        y[verified] = seed[verified]
+        todo = open_ & ~verified
+    if bool(todo.any()):
+        rows = np.flatnonzero(todo)
+        y[rows] = _bisect_rows(positions.take(rows), charges, equity, risk, max_iterations)
+    np.divide(y, aqk, out=price, where=open_)
+    price += positions.mark
+    price[~(y > lowest)] = np.nan
+    return price
+
+
+def _bisect_rows(
+    positions: Positions,
+    charges: PortfolioCharges,
+    equity: float,
+    risk: RiskArrays,
+    max_iterations: int,
+) -> FloatArray:
+    """Bisection for the y of the root, rows of ``positions`` (all open); nan if price ≤ 0."""
+    g = _PortfolioResidual(positions, charges, equity, risk)
+    aqk = np.abs(positions.size) * positions.contract_size
+    notional = aqk * positions.mark
+    g0 = g(np.zeros(positions.n))
+    safe_now = g0 > 0
+    # Direction of the root in y: a safe long must fall (−), an unsafe long rise (+); shorts mirror.
+    direction = np.where(safe_now, -g.sigma, g.sigma)
+    near = np.abs(g0) / (1.0 + g.slope_bound) * (1.0 - 1e-9)
+    far = np.abs(g0) / (1.0 - g.slope_bound) * (1.0 + 1e-9) + 1e-9 * notional
+    lowest = -notional
+    near_y = np.maximum(direction * near, lowest)
+    far_y = np.maximum(direction * far, lowest)
+    # The far end changes sign by the slope bound unless it was cut at price 0: then no positive
+    # price liquidates.
+    valid = (g(far_y) > 0) != safe_now
+    y_safe = np.where(safe_now, near_y, far_y)
+    y_liq = np.where(safe_now, far_y, near_y)
+    width = np.where(valid, aqk * positions.tick_size, np.inf)
+    y = _bisect(g, y_safe, y_liq, width, max_iterations)
+    y[~valid] = np.nan
+    return y

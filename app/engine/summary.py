@@ -1,0 +1,249 @@
+"""The ``MarginSummary`` of one subaccount in isolated, cross or portfolio mode (margin.md).
+
+Per position (n,): ``N = |q|·k·m``, ``u = q·k·(m − e)``, ``IM_i = max(IM(N_i), N_i/leverage_i)``,
+``MM_i = MM(N_i)`` (tiered, see ``tiers.py``). Per book: ``C = Σ balance·price·weight`` (a debt,
+balance < 0, counts at weight 1), ``C_full = Σ balance·price``,
+``next_funding = Σ_perpetuals −q·k·m·f``, ``gross_notional = Σ N_i``.
+
+| mode      | equity E          | position IM | MM       | free collateral | withdrawable                     |
+|-----------|-------------------|-------------|----------|-----------------|----------------------------------|
+| isolated  | C + Σ (A_i + u_i) | Σ IM_i      | Σ MM_i   | C − R           | max(0, C − R)                    |
+| cross     | C + Σ u_i         | Σ IM_i      | Σ MM_i   | E − IM          | max(0, E − max(IM, w·Σ N_i))     |
+| portfolio | C_full + Σ u_i    | IM_pm       | MM_pm    | E − IM          | max(0, E − max(IM, w·Σ N_i))     |
+
+where R = ``reserved_initial_margin`` (IM of active reservations, computed by the caller),
+``initial_margin`` IM = position IM + R, w = ``withdrawal_floor``; ``maintenance_margin`` excludes
+R. Ratios ``IM/E``, ``MM/E``, ``Σ N_i / E`` are None when E ≤ 0. ``collateral_value`` is C
+(C_full in portfolio mode). ``standard_initial_margin`` = Σ IM_i and ``portfolio_initial_margin``
+= IM_pm are reported in every mode, without R.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.engine.liquidation import (
+    cross_liquidation_prices,
+    isolated_liquidation_prices,
+    portfolio_liquidation_prices,
+)
+from app.engine.parameters import RiskArrays
+from app.engine.portfolio import PortfolioCharges, charges_from_legs, legs
+from app.engine.tiers import position_margins
+from app.engine.types import (
+    Collateral,
+    FloatArray,
+    MarginMode,
+    MarginSummary,
+    PositionMargins,
+    Positions,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BookValues:
+    """Everything the three modes share, for one book at current marks.
+
+    Per position (n,): ``notional``, ``unrealized_pnl``, ``initial_margin`` / ``maintenance_margin``
+    (standard model). Scalars: ``gross_notional``, ``unrealized_pnl_total``, ``isolated_margin_total``
+    (Σ A_i), ``standard_initial_margin`` (Σ IM_i), ``standard_maintenance_margin`` (Σ MM_i),
+    ``next_funding``, ``collateral_weighted`` (C), ``collateral_full`` (C_full), and the portfolio
+    model's ``charges``.
+    """
+
+    notional: FloatArray
+    unrealized_pnl: FloatArray
+    initial_margin: FloatArray
+    maintenance_margin: FloatArray
+    gross_notional: float
+    unrealized_pnl_total: float
+    isolated_margin_total: float
+    standard_initial_margin: float
+    standard_maintenance_margin: float
+    next_funding: float
+    collateral_weighted: float
+    collateral_full: float
+    charges: PortfolioCharges
+
+
+def collateral_values(collateral: Collateral) -> tuple[float, float]:
+    """``(C, C_full)``: ``Σ balance·price·weight`` (debts at weight 1) and ``Σ balance·price``."""
+    value = collateral.balance * collateral.price
+    weight = np.where(collateral.balance < 0, 1.0, collateral.weight)
+    return float(np.dot(value, weight)), float(value.sum())
+
+
+def book_values(positions: Positions, collateral: Collateral, risk: RiskArrays) -> BookValues:
+    """Evaluate the mode-independent quantities of one book (formulas in the module docstring)."""
+    qk = positions.size * positions.contract_size
+    delta = qk * positions.mark
+    notional = np.abs(delta)
+    upnl = positions.mark - positions.entry_price
+    upnl *= qk
+    im, mm = position_margins(notional, positions.leverage, positions.tiers)
+    funding_rate = np.where(positions.is_perpetual, positions.funding_rate, 0.0)
+    gross = float(notional.sum())
+    c_weighted, c_full = collateral_values(collateral)
+    long, short = legs(
+        delta,
+        positions.underlying,
+        collateral.balance * collateral.price,
+        collateral.underlying,
+        risk.n_underlyings,
+    )
+    return BookValues(
+        notional=notional,
+        unrealized_pnl=upnl,
+        initial_margin=im,
+        maintenance_margin=mm,
+        gross_notional=gross,
+        unrealized_pnl_total=float(upnl.sum()),
+        isolated_margin_total=float(positions.isolated_margin.sum()),
+        standard_initial_margin=float(im.sum()),
+        standard_maintenance_margin=float(mm.sum()),
+        next_funding=-float(np.dot(delta, funding_rate)),
+        collateral_weighted=c_weighted,
+        collateral_full=c_full,
+        charges=charges_from_legs(long, short, gross, risk),
+    )
+
+
+def _ratio(numerator: float, equity: float) -> float | None:
+    return numerator / equity if equity > 0 else None
+
+
+def margin_summary(
+    positions: Positions,
+    collateral: Collateral,
+    risk: RiskArrays,
+    mode: MarginMode | str,
+    reserved_initial_margin: float = 0.0,
+    *,
+    liquidation_prices: bool = True,
+) -> MarginSummary:
+    """The ``MarginSummary`` of one subaccount in ``mode`` (table in the module docstring).
+
+    Shapes: positions (n,), collateral (a,); ``reserved_initial_margin`` a scalar (settlement
+    asset). With ``liquidation_prices=False`` the per-position prices are left nan (cheaper, e.g.
+    for a max-size search).
+    """
+    mode = MarginMode(mode)
+    book = book_values(positions, collateral, risk)
+    reserved = float(reserved_initial_margin)
+    charges = book.charges
+    position_equity: FloatArray | None = None
+    if mode is MarginMode.PORTFOLIO:
+        collateral_value = book.collateral_full
+        equity = collateral_value + book.unrealized_pnl_total
+        position_im = float(charges.initial_margin)
+        maintenance = float(charges.maintenance_margin)
+    else:
+        collateral_value = book.collateral_weighted
+        equity = collateral_value + book.unrealized_pnl_total
+        position_im = book.standard_initial_margin
+        maintenance = book.standard_maintenance_margin
+        if mode is MarginMode.ISOLATED:
+            equity += book.isolated_margin_total
+            position_equity = positions.isolated_margin + book.unrealized_pnl
+    initial = position_im + reserved
+    if mode is MarginMode.ISOLATED:
+        free = collateral_value - reserved
+        withdrawable = max(0.0, free)
+    else:
+        free = equity - initial
+        floor = risk.withdrawal_floor * book.gross_notional
+        withdrawable = max(0.0, equity - max(initial, floor))
+
+    if not liquidation_prices:
+        liq = np.full(positions.n, np.nan)
+    elif mode is MarginMode.ISOLATED:
+        liq = isolated_liquidation_prices(positions)
+    elif mode is MarginMode.CROSS:
+        liq = cross_liquidation_prices(positions, equity, maintenance, book.maintenance_margin)
+    else:
+        liq = portfolio_liquidation_prices(positions, charges, equity, risk)
+
+    return MarginSummary(
+        equity=equity,
+        collateral_value=collateral_value,
+        unrealized_pnl=book.unrealized_pnl_total,
+        initial_margin=initial,
+        maintenance_margin=maintenance,
+        reserved_initial_margin=reserved,
+        free_collateral=free,
+        withdrawable=withdrawable,
+        initial_margin_ratio=_ratio(initial, equity),
+        maintenance_margin_ratio=_ratio(maintenance, equity),
+        leverage=_ratio(book.gross_notional, equity),
+        gross_notional=book.gross_notional,
+        next_funding=book.next_funding,
+        standard_initial_margin=book.standard_initial_margin,
+        portfolio_initial_margin=float(charges.initial_margin),
+        positions=PositionMargins(
+            notional=book.notional,
+            unrealized_pnl=book.unrealized_pnl,
+            initial_margin=book.initial_margin,
+            maintenance_margin=book.maintenance_margin,
+            liquidation_price=liq,
+            equity=position_equity,
+        ),
+    )
+
+
+def isolated_summary(
+    positions: Positions,
+    collateral: Collateral,
+    risk: RiskArrays,
+    reserved_initial_margin: float = 0.0,
+    *,
+    liquidation_prices: bool = True,
+) -> MarginSummary:
+    """``margin_summary`` in isolated mode."""
+    return margin_summary(
+        positions,
+        collateral,
+        risk,
+        MarginMode.ISOLATED,
+        reserved_initial_margin,
+        liquidation_prices=liquidation_prices,
+    )
+
+
+def cross_summary(
+    positions: Positions,
+    collateral: Collateral,
+    risk: RiskArrays,
+    reserved_initial_margin: float = 0.0,
+    *,
+    liquidation_prices: bool = True,
+) -> MarginSummary:
+    """``margin_summary`` in cross (standard) mode."""
+    return margin_summary(
+        positions,
+        collateral,
+        risk,
+        MarginMode.CROSS,
+        reserved_initial_margin,
+        liquidation_prices=liquidation_prices,
+    )
+
+
+def portfolio_summary(
+    positions: Positions,
+    collateral: Collateral,
+    risk: RiskArrays,
+    reserved_initial_margin: float = 0.0,
+    *,
+    liquidation_prices: bool = True,
+) -> MarginSummary:
+    """``margin_summary`` in portfolio mode."""
+    return margin_summary(
+        positions,
+        collateral,
+        risk,
+        MarginMode.PORTFOLIO,
+        reserved_initial_margin,
+        liquidation_prices=liquidation_prices,
+    )

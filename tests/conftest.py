@@ -1,0 +1,135 @@
+"""The test harness: one real PostgreSQL database and one real Redis database per test run
+(per xdist worker), migrated once by Alembic; every test starts from empty tables and an empty
+cache. Found by ``tests/services.py``: configured URLs, else localhost, else throwaway servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as redis_asyncio
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.core.config import Settings
+from app.core.db import Base
+from app.core.migrations import upgrade
+from app.main import create_app
+from app.models import load_all_models
+from tests import services
+
+ADMIN_KEY = "pf_test_admin_key_0123456789abcdef"
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(worker.removeprefix("gw") or 0)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    server = services.postgres_server_url()
+    name = f"preflight_test_{os.getpid()}"
+    url = services.create_database(server, name)
+    upgrade(url)
+    yield url
+    services.drop_database(server, name)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    base = services.redis_server_url().rsplit("/", 1)[0]
+    # Databases 9–15 are the tests' own; each xdist worker takes one.
+    return f"{base}/{9 + _worker_index() % 7}"
+
+
+@pytest.fixture(scope="session")
+def settings(postgres_url: str, redis_url: str) -> Settings:
+    return Settings(
+        database_url=postgres_url,
+        redis_url=redis_url,
+        admin_key=ADMIN_KEY,  # type: ignore[arg-type]
+        log_level="WARNING",
+        db_pool_size=10,
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def raw_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://preflight") as client:
+        yield client
+
+
+@pytest.fixture
+async def clean(settings: Settings, raw_client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """Empty every table and the test Redis database before the test."""
+    load_all_models()
+    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {tables}"))
+    finally:
+        await engine.dispose()
+    assert settings.redis_url is not None
+    client = redis_asyncio.Redis.from_url(settings.redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    yield
+
+
+class Api:
+    """An HTTP client that speaks as one API key."""
+
+    def __init__(self, client: httpx.AsyncClient, key: str | None) -> None:
+        self.client = client
+        self.key = key
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.request(method, url, headers=self._headers(), **kwargs)
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PATCH", url, **kwargs)
+
+    async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", url, **kwargs)
+
+    async def ok(self, method: str, url: str, **kwargs: Any) -> Any:
+        """The JSON of a request that must succeed (the failure message shows the problem)."""
+        response = await self.request(method, url, **kwargs)
+        assert response.status_code < 300, f"{method} {url}: {response.status_code} {response.text}"
+        return response.json()
+
+    def as_(self, key: str | None) -> Api:
+        return Api(self.client, key)
+
+
+@pytest.fixture
+async def admin(clean: None, raw_client: httpx.AsyncClient) -> Api:
+    return Api(raw_client, ADMIN_KEY)
