@@ -103,7 +103,8 @@ class Api:
         return {"Authorization": f"Bearer {self.key}"} if self.key else {}
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.request(method, url, headers=self._headers(), **kwargs)
+        headers = {**self._headers(), **kwargs.pop("headers", {})}
+        return await self.client.request(method, url, headers=headers, **kwargs)
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return await self.request("GET", url, **kwargs)

@@ -1,0 +1,135 @@
+"""Preflight's margin engine: pure functions over numpy arrays (numpy and the standard library only).
+
+The methodology is ``shared/spec/margin.md``; ``docs/methodology.md`` restates every formula with a
+worked example. Nothing here does I/O, holds state or knows about Decimal except ``rounding``.
+
+Input contract (the caller converts from Decimal and keeps arrays resident):
+
+- ``Positions`` of one subaccount, arrays (n,): signed size q (base units), contract size k,
+  entry price e, mark m > 0, isolated margin A (isolated mode only; pass 0 otherwise), chosen
+  leverage (0 or nan = none), next funding rate f (0 for futures), is_perpetual, tick size,
+  underlying index into the universe, and a ``TierTable`` (n, T) of floors (padding +inf), imf,
+  mmf (NaN mmf = imf/2). Flat rows (q = 0) are allowed and contribute nothing.
+- ``Collateral`` of one subaccount, arrays (a,): balance (negative = debt), price, weight,
+  underlying index (−1 for the settlement asset or none).
+- ``RiskArrays`` from ``RiskParameters().arrays(universe)``: the parameters materialised for a tuple
+  of underlying names; every underlying index refers to that tuple.
+- ``reserved_initial_margin``: the IM of the subaccount's active reservations (a float).
+- A margin mode: ``MarginMode.ISOLATED | CROSS | PORTFOLIO`` (or its string).
+
+Amounts are settlement-asset floats; the conversion back to decimals (requirements up, equity
+down, float noise snapped) is ``rounding``. ``batch`` evaluates many subaccounts at once.
+"""
+
+from app.engine.batch import BatchBook, batch_stress, batch_summary
+from app.engine.liquidation import (
+    cross_liquidation_prices,
+    isolated_liquidation_prices,
+    portfolio_liquidation_prices,
+    solve_tiered,
+)
+from app.engine.parameters import RiskArrays, RiskParameters
+from app.engine.portfolio import PortfolioCharges, charges_from_legs, portfolio_charges
+from app.engine.rounding import (
+    SNAP_RELATIVE_TOLERANCE,
+    Direction,
+    conservative_free_collateral,
+    equity_to_decimal,
+    liquidation_price_to_decimal,
+    liquidation_prices_to_decimals,
+    requirement_to_decimal,
+    snap_tolerance,
+    summary_to_decimals,
+    to_decimal,
+    to_floats,
+)
+from app.engine.stress import (
+    Scenario,
+    default_scenarios,
+    shock_matrix,
+    shocked_prices,
+    stress,
+)
+from app.engine.summary import (
+    BookValues,
+    book_values,
+    collateral_values,
+    cross_summary,
+    isolated_summary,
+    margin_summary,
+    portfolio_summary,
+)
+from app.engine.tiers import (
+    TierTable,
+    deductions_from_tiers,
+    fill_default_mmf,
+    position_margins,
+    tiered_margins,
+    tiers_from_deductions,
+)
+from app.engine.types import (
+    RATIO_FIELDS,
+    SUMMARY_FIELDS,
+    BatchSummary,
+    Collateral,
+    MarginMode,
+    MarginSummary,
+    PositionMargins,
+    Positions,
+    StressResult,
+    mode_codes,
+)
+
+__all__ = [
+    "RATIO_FIELDS",
+    "SNAP_RELATIVE_TOLERANCE",
+    "SUMMARY_FIELDS",
+    "BatchBook",
+    "BatchSummary",
+    "BookValues",
+    "Collateral",
+    "Direction",
+    "MarginMode",
+    "MarginSummary",
+    "PortfolioCharges",
+    "PositionMargins",
+    "Positions",
+    "RiskArrays",
+    "RiskParameters",
+    "Scenario",
+    "StressResult",
+    "TierTable",
+    "batch_stress",
+    "batch_summary",
+    "book_values",
+    "charges_from_legs",
+    "collateral_values",
+    "conservative_free_collateral",
+    "cross_liquidation_prices",
+    "cross_summary",
+    "deductions_from_tiers",
+    "default_scenarios",
+    "equity_to_decimal",
+    "fill_default_mmf",
+    "isolated_liquidation_prices",
+    "isolated_summary",
+    "liquidation_price_to_decimal",
+    "liquidation_prices_to_decimals",
+    "margin_summary",
+    "mode_codes",
+    "portfolio_charges",
+    "portfolio_liquidation_prices",
+    "portfolio_summary",
+    "position_margins",
+    "requirement_to_decimal",
+    "shock_matrix",
+    "shocked_prices",
+    "snap_tolerance",
+    "solve_tiered",
+    "stress",
+    "summary_to_decimals",
+    "tiered_margins",
+    "tiers_from_deductions",
+    "to_decimal",
+    "to_floats",
+]

@@ -163,7 +163,8 @@ class _PortfolioResidual:
         # (−b + σ·√disc)/(2a) is q/a when σ = −sign(b), else c/q.
         first = np.divide(q, a)
         second = np.divide(c, q, out=np.zeros_like(q), where=q != 0)
-        return np.where(self.sigma == -sign_b, first, second)
+        chosen: FloatArray = np.where(self.sigma == -sign_b, first, second)
+        return chosen
 
     def root(self) -> FloatArray:
         """The exact y with g(y) = 0, per row (n,), solving each linear piece of MM_pm.

@@ -19,6 +19,7 @@ is in the scenarios" implies).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -41,6 +42,11 @@ class PortfolioCharges:
     initial_margin: FloatArray
 
 
+def weighted_bincount(index: IntArray, weights: FloatArray, minlength: int) -> FloatArray:
+    """``np.bincount`` with float weights, typed as the float array it returns."""
+    return cast(FloatArray, np.bincount(index, weights=weights, minlength=minlength))
+
+
 def group_sum(values: FloatArray, index: IntArray, size: int) -> FloatArray:
     """Sum ``values`` (..., n) into ``size`` groups by ``index`` (n,) → (..., size).
 
@@ -48,13 +54,11 @@ def group_sum(values: FloatArray, index: IntArray, size: int) -> FloatArray:
     """
     n = index.shape[0]
     if values.ndim == 1:
-        return np.bincount(index + 1, weights=values, minlength=size + 1)[1:]
+        return weighted_bincount(index + 1, values, size + 1)[1:]
     lead = values.shape[:-1]
     rows = int(np.prod(lead))
     offsets = (np.arange(rows, dtype=np.intp) * (size + 1))[:, None] + (index + 1)
-    sums = np.bincount(
-        offsets.reshape(-1), weights=values.reshape(rows * n), minlength=rows * (size + 1)
-    )
+    sums = weighted_bincount(offsets.reshape(-1), values.reshape(rows * n), rows * (size + 1))
     return sums.reshape(*lead, size + 1)[..., 1:]
 
 

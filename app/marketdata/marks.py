@@ -2,9 +2,10 @@
 
 - A source is *fresh* when its age ``now − ts ≤ stale_after``.
 - The mark is the **median of the fresh sources** (the mean of the middle two when even).
-- The **TWAP** is the time-weighted average of the mark over the last 5 minutes: each recorded
-  mark holds until the next one (the last until now); a mark recorded before the window counts
-  from the window's start.
+- The **TWAP** is the time-weighted average of the mark over the last 5 minutes. The mark's
+  history is replayed from every source's ticks in timestamp order: after each tick the mark is
+  the median of the sources fresh at that moment; each value holds until the next tick (the last
+  until now), and the last value before the window counts from the window's start.
 - Status: ``stale`` when no source is fresh (the price shown is then the median of every
   source's last value); else ``deviating`` when ``|mark − twap| / twap > max_twap_deviation``;
   else ``fresh``.
@@ -64,29 +65,37 @@ def age_ms(now: datetime, ts: datetime) -> int:
     return max(0, int((now - ts).total_seconds() * 1000))
 
 
-def fresh_median(
-    sources: Sequence[SourceMark], now: datetime, stale_after_s: Decimal
+Tick = tuple[float, str, Decimal]
+"""``(time_ms, source, price)`` as each source sent it."""
+
+
+def mark_history(ticks: Sequence[Tick], stale_after_ms: float) -> list[tuple[float, Decimal]]:
+    """The mark after each tick: the median of the sources fresh at that tick's time."""
+    latest: dict[str, tuple[float, Decimal]] = {}
+    history = []
+    for time_ms, source, price in sorted(ticks):
+        latest[source] = (time_ms, price)
+        fresh = [p for t, p in latest.values() if time_ms - t <= stale_after_ms]
+        history.append((time_ms, median(fresh)))
+    return history
+
+
+def twap(
+    history: Sequence[tuple[float, Decimal]], now_ms: float, window_ms: float
 ) -> Decimal | None:
-    """The median of the fresh sources, or None when none is fresh."""
-    limit_ms = stale_after_s * 1000
-    fresh = [s.price for s in sources if age_ms(now, s.ts) <= limit_ms]
-    return median(fresh) if fresh else None
-
-
-def twap(ticks: Sequence[tuple[float, Decimal]], now_ms: float, window_ms: float) -> Decimal | None:
-    """Time-weighted average of ``(time_ms, price)`` ticks over ``[now − window, now]``."""
+    """Time-weighted average of a ``(time_ms, mark)`` history over ``[now − window, now]``."""
     start = now_ms - window_ms
-    ordered = sorted(ticks, key=lambda tick: tick[0])
-    # The last tick before the window still holds at its start.
-    before = [tick for tick in ordered if tick[0] < start]
-    inside = [tick for tick in ordered if start <= tick[0] <= now_ms]
+    # The last value before the window still holds at its start.
+    before = [point for point in history if point[0] < start]
+    inside = [point for point in history if start <= point[0] <= now_ms]
     series = ([(start, before[-1][1])] if before else []) + inside
     if not series:
         return None
     total = Decimal(0)
     span = Decimal(0)
     with localcontext(prec=80):
-        for (t0, price), (t1, _) in zip(series, [*series[1:], (now_ms, Decimal(0))], strict=True):
+        ends = [*(t for t, _ in series[1:]), now_ms]
+        for (t0, price), t1 in zip(series, ends, strict=True):
             weight = Decimal(repr(max(0.0, t1 - t0)))
             total += price * weight
             span += weight
@@ -97,7 +106,7 @@ def twap(ticks: Sequence[tuple[float, Decimal]], now_ms: float, window_ms: float
 def judge(
     symbol: str,
     sources: Sequence[SourceMark],
-    ticks: Sequence[tuple[float, Decimal]],
+    ticks: Sequence[Tick],
     now: datetime,
     stale_after_s: Decimal,
     max_twap_deviation: Decimal,
@@ -112,7 +121,8 @@ def judge(
     )
     fresh_prices = [v.price for v in views if v.fresh]
     price = median(fresh_prices) if fresh_prices else median([v.price for v in views])
-    average = twap(ticks, now.timestamp() * 1000, window_ms)
+    history = mark_history(ticks, float(limit_ms))
+    average = twap(history, now.timestamp() * 1000, window_ms)
     if average is None:
         average = price  # no history (e.g. the cache was emptied): nothing to deviate from
     status: MarkStatus

@@ -22,7 +22,7 @@ from app.instruments import repository as instruments_repository
 from app.instruments import service as instruments_service
 from app.instruments.models import Instrument
 from app.marketdata import repository
-from app.marketdata.marks import Mark, SourceMark, age_ms, fresh_median, judge
+from app.marketdata.marks import Mark, SourceMark, Tick, age_ms, judge
 from app.marketdata.schemas import BookIn, BookOut, MarkIn, MarkOut, MarksAccepted, SourceOut
 
 log = logging.getLogger("preflight.marketdata")
@@ -87,16 +87,17 @@ async def _load_sources(
 
 async def _load_ticks(
     runtime: Runtime, symbols: Sequence[str], now: datetime
-) -> dict[str, list[tuple[float, Decimal]]]:
+) -> dict[str, list[Tick]]:
     since = now.timestamp() * 1000 - 2 * runtime.settings.twap_window_s * 1000
     try:
         members = await runtime.cache.zrange_many([_ticks_key(s) for s in symbols], since)
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
         return {}
-    ticks: dict[str, list[tuple[float, Decimal]]] = {}
+    ticks: dict[str, list[Tick]] = {}
     for symbol, items in zip(symbols, members, strict=True):
-        ticks[symbol] = [(float(ms), Decimal(price)) for ms, price in (m.split("|") for m in items)]
+        parts = (member.split("|") for member in items)
+        ticks[symbol] = [(float(ms), source, Decimal(price)) for ms, source, price in parts]
     return ticks
 
 
@@ -171,14 +172,11 @@ async def post_marks(
         session, "marks", actor, {"marks": [m.model_dump(mode="json") for m in marks]}
     )
     merged = {**latest, **incoming}
-    thresholds = await _thresholds(session, runtime, symbols)
-    now_ms = now.timestamp() * 1000
-    ticks: list[tuple[str, dict[str, float]]] = []
-    for symbol in symbols:
-        sources = [m for (s, _), m in merged.items() if s == symbol]
-        price = fresh_median(sources, now, thresholds[symbol].stale_after_s)
-        if price is not None:
-            ticks.append((_ticks_key(symbol), {f"{now_ms:.0f}|{price}": now_ms}))
+    keep_after_ms = now.timestamp() * 1000 - 2 * runtime.settings.twap_window_s * 1000
+    ticks: dict[str, dict[str, float]] = {}
+    for (symbol, source), received in incoming.items():
+        ts_ms = received.ts.timestamp() * 1000
+        ticks.setdefault(_ticks_key(symbol), {})[f"{ts_ms:.0f}|{source}|{received.price}"] = ts_ms
     try:
         # Every source of a touched symbol is written, so a cache that was emptied is refilled.
         await runtime.cache.hset_many(
@@ -190,9 +188,7 @@ async def post_marks(
                 for symbol in symbols
             ]
         )
-        await runtime.cache.zadd_many(
-            ticks, keep_after=now_ms - 2 * runtime.settings.twap_window_s * 1000
-        )
+        await runtime.cache.zadd_many(list(ticks.items()), keep_after=keep_after_ms)
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
     return MarksAccepted(accepted=len(marks) - superseded, superseded=superseded)

@@ -1,0 +1,159 @@
+"""The float64 ↔ Decimal boundary, with the conservative rounding rule written down once.
+
+The engine computes in float64; the service stores and answers exact decimals. Going out:
+
+1. **Snap float noise.** A float within ``tolerance(x) = min(SNAP_RELATIVE_TOLERANCE · max(|x|, 1),
+   ¼ · 10^-dp)`` of a point of the 10^-dp grid is taken to be that point (``0.1 * 650000 =
+   65000.00000000001`` → ``65000``): float64 arithmetic cannot produce a real amount that close
+   to a grid point, only noise. ``SNAP_RELATIVE_TOLERANCE = 1e-12`` is ~4,500 ulps, above the
+   error of summing thousands of terms, and the ¼-unit cap means snapping never moves a value
+   by as much as a quarter of the smallest unit.
+2. **Round conservatively** anything not snapped: requirements (initial / maintenance / reserved
+   margin, notional) **up**, equity-like amounts (equity, collateral value, PnL, funding, free
+   collateral, withdrawable) **down**, at ``decimals`` places (default 6, the settlement asset's).
+   A liquidation price rounds **up** for a long and **down** for a short (it warns earlier).
+3. Free collateral is then ``equity↓ − initial_margin↑`` in decimals (isolated: collateral↓ −
+   reserved↑), so a reject in exact decimals can never become an accept through rounding.
+   Snapping forgives at most ``tolerance(x)`` per amount: a book failing by less than that
+   (float noise) may pass.
+
+Ratios stay floats. Coming in, ``to_floats`` converts decimals to a float64 array.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
+from enum import Enum
+
+import numpy as np
+
+from app.engine.types import RATIO_FIELDS, SUMMARY_FIELDS, FloatArray, MarginMode, MarginSummary
+
+SNAP_RELATIVE_TOLERANCE = 1e-12
+"""Relative distance to a grid point below which a float is treated as that point."""
+
+_PRECISION = 80  # digits: amounts up to 10^70 at 6 dp without Decimal overflow
+
+
+class Direction(Enum):
+    """Which way a non-snapped value rounds."""
+
+    UP = ROUND_CEILING
+    DOWN = ROUND_FLOOR
+
+
+def snap_tolerance(value: float, decimals: int = 6) -> float:
+    """``min(1e-12 · max(|value|, 1), 0.25 · 10^-decimals)`` — how far a float may sit from a grid
+    point and still be that point."""
+    return min(SNAP_RELATIVE_TOLERANCE * max(abs(value), 1.0), 0.25 * 10.0**-decimals)
+
+
+def _plain(value: Decimal) -> Decimal:
+    """Drop trailing zeros without exponent notation (65000.000000 → 65000, −0 → 0)."""
+    if value == 0:
+        return Decimal(0)
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
+def to_decimal(value: float, direction: Direction, decimals: int = 6) -> Decimal:
+    """``value`` at ``decimals`` places: snapped to the grid if within ``snap_tolerance``, else
+    rounded in ``direction``. ValueError for nan or ±inf (money is never undefined)."""
+    if not math.isfinite(value):
+        raise ValueError(f"cannot convert {value!r} to a decimal amount")
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        exact = Decimal(value)
+        quantum = Decimal(1).scaleb(-decimals)
+        nearest = exact.quantize(quantum, rounding=ROUND_HALF_EVEN)
+        if abs(exact - nearest) <= Decimal(snap_tolerance(value, decimals)):
+            return _plain(nearest)
+        return _plain(exact.quantize(quantum, rounding=direction.value))
+
+
+def requirement_to_decimal(value: float, decimals: int = 6) -> Decimal:
+    """A requirement (margin, notional): snapped, else rounded up."""
+    return to_decimal(value, Direction.UP, decimals)
+
+
+def equity_to_decimal(value: float, decimals: int = 6) -> Decimal:
+    """An equity-like amount (equity, collateral, PnL, funding): snapped, else rounded down."""
+    return to_decimal(value, Direction.DOWN, decimals)
+
+
+def liquidation_price_to_decimal(price: float, size: float, decimals: int = 6) -> Decimal | None:
+    """A liquidation price: None when nan; snapped, else up for a long (size > 0) and down for a
+    short (the conservative side: the reported price is reached first)."""
+    if math.isnan(price):
+        return None
+    return to_decimal(price, Direction.UP if size > 0 else Direction.DOWN, decimals)
+
+
+def liquidation_prices_to_decimals(
+    prices: FloatArray, sizes: FloatArray, decimals: int = 6
+) -> list[Decimal | None]:
+    """``liquidation_price_to_decimal`` over arrays (n,)."""
+    return [
+        liquidation_price_to_decimal(float(p), float(q), decimals)
+        for p, q in zip(prices.tolist(), sizes.tolist(), strict=True)
+    ]
+
+
+_UP = (
+    "initial_margin",
+    "maintenance_margin",
+    "reserved_initial_margin",
+    "gross_notional",
+    "standard_initial_margin",
+    "portfolio_initial_margin",
+)
+_DOWN = ("equity", "collateral_value", "unrealized_pnl", "next_funding", "withdrawable")
+
+
+def summary_to_decimals(
+    summary: MarginSummary, mode: MarginMode | str, decimals: int = 6
+) -> dict[str, Decimal | float | None]:
+    """The api.md ``MarginSummary`` fields: money as conservatively rounded ``Decimal``, ratios as
+    floats (or None).
+
+    ``free_collateral`` is recomputed in decimals from rounded parts — ``equity↓ −
+    initial_margin↑`` (isolated: ``collateral_value↓ − reserved_initial_margin↑``) — and
+    ``withdrawable↓`` is capped at ``max(0, free_collateral)``, so neither can exceed what the
+    rounded parts allow.
+    """
+    out: dict[str, Decimal | float | None] = {}
+    for name in _UP:
+        out[name] = requirement_to_decimal(getattr(summary, name), decimals)
+    for name in _DOWN:
+        out[name] = equity_to_decimal(getattr(summary, name), decimals)
+    if MarginMode(mode) is MarginMode.ISOLATED:
+        free = _dec(out["collateral_value"]) - _dec(out["reserved_initial_margin"])
+    else:
+        free = _dec(out["equity"]) - _dec(out["initial_margin"])
+    out["free_collateral"] = _plain(free)
+    out["withdrawable"] = _plain(min(_dec(out["withdrawable"]), max(Decimal(0), free)))
+    for name in RATIO_FIELDS:
+        out[name] = getattr(summary, name)
+    return {name: out[name] for name in SUMMARY_FIELDS}
+
+
+def _dec(value: Decimal | float | None) -> Decimal:
+    assert isinstance(value, Decimal)
+    return value
+
+
+def conservative_free_collateral(
+    equity: float, initial_margin: float, decimals: int = 6
+) -> Decimal:
+    """``equity↓ − initial_margin↑`` in decimals: the amount a pre-trade decision compares to 0."""
+    return equity_to_decimal(equity, decimals) - requirement_to_decimal(initial_margin, decimals)
+
+
+def to_floats(values: Iterable[Decimal | str | int | float]) -> FloatArray:
+    """Decimals (or decimal strings) → a float64 array, for building engine inputs."""
+    return np.array(
+        [float(Decimal(v) if isinstance(v, str) else v) for v in values], dtype=np.float64
+    )

@@ -1,0 +1,144 @@
+"""Marks: median of fresh sources, staleness, TWAP deviation, and the PostgreSQL fallback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as redis_asyncio
+
+from app.core.config import Settings
+from tests.conftest import Api
+from tests.factories import desk
+
+
+def ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+
+
+def mark(price: str, source: str, seconds_ago: float = 0, **extra: Any) -> dict[str, Any]:
+    return {"symbol": "BTC-PERP", "price": price, "source": source, "ts": ago(seconds_ago), **extra}
+
+
+async def test_mark_is_the_median_of_fresh_sources(admin: Api) -> None:
+    await desk(admin)
+    marks = [mark("100", "a"), mark("103", "b"), mark("101", "c"), mark("99", "old", 30)]
+    await admin.ok("POST", "/v1/marks", json={"marks": marks})
+    body = await admin.ok("GET", "/v1/marks/BTC-PERP")
+    # Fresh: 100, 101, 103 → median 101; the 30 s old source is past stale_after (5 s), else
+    # the median of 99, 100, 101, 103 would be 100.5.
+    assert body["price"] == "101"
+    assert body["status"] == "fresh"
+    fresh = {s["source"]: s["fresh"] for s in body["sources"]}
+    assert fresh == {"a": True, "b": True, "c": True, "old": False}
+    old = next(s for s in body["sources"] if s["source"] == "old")
+    assert 29_000 <= old["age_ms"] <= 40_000
+
+
+async def test_even_number_of_sources_takes_the_mean_of_the_middle_two(admin: Api) -> None:
+    await desk(admin)
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a"), mark("101", "b")]})
+    assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["price"] == "100.5"
+
+
+async def test_no_fresh_source_is_stale(admin: Api) -> None:
+    await desk(admin)
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a", 6), mark("102", "b", 9)]})
+    body = await admin.ok("GET", "/v1/marks/BTC-PERP")
+    assert body["status"] == "stale"
+    assert body["price"] == "101"  # the median of the last values, shown but not trusted
+
+
+async def test_stale_after_is_per_instrument(admin: Api) -> None:
+    await desk(admin)
+    instrument = await admin.ok("GET", "/v1/instruments/BTC-PERP")
+    assert instrument["stale_after_s"] == "5"
+    slow = {
+        k: v for k, v in instrument.items() if k not in ("symbol", "updated_at", "max_leverage")
+    }
+    slow["stale_after_s"] = "60"
+    await admin.ok("PUT", "/v1/instruments/BTC-PERP", json=slow)
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a", 30)]})
+    assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["status"] == "fresh"
+
+
+async def test_a_jump_away_from_the_twap_is_deviating(admin: Api) -> None:
+    await desk(admin)
+    # 100 held for the last 200 s, then 110 now: TWAP ≈ 100, |110 − 100| / 100 = 10% > 5%.
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a", 200)]})
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("110", "a")]})
+    body = await admin.ok("GET", "/v1/marks/BTC-PERP")
+    assert body["status"] == "deviating"
+    assert 100 <= float(body["twap"]) < 100.1
+
+
+async def test_a_move_within_the_deviation_band_stays_fresh(admin: Api) -> None:
+    await desk(admin)
+    # 100 for 200 s then 104: 4% from the TWAP, inside the 5% band.
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a", 200)]})
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("104", "a")]})
+    assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["status"] == "fresh"
+
+
+async def test_an_older_mark_from_the_same_source_is_ignored(admin: Api) -> None:
+    await desk(admin)
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a", 1)]})
+    body = await admin.ok("POST", "/v1/marks", json={"marks": [mark("90", "a", 3)]})
+    assert body == {"accepted": 0, "superseded": 1}
+    assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["price"] == "100"
+
+
+async def test_future_dated_and_non_positive_marks_are_refused(admin: Api) -> None:
+    await desk(admin)
+    future = mark("100", "a", -30)
+    response = await admin.post("/v1/marks", json={"marks": [mark("100", "b"), future]})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "marks[1].ts"
+    response = await admin.post("/v1/marks", json={"marks": [mark("0", "a")]})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "marks[0].price"
+    assert (await admin.get("/v1/marks/BTC-PERP")).status_code == 404  # nothing was stored
+
+
+async def test_latest_funding_rate_is_reported(admin: Api) -> None:
+    await desk(admin)
+    await admin.ok(
+        "POST",
+        "/v1/marks",
+        json={
+            "marks": [
+                mark("100", "a", 2, funding_rate="0.0001"),
+                mark("100", "b", 1, funding_rate="-0.0002"),
+            ]
+        },
+    )
+    assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["funding_rate"] == "-0.0002"
+
+
+async def test_marks_survive_an_emptied_cache(admin: Api, settings: Settings) -> None:
+    await desk(admin)
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a"), mark("102", "b")]})
+    assert settings.redis_url is not None
+    client = redis_asyncio.Redis.from_url(settings.redis_url)
+    try:
+        await client.flushdb()  # what a Redis restart without persistence looks like
+    finally:
+        await client.aclose()
+    body = await admin.ok("GET", "/v1/marks/BTC-PERP")
+    assert (body["price"], body["status"]) == ("101", "fresh")
+    # The next post refills the cache with every source, not only the one that posted.
+    await admin.ok("POST", "/v1/marks", json={"marks": [mark("104", "a")]})
+    assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["price"] == "103"
+
+
+async def test_books_round_trip_with_status(admin: Api) -> None:
+    await desk(admin)
+    book = {"bids": [["99.5", "1"], ["99", "2"]], "asks": [["100.5", "1.5"]], "ts": ago(0)}
+    await admin.ok("PUT", "/v1/books/BTC-PERP", json=book)
+    body = await admin.ok("GET", "/v1/books/BTC-PERP")
+    assert body["bids"] == [["99.5", "1"], ["99", "2"]]
+    assert body["asks"] == [["100.5", "1.5"]]
+    assert body["status"] == "fresh"
+    await admin.ok("PUT", "/v1/books/BTC-PERP", json={**book, "ts": ago(10)})
+    # An older book does not replace a newer one in PostgreSQL; the cache holds the last PUT.
+    assert (await admin.ok("GET", "/v1/books/BTC-PERP"))["status"] in ("fresh", "stale")
