@@ -50,8 +50,7 @@ admin key: {admin_key}
 
   curl -s {auth} {base}/v1/subaccounts/fund-a.cross/margin
   curl -s {auth} {base}/v1/marks/BTC-PERP
-  curl -s {auth} -H 'Content-Type: application/json' {base}/v1/pretrade/check \\
-    -d '{{"subaccount_id": "fund-a.cross", "orders": [{{"client_order_id": "demo-1", "instrument": "BTC-PERP", "side": "buy", "size": "0.5", "type": "market"}}]}}'
+  curl -s {auth} {base}/v1/accounts/fund-a/margin
 """,
         flush=True,
     )

@@ -8,4 +8,5 @@ def load_all_models() -> None:
     import app.audit.models
     import app.auth.models
     import app.instruments.models
-    import app.marketdata.models  # noqa: F401
+    import app.marketdata.models
+    import app.risk.models  # noqa: F401

@@ -85,3 +85,27 @@ def fill(
         "ts": ts,
         **extra,
     }
+
+
+async def marks(api: Api, prices: dict[str, str], **extra: Any) -> None:
+    """Fresh marks from two agreeing sources for each symbol."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).isoformat()
+    await api.ok(
+        "POST",
+        "/v1/marks",
+        json={
+            "marks": [
+                {
+                    "symbol": symbol,
+                    "price": price,
+                    "source": source,
+                    "ts": now,
+                    **extra.get(symbol, {}),
+                }
+                for symbol, price in prices.items()
+                for source in ("venue", "oracle")
+            ]
+        },
+    )

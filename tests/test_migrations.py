@@ -28,6 +28,7 @@ TABLES = {
     "leverage",
     "marks",
     "positions",
+    "risk_parameters",
     "subaccounts",
     "trading_states",
     "transfers",

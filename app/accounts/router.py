@@ -28,7 +28,7 @@ from app.accounts.schemas import (
     TransferOut,
 )
 from app.auth.dependencies import Admin, LeverageWriter, Reader, RiskWriter, VenueWriter
-from app.core.deps import SessionDep
+from app.core.deps import RuntimeDep, SessionDep
 from app.core.types import ID_PATTERN
 from app.risk import service as risk
 
@@ -101,11 +101,15 @@ async def get_subaccount(
 
 @router.patch("/subaccounts/{subaccount_id}", response_model=SubaccountOut)
 async def update_subaccount(
-    body: SubaccountPatch, principal: Admin, session: SessionDep, subaccount_id: PathId
+    body: SubaccountPatch,
+    principal: Admin,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    subaccount_id: PathId,
 ) -> SubaccountOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id, lock=True)
     if body.margin_mode is not None and body.margin_mode != subaccount.margin_mode:
-        await risk.check_mode_change(session, subaccount, body.margin_mode)
+        await risk.check_mode_change(session, runtime, subaccount, body.margin_mode)
     await service.update_subaccount(session, principal, subaccount, body)
     return await service.subaccount_out(session, subaccount)
 
@@ -152,10 +156,11 @@ async def record_transfer(
     response: Response,
     principal: VenueWriter,
     session: SessionDep,
+    runtime: RuntimeDep,
     subaccount_id: PathId,
 ) -> TransferOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
-    transfer, created = await venue.record_transfer(session, principal, subaccount, body)
+    transfer, created = await venue.record_transfer(session, principal, subaccount, body, runtime)
     response.status_code = 201 if created else 200
     return venue.transfer_out(transfer)
 

@@ -27,9 +27,11 @@ from app.audit import service as audit
 from app.audit.chain import canonical_json
 from app.auth.principal import Principal
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.instruments import repository as instruments_repository
 from app.instruments.models import Asset
+from app.risk import book
 from app.risk import service as risk
 
 
@@ -121,6 +123,13 @@ async def record_fills(
             )
 
     positions = {sid: await repository.positions_of(session, sid) for sid in subaccounts}
+    leverage = {
+        sid: {
+            symbol: row.leverage
+            for symbol, row in (await repository.leverage_of(session, sid)).items()
+        }
+        for sid in subaccounts
+    }
     balances = {sid: await repository.balances_of(session, sid) for sid in subaccounts}
     now = utcnow()
     result: list[Fill] = []
@@ -154,6 +163,20 @@ async def record_fills(
             _credit(session, sub_balances, item.subaccount_id, settlement.symbol, released)
         position.size, position.entry_price = effect.size, effect.entry_price
         position.realized_pnl += effect.realized_pnl
+        if subaccounts[item.subaccount_id].margin_mode == "isolated" and effect.size != 0:
+            # margin.md, isolated mode: a position that grows (or opens after a flip) gets
+            # IM_i(after) − (A_i + u_i) moved into its allocation when positive (at the fill price).
+            unrealized = effect.size * instrument.contract_size * (item.price - effect.entry_price)
+            required = book.initial_margin_at(
+                instrument,
+                effect.size,
+                item.price,
+                leverage[item.subaccount_id].get(item.instrument),
+            )
+            allocation = required - (position.isolated_margin + unrealized)
+            if effect.closed_size < abs(delta) and allocation > 0:
+                position.isolated_margin += allocation
+                _credit(session, sub_balances, item.subaccount_id, settlement.symbol, -allocation)
         position.updated_at = now
         _credit(session, sub_balances, item.subaccount_id, settlement.symbol, effect.realized_pnl)
         fee_asset = item.fee_asset or settlement.symbol
@@ -202,6 +225,7 @@ async def record_transfer(
     principal: Principal,
     subaccount: Subaccount,
     body: TransferIn,
+    runtime: Runtime,
 ) -> tuple[Transfer, bool]:
     """Apply a deposit, withdrawal or transfer; the second value is False for a replay."""
     digest = request_hash(body)
@@ -226,7 +250,7 @@ async def record_transfer(
     if body.kind == "deposit":
         _credit(session, balances, subaccount.subaccount_id, body.asset, body.amount)
     else:
-        await risk.check_withdrawal(session, subaccount, body.asset, body.amount)
+        await risk.check_withdrawal(session, runtime, subaccount, body.asset, body.amount)
         _credit(session, balances, subaccount.subaccount_id, body.asset, -body.amount)
         if destination is not None:
             target = await repository.balances_of(session, destination.subaccount_id)

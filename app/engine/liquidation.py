@@ -48,24 +48,23 @@ def solve_tiered(
     solution exists or q = 0. Shapes: all (n,), tiers (n, T).
     """
     q = size
-    sigma = np.where(q >= 0, 1.0, -1.0)
+    n, t = tiers.shape
+    sigma = np.copysign(1.0, q)
     # K + σ·floor_t − MM(floor_t): the residual at each tier floor; monotone across tiers.
-    at_floor = sigma[:, None] * tiers.floors
-    at_floor += constant[:, None]
-    at_floor -= tiers.mm_at_floor
     # Long: residual rises with N, the root's tier is the last floor with residual ≤ 0.
     # Short: residual falls with N, the root's tier is the last floor with residual ≥ 0.
-    at_floor *= sigma[:, None]
-    count = np.count_nonzero(at_floor <= 0.0, axis=1)
-    tier = np.maximum(count - 1, 0)[:, None]
-    floor = np.take_along_axis(tiers.floors, tier, axis=1)[:, 0]
-    mmf = np.take_along_axis(tiers.mmf, tier, axis=1)[:, 0]
-    mm_at = np.take_along_axis(tiers.mm_at_floor, tier, axis=1)[:, 0]
-    numerator = mm_at - mmf * floor - constant
-    denominator = contract_size * (q - mmf * np.abs(q))
-    price = np.full_like(q, np.nan)
+    # Multiplying by σ makes both "≤ 0": σ·(K + σ·f − M) = f + σ·K − σ·M; padding (+inf) never
+    # counts.
+    residual = tiers.floors + (constant * sigma)[:, None]
+    residual -= tiers.mm_at_floor * sigma[:, None]
+    count = np.count_nonzero(residual <= 0.0, axis=1)
+    # On tier j: MM(N) = mmf_j·N − deduction_j, so K + q·k·m = mmf_j·|q|·k·m − deduction_j.
+    flat = np.maximum(count - 1, 0)
+    flat += tiers.row_offsets[:n]
+    mmf, deduction = tiers.mm_rate_deduction[flat].T
+    price = np.full(n, np.nan)
     ok = (count > 0) & (q != 0)
-    np.divide(numerator, denominator, out=price, where=ok)
+    np.divide(-(deduction + constant), contract_size * (q - mmf * np.abs(q)), out=price, where=ok)
     price[~(price > 0)] = np.nan
     return price
 
@@ -244,9 +243,9 @@ def portfolio_liquidation_prices(
         seed = g.root()
         half = 0.5 * tick
         # The side of the seed still outside liquidation: below it for a long, above for a short.
-        safe_end = g(seed + g.sigma * half) > 0
-        liq_end = g(seed - g.sigma * half) <= 0
-        verified = open_ & safe_end & liq_end & np.isfinite(seed)
+        step = g.sigma * half
+        ends = g(np.stack((seed + step, seed - step)))  # both ends in one evaluation
+        verified = open_ & (ends[0] > 0) & (ends[1] <= 0) & np.isfinite(seed)
         y[verified] = seed[verified]
         todo = open_ & ~verified
     if bool(todo.any()):

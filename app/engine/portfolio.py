@@ -44,7 +44,9 @@ class PortfolioCharges:
 
 def weighted_bincount(index: IntArray, weights: FloatArray, minlength: int) -> FloatArray:
     """``np.bincount`` with float weights, typed as the float array it returns."""
-    return cast(FloatArray, np.bincount(index, weights=weights, minlength=minlength))
+    sums = np.bincount(index, weights=weights, minlength=minlength)
+    # With no rows numpy returns an integer array; the sums are float either way.
+    return cast(FloatArray, sums if sums.dtype == np.float64 else sums.astype(np.float64))
 
 
 def group_sum(values: FloatArray, index: IntArray, size: int) -> FloatArray:
@@ -75,6 +77,16 @@ def legs(
     underlying −1 ignored. Returns two arrays (..., U).
     """
     u = n_underlyings
+    if position_delta.ndim == 1:
+        # One bincount: bin 2·(u + 1) + [delta < 0] holds long (even) and short (odd) legs;
+        # bins 0 and 1 collect underlying −1 (the settlement asset) and are dropped.
+        delta = np.concatenate((position_delta, collateral_delta))
+        index = np.concatenate((position_underlying, collateral_underlying))
+        index += 1
+        index *= 2
+        index += delta < 0
+        sums = weighted_bincount(index, np.abs(delta), 2 * (u + 1)).reshape(u + 1, 2)
+        return sums[1:, 0], sums[1:, 1]
     long = group_sum(np.maximum(position_delta, 0.0), position_underlying, u)
     short = group_sum(np.maximum(-position_delta, 0.0), position_underlying, u)
     if collateral_underlying.shape[0]:

@@ -103,7 +103,7 @@ def book_values(positions: Positions, collateral: Collateral, risk: RiskArrays) 
         isolated_margin_total=float(positions.isolated_margin.sum()),
         standard_initial_margin=float(im.sum()),
         standard_maintenance_margin=float(mm.sum()),
-        next_funding=-float(np.dot(delta, funding_rate)),
+        next_funding=0.0 - float(np.dot(delta, funding_rate)),
         collateral_weighted=c_weighted,
         collateral_full=c_full,
         charges=charges_from_legs(long, short, gross, risk),

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from app.engine.types import ArrayLike, FloatArray
 
@@ -43,7 +44,8 @@ class TierTable:
 
     Derived at construction (not to be passed): ``widths`` (floor_{j+1} − floor_j, +inf for a
     row's last tier, 0 in padding), ``im_at_floor`` / ``mm_at_floor`` (the requirement at each floor,
-    0 in padding). Mutating the arrays in place after construction is not supported.
+    0 in padding), ``mm_rate_deduction`` (n·T, 2): (mmf_j, deduction_j) with
+    ``MM(N) = mmf_j·N − deduction_j`` on tier j, and ``row_offsets`` (n,) = row · T. Mutating the arrays in place after construction is not supported.
     """
 
     floors: FloatArray
@@ -52,6 +54,8 @@ class TierTable:
     widths: FloatArray = field(init=False, repr=False)
     im_at_floor: FloatArray = field(init=False, repr=False)
     mm_at_floor: FloatArray = field(init=False, repr=False)
+    mm_rate_deduction: FloatArray = field(init=False, repr=False)
+    row_offsets: npt.NDArray[np.intp] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         floors = np.atleast_2d(np.asarray(self.floors, dtype=np.float64))
@@ -74,6 +78,10 @@ class TierTable:
         np.cumsum(mm_slice[:, :-1], axis=1, out=mm_at[:, 1:])
         im_at[padding] = 0.0
         mm_at[padding] = 0.0
+        # (mmf_j, deduction_j) per (row, tier), flattened row-major, for MM(N) = mmf·N − deduction.
+        deduction = np.where(padding, 0.0, mmf * np.where(padding, 0.0, floors) - mm_at)
+        rate_deduction = np.stack((mmf, deduction), axis=-1).reshape(-1, 2)
+        offsets = np.arange(shape[0], dtype=np.intp) * shape[1]
         for name, value in (
             ("floors", floors),
             ("imf", imf),
@@ -81,6 +89,8 @@ class TierTable:
             ("widths", widths),
             ("im_at_floor", im_at),
             ("mm_at_floor", mm_at),
+            ("mm_rate_deduction", rate_deduction),
+            ("row_offsets", offsets),
         ):
             object.__setattr__(self, name, value)
 
@@ -100,7 +110,8 @@ class TierTable:
         if bool(np.any(pad[:, :-1] & ~pad[:, 1:])):
             raise ValueError("TierTable.floors padding (+inf) must come last in a row")
         real = ~pad
-        steps = np.diff(floors, axis=1)
+        with np.errstate(invalid="ignore"):  # inf − inf in padding, masked below
+            steps = np.diff(floors, axis=1)
         if bool(np.any((steps <= 0) & real[:, 1:])):
             raise ValueError("TierTable.floors must be strictly ascending")
         for name, values in (("imf", self.imf), ("mmf", self.mmf)):

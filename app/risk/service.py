@@ -1,19 +1,281 @@
-"""Margin on the read path: loads a subaccount's state, converts it once, asks the engine."""
+"""Margin on the read path, and the margin checks behind withdrawals and mode changes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import repository as accounts_repository
 from app.accounts.models import Subaccount
+from app.audit import service as audit
+from app.core.errors import Conflict, InsufficientMargin, InvalidInput, NotFound
+from app.core.runtime import Runtime
+from app.core.types import utcnow
+from app.engine import MarginSummary, RiskParameters, margin_summary
+from app.engine.rounding import (
+    equity_to_decimal,
+    liquidation_prices_to_decimals,
+    requirement_to_decimal,
+    summary_to_decimals,
+)
+from app.risk import repository
+from app.risk.book import Book, engine_inputs, load_book
+from app.risk.schemas import (
+    AccountMarginOut,
+    MarginSummaryOut,
+    MarkUsedOut,
+    PositionMarginOut,
+    SubaccountMarginOut,
+    SubaccountTotalOut,
+)
+
+# --- parameters ----------------------------------------------------------------------------
+
+
+async def parameters(session: AsyncSession) -> RiskParameters:
+    row = await repository.get_parameters(session)
+    return RiskParameters() if row is None else RiskParameters.from_dict(row.parameters)
+
+
+async def put_parameters(
+    session: AsyncSession, actor: audit.Actor, body: dict[str, Any]
+) -> RiskParameters:
+    try:
+        parsed = RiskParameters.from_dict(body)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        raise InvalidInput(message.split(" ", 1)[0].rstrip(":"), message) from None
+    row = await repository.get_parameters(session) or repository.add_parameters(session)
+    row.parameters = parsed.to_dict()
+    row.updated_at = utcnow()
+    await session.flush()
+    await audit.record(session, "risk_parameters", actor, parsed.to_dict())
+    return parsed
+
+
+# --- evaluating a book --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    book: Book
+    summary: MarginSummary
+    decimals: int
+
+    def summary_out(self) -> MarginSummaryOut:
+        return MarginSummaryOut.model_validate(
+            summary_to_decimals(self.summary, self.book.margin_mode, self.decimals)
+        )
+
+    def positions_out(self) -> list[PositionMarginOut]:
+        margins = self.summary.positions
+        sizes = np.array([float(h.size) for h in self.book.holdings], dtype=np.float64)
+        liquidation = liquidation_prices_to_decimals(
+            margins.liquidation_price, sizes, self.decimals
+        )
+        out = []
+        for i, holding in enumerate(self.book.holdings):
+            out.append(
+                PositionMarginOut(
+                    instrument=holding.instrument,
+                    size=holding.size,
+                    entry_price=holding.entry_price,
+                    mark=self.book.marks[holding.instrument].price,
+                    notional=requirement_to_decimal(float(margins.notional[i]), self.decimals),
+                    unrealized_pnl=equity_to_decimal(
+                        float(margins.unrealized_pnl[i]), self.decimals
+                    ),
+                    initial_margin=requirement_to_decimal(
+                        float(margins.initial_margin[i]), self.decimals
+                    ),
+                    maintenance_margin=requirement_to_decimal(
+                        float(margins.maintenance_margin[i]), self.decimals
+                    ),
+                    isolated_margin=holding.isolated_margin,
+                    liquidation_price=liquidation[i],
+                )
+            )
+        return out
+
+    def marks_out(self) -> dict[str, MarkUsedOut]:
+        return {
+            symbol: MarkUsedOut(price=mark.price, status=mark.status, age_ms=mark.age_ms)
+            for symbol, mark in sorted(self.book.marks.items())
+        }
+
+
+def evaluate(
+    book: Book, risk_parameters: RiskParameters, *, liquidation: bool = True
+) -> Evaluation:
+    inputs = engine_inputs(book, risk_parameters)
+    summary = margin_summary(
+        inputs.positions,
+        inputs.collateral,
+        inputs.risk,
+        book.margin_mode,
+        liquidation_prices=liquidation,
+    )
+    return Evaluation(book, summary, risk_parameters.settlement_decimals)
+
+
+async def _visible_subaccount(
+    session: AsyncSession, accounts: frozenset[str] | None, subaccount_id: str
+) -> Subaccount:
+    subaccount = await accounts_repository.get_subaccount(session, subaccount_id)
+    if subaccount is None or (accounts is not None and subaccount.account_id not in accounts):
+        raise NotFound(f"subaccount {subaccount_id!r} not found")
+    return subaccount
+
+
+async def subaccount_margin(
+    session: AsyncSession, runtime: Runtime, accounts: frozenset[str] | None, subaccount_id: str
+) -> SubaccountMarginOut:
+    subaccount = await _visible_subaccount(session, accounts, subaccount_id)
+    evaluation = evaluate(await load_book(session, runtime, subaccount), await parameters(session))
+    return SubaccountMarginOut(
+        subaccount_id=subaccount.subaccount_id,
+        margin_mode=subaccount.margin_mode,
+        as_of=utcnow(),
+        summary=evaluation.summary_out(),
+        positions=evaluation.positions_out(),
+        marks=evaluation.marks_out(),
+    )
+
+
+_SUMMED = (
+    "equity",
+    "collateral_value",
+    "unrealized_pnl",
+    "initial_margin",
+    "maintenance_margin",
+    "reserved_initial_margin",
+    "free_collateral",
+    "withdrawable",
+    "gross_notional",
+    "next_funding",
+    "standard_initial_margin",
+    "portfolio_initial_margin",
+)
+
+
+def _total(summaries: list[MarginSummaryOut]) -> MarginSummaryOut:
+    """Money sums; ratios of the sums (None when the summed equity is not positive)."""
+    sums: dict[str, Any] = {
+        name: sum((getattr(s, name) for s in summaries), Decimal(0)) for name in _SUMMED
+    }
+    equity = sums["equity"]
+    positive = equity > 0
+    sums["initial_margin_ratio"] = float(sums["initial_margin"] / equity) if positive else None
+    sums["maintenance_margin_ratio"] = (
+        float(sums["maintenance_margin"] / equity) if positive else None
+    )
+    sums["leverage"] = float(sums["gross_notional"] / equity) if positive else None
+    return MarginSummaryOut.model_validate(sums)
+
+
+async def account_margin(
+    session: AsyncSession, runtime: Runtime, accounts: frozenset[str] | None, account_id: str
+) -> AccountMarginOut:
+    if (accounts is not None and account_id not in accounts) or (
+        await accounts_repository.get_account(session, account_id) is None
+    ):
+        raise NotFound(f"account {account_id!r} not found")
+    risk_parameters = await parameters(session)
+    rows = []
+    for subaccount in await accounts_repository.list_subaccounts(session, account_id, None):
+        book = await load_book(session, runtime, subaccount)
+        evaluation = evaluate(book, risk_parameters, liquidation=False)
+        rows.append(
+            SubaccountTotalOut(
+                subaccount_id=subaccount.subaccount_id,
+                margin_mode=subaccount.margin_mode,
+                summary=evaluation.summary_out(),
+            )
+        )
+    return AccountMarginOut(
+        account_id=account_id,
+        as_of=utcnow(),
+        total=_total([row.summary for row in rows]),
+        subaccounts=rows,
+    )
+
+
+# --- checks behind writes -------------------------------------------------------------------------
+
+
+def _untrusted_marks(book: Book) -> list[str]:
+    return sorted(symbol for symbol, mark in book.marks.items() if mark.status != "fresh")
 
 
 async def check_withdrawal(
-    session: AsyncSession, subaccount: Subaccount, asset: str, amount: Decimal
+    session: AsyncSession,
+    runtime: Runtime,
+    subaccount: Subaccount,
+    asset: str,
+    amount: Decimal,
 ) -> None:
-    raise NotImplementedError
+    """A withdrawal or outgoing transfer may take at most ``withdrawable``: afterwards the asset's
+    balance stays ≥ 0, free collateral ≥ 0 and equity ≥ ``withdrawal_floor · Σ N``. It fails
+    closed: with a mark that is not fresh, nothing leaves."""
+    book = await load_book(session, runtime, subaccount)
+    balance = book.balances.get(asset, Decimal(0))
+    if amount > balance:
+        raise InsufficientMargin(f"{asset} balance is {balance}; cannot withdraw {amount}")
+    risk_parameters = await parameters(session)
+    untrusted = _untrusted_marks(book)
+    if untrusted and book.holdings:
+        raise InsufficientMargin(
+            f"marks not fresh ({', '.join(untrusted)}): withdrawals wait for fresh prices",
+            code="STALE_MARK",
+        )
+    after = evaluate(book.with_balance(asset, balance - amount), risk_parameters, liquidation=False)
+    values = summary_to_decimals(
+        after.summary, book.margin_mode, risk_parameters.settlement_decimals
+    )
+    free = values["free_collateral"]
+    equity = values["equity"]
+    floor = Decimal(repr(risk_parameters.withdrawal_floor)) * Decimal(str(values["gross_notional"]))
+    assert isinstance(free, Decimal) and isinstance(equity, Decimal)
+    if free < 0 or (book.margin_mode != "isolated" and equity < floor):
+        before = evaluate(book, risk_parameters, liquidation=False).summary_out()
+        raise InsufficientMargin(
+            f"withdrawing {amount} {asset} would leave the subaccount short of margin "
+            f"(withdrawable now: {before.withdrawable} in the settlement asset)"
+        )
 
 
-async def check_mode_change(session: AsyncSession, subaccount: Subaccount, mode: str) -> None:
-    raise NotImplementedError
+async def check_mode_change(
+    session: AsyncSession, runtime: Runtime, subaccount: Subaccount, mode: str
+) -> None:
+    """A mode change is refused (409) when, under the new mode, open positions would be under
+    water: free collateral < 0, equity ≤ maintenance, or (isolated) a position whose own
+    equity ``A_i + u_i`` is at or below its maintenance."""
+    book = await load_book(session, runtime, subaccount)
+    if not book.holdings:
+        return
+    risk_parameters = await parameters(session)
+    after = evaluate(book.with_mode(mode), risk_parameters, liquidation=False)
+    values = summary_to_decimals(after.summary, mode, risk_parameters.settlement_decimals)
+    free, equity, maintenance = (
+        values["free_collateral"],
+        values["equity"],
+        values["maintenance_margin"],
+    )
+    assert isinstance(free, Decimal) and isinstance(equity, Decimal)
+    assert isinstance(maintenance, Decimal)
+    under_water = free < 0 or equity <= maintenance
+    if mode == "isolated":
+        position_equity = after.summary.positions.equity
+        assert position_equity is not None
+        under_water = under_water or bool(
+            (position_equity <= after.summary.positions.maintenance_margin).any()
+        )
+    if under_water:
+        raise Conflict(
+            f"switching to {mode} would put {subaccount.subaccount_id} under water "
+            f"(free collateral {free}, equity {equity}, maintenance {maintenance})"
+        )

@@ -1,0 +1,173 @@
+"""A subaccount's book as the engine sees it: its state and marks loaded once, then converted
+from Decimal to float64 arrays in one place (the engine rounds back conservatively)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import repository as accounts_repository
+from app.accounts.models import Subaccount
+from app.core.runtime import Runtime
+from app.engine import Collateral, Positions, RiskArrays, RiskParameters, TierTable
+from app.engine.rounding import requirement_to_decimal
+from app.engine.tiers import position_margins
+from app.instruments import repository as instruments_repository
+from app.instruments.models import Asset, Instrument
+from app.marketdata import service as marketdata
+
+
+@dataclass(frozen=True)
+class MarkUsed:
+    """The price a computation used for a symbol, and how much to trust it."""
+
+    price: Decimal
+    status: str
+    """``fresh`` | ``stale`` | ``deviating`` | ``missing`` (never marked: entry price, or 0 for
+    a collateral asset, stands in)."""
+    age_ms: int | None
+    funding_rate: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Holding:
+    instrument: str
+    size: Decimal
+    entry_price: Decimal
+    isolated_margin: Decimal
+
+
+@dataclass(frozen=True)
+class Book:
+    subaccount_id: str
+    account_id: str
+    margin_mode: str
+    holdings: tuple[Holding, ...]
+    balances: Mapping[str, Decimal]
+    instruments: Mapping[str, Instrument]
+    assets: Mapping[str, Asset]
+    leverage: Mapping[str, Decimal]
+    marks: Mapping[str, MarkUsed]
+
+    def with_mode(self, mode: str) -> Book:
+        return replace(self, margin_mode=mode)
+
+    def with_balance(self, asset: str, amount: Decimal) -> Book:
+        return replace(self, balances={**self.balances, asset: amount})
+
+
+async def load_book(session: AsyncSession, runtime: Runtime, subaccount: Subaccount) -> Book:
+    positions = await accounts_repository.positions_of(session, subaccount.subaccount_id)
+    balances = await accounts_repository.balances_of(session, subaccount.subaccount_id)
+    leverage = await accounts_repository.leverage_of(session, subaccount.subaccount_id)
+    holdings = tuple(
+        Holding(p.instrument, p.size, p.entry_price, p.isolated_margin)
+        for p in positions.values()
+        if p.size != 0
+    )
+    instruments = await instruments_repository.get_instruments(
+        session, [h.instrument for h in holdings]
+    )
+    assets = {a.symbol: a for a in await instruments_repository.list_assets(session)}
+    priced_assets = [a for a in balances if a in assets and not assets[a].is_settlement]
+    judged = await marketdata.current_marks(session, runtime, [*instruments, *priced_assets])
+    marks: dict[str, MarkUsed] = {}
+    for holding in holdings:
+        mark = judged.get(holding.instrument)
+        marks[holding.instrument] = (
+            MarkUsed(mark.price, mark.status, mark.age_ms, mark.funding_rate)
+            if mark is not None
+            else MarkUsed(holding.entry_price, "missing", None)
+        )
+    for asset in priced_assets:
+        mark = judged.get(asset)
+        marks[asset] = (
+            MarkUsed(mark.price, mark.status, mark.age_ms)
+            if mark is not None
+            else MarkUsed(Decimal(0), "missing", None)
+        )
+    return Book(
+        subaccount_id=subaccount.subaccount_id,
+        account_id=subaccount.account_id,
+        margin_mode=subaccount.margin_mode,
+        holdings=holdings,
+        balances={asset: row.amount for asset, row in balances.items()},
+        instruments=instruments,
+        assets=assets,
+        leverage={symbol: row.leverage for symbol, row in leverage.items()},
+        marks=marks,
+    )
+
+
+def tier_rows(instrument: Instrument) -> list[tuple[float, float, float | None]]:
+    return [
+        (
+            float(tier["notional_floor"]),
+            float(tier["initial_margin_fraction"]),
+            float(tier["maintenance_margin_fraction"]),
+        )
+        for tier in instrument.margin_tiers
+    ]
+
+
+@dataclass(frozen=True)
+class EngineInputs:
+    positions: Positions
+    collateral: Collateral
+    risk: RiskArrays
+
+
+def engine_inputs(book: Book, parameters: RiskParameters) -> EngineInputs:
+    """The book as float64 arrays: the single Decimal → float boundary on the way in."""
+    holdings = book.holdings
+    collateral_assets = [a for a in book.balances if a in book.assets]
+    universe: list[str] = []
+    for name in [book.instruments[h.instrument].underlying for h in holdings] + [
+        book.assets[a].underlying or "" for a in collateral_assets
+    ]:
+        if name and name not in universe:
+            universe.append(name)
+    index = {name: i for i, name in enumerate(universe)}
+    instruments = [book.instruments[h.instrument] for h in holdings]
+    positions = Positions.create(
+        size=np.array([float(h.size) for h in holdings], dtype=np.float64),
+        contract_size=[float(i.contract_size) for i in instruments],
+        entry_price=[float(h.entry_price) for h in holdings],
+        mark=[float(book.marks[h.instrument].price) for h in holdings],
+        tiers=TierTable.from_rows([tier_rows(i) for i in instruments]),
+        underlying=np.array([index[i.underlying] for i in instruments], dtype=np.intp),
+        tick_size=[float(i.tick_size) for i in instruments],
+        isolated_margin=[float(h.isolated_margin) for h in holdings],
+        leverage=[float(book.leverage.get(h.instrument, 0)) for h in holdings],
+        funding_rate=[float(book.marks[h.instrument].funding_rate or 0) for h in holdings],
+        is_perpetual=[i.kind == "perpetual" for i in instruments],
+    )
+    collateral = Collateral.create(
+        balance=np.array([float(book.balances[a]) for a in collateral_assets], dtype=np.float64),
+        price=[
+            1.0 if book.assets[a].is_settlement else float(book.marks[a].price)
+            for a in collateral_assets
+        ],
+        weight=[float(book.assets[a].collateral_weight) for a in collateral_assets],
+        underlying=np.array(
+            [index.get(book.assets[a].underlying or "", -1) for a in collateral_assets],
+            dtype=np.intp,
+        ),
+    )
+    return EngineInputs(positions, collateral, parameters.arrays(universe))
+
+
+def initial_margin_at(
+    instrument: Instrument, size: Decimal, price: Decimal, leverage: Decimal | None
+) -> Decimal:
+    """``IM_i`` of a position of ``size`` at ``price`` (tiers and chosen leverage), rounded up
+    to 6 places — what an isolated position must hold once it grows."""
+    notional = np.array([abs(float(size)) * float(instrument.contract_size) * float(price)])
+    tiers = TierTable.from_rows([tier_rows(instrument)])
+    chosen = np.array([float(leverage) if leverage else np.nan])
+    initial, _ = position_margins(notional, chosen, tiers)
+    return requirement_to_decimal(float(initial[0]))

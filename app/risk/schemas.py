@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from app.core.types import Money, Timestamp
+
+
+class MarginSummaryOut(BaseModel):
+    """api.md ``MarginSummary``: requirements rounded up, equity rounded down (6 places)."""
+
+    equity: Money
+    collateral_value: Money
+    unrealized_pnl: Money
+    initial_margin: Money = Field(
+        description="Positions' IM in the subaccount's mode + reserved IM"
+    )
+    maintenance_margin: Money
+    reserved_initial_margin: Money
+    free_collateral: Money
+    withdrawable: Money
+    initial_margin_ratio: float | None
+    maintenance_margin_ratio: float | None
+    leverage: float | None
+    gross_notional: Money
+    next_funding: Money = Field(description="Due at the next funding of each perpetual; < 0 pays")
+    standard_initial_margin: Money
+    portfolio_initial_margin: Money
+
+
+class PositionMarginOut(BaseModel):
+    instrument: str
+    size: Money
+    entry_price: Money
+    mark: Money
+    notional: Money
+    unrealized_pnl: Money
+    initial_margin: Money
+    maintenance_margin: Money
+    isolated_margin: Money
+    liquidation_price: Money | None
+
+
+class MarkUsedOut(BaseModel):
+    price: Money
+    status: str = Field(description="fresh | stale | deviating | missing")
+    age_ms: int | None
+
+
+class SubaccountMarginOut(BaseModel):
+    subaccount_id: str
+    margin_mode: str
+    as_of: Timestamp
+    summary: MarginSummaryOut
+    positions: list[PositionMarginOut]
+    marks: dict[str, MarkUsedOut]
+
+
+class SubaccountTotalOut(BaseModel):
+    subaccount_id: str
+    margin_mode: str
+    summary: MarginSummaryOut
+
+
+class AccountMarginOut(BaseModel):
+    account_id: str
+    as_of: Timestamp
+    total: MarginSummaryOut = Field(description="Sums over subaccounts; ratios of the sums")
+    subaccounts: list[SubaccountTotalOut]
+
+
+class RiskParametersBody(RootModel[dict[str, Any]]):
+    """Every parameter of the methodology; a PUT replaces them all (absent = default)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "scan_ranges": {"BTC": 0.1, "ETH": 0.12},
+                "default_scan_range": 0.2,
+                "correlations": {"BTC/ETH": 0.8},
+                "default_correlation": 0.8,
+                "spread_rates": {},
+                "default_spread_rate": 0.01,
+                "floor_rate": 0.005,
+                "im_multiplier": 1.25,
+                "withdrawal_floor": 0.0,
+                "default_slippage": 0.005,
+                "margin_call_warning": 0.8,
+                "margin_call_liquidation": 1.0,
+                "settlement_decimals": 6,
+            }
+        }
+    )
