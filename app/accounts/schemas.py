@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from app.core.types import (
     DecimalValue,
@@ -54,29 +54,42 @@ class CountLimitIn(StrictIn):
     warn_at: Fraction = DEFAULT_WARN_AT
 
 
+def _as_limit(value: Any) -> Any:
+    """A bare number means ``{"value": number}`` with the default ``warn_at``."""
+    return value if isinstance(value, dict) else {"value": value}
+
+
+Limit = Annotated[
+    LimitIn, BeforeValidator(_as_limit, json_schema_input_type=PositiveDecimal | LimitIn)
+]
+CountLimit = Annotated[
+    CountLimitIn, BeforeValidator(_as_limit, json_schema_input_type=PositiveCount | CountLimitIn)
+]
+
+
 class StrategyLimitsIn(StrictIn):
-    max_gross_notional: PositiveDecimal | LimitIn
+    max_gross_notional: Limit
 
 
 class SubaccountLimitsIn(StrictIn):
     """Every limit is optional (absent = no cap); each is a number or ``{value, warn_at}``."""
 
-    max_gross_notional: PositiveDecimal | LimitIn | None = None
-    max_leverage: PositiveDecimal | LimitIn | None = None
-    max_order_notional: PositiveDecimal | LimitIn | None = None
-    max_position_notional: PositiveDecimal | LimitIn | None = Field(
+    max_gross_notional: Limit | None = None
+    max_leverage: Limit | None = None
+    max_order_notional: Limit | None = None
+    max_position_notional: Limit | None = Field(
         None, description="Per instrument"
     )
-    max_underlying_notional: PositiveDecimal | LimitIn | None = Field(
+    max_underlying_notional: Limit | None = Field(
         None, description="Per underlying, long and short netted, then absolute"
     )
-    max_daily_loss: PositiveDecimal | LimitIn | None = Field(
+    max_daily_loss: Limit | None = Field(
         None, description="Realised + unrealised PnL since 00:00 UTC"
     )
-    max_open_orders: PositiveCount | CountLimitIn | None = Field(
+    max_open_orders: CountLimit | None = Field(
         None, description="Active reservations"
     )
-    max_order_rate: PositiveCount | CountLimitIn | None = Field(
+    max_order_rate: CountLimit | None = Field(
         None, description="Accepted orders per sliding second"
     )
 
@@ -151,9 +164,9 @@ class TradingStateIn(StrictIn):
     @model_validator(mode="after")
     def _id_matches_scope(self) -> Self:
         if self.scope == "global" and self.id is not None:
-            raise ValueError("id must be absent for the global scope")
+            raise ValueError("id: must be absent for the global scope")
         if self.scope != "global" and self.id is None:
-            raise ValueError(f"id is required for the {self.scope} scope")
+            raise ValueError(f"id: required for the {self.scope} scope")
         return self
 
 
@@ -182,9 +195,9 @@ class TransferIn(StrictIn):
     @model_validator(mode="after")
     def _destination(self) -> Self:
         if self.kind == "transfer" and self.to_subaccount_id is None:
-            raise ValueError("to_subaccount_id is required for a transfer")
+            raise ValueError("to_subaccount_id: required for a transfer")
         if self.kind != "transfer" and self.to_subaccount_id is not None:
-            raise ValueError("to_subaccount_id applies to transfers only")
+            raise ValueError("to_subaccount_id: applies to transfers only")
         return self
 
 
@@ -219,7 +232,7 @@ class FillsIn(StrictIn):
         seen: set[str] = set()
         for index, fill in enumerate(self.fills):
             if fill.fill_id in seen:
-                raise ValueError(f"fills[{index}].fill_id {fill.fill_id!r} appears twice")
+                raise ValueError(f"fills[{index}].fill_id: {fill.fill_id!r} appears twice")
             seen.add(fill.fill_id)
         return self
 
@@ -260,7 +273,7 @@ class SnapshotIn(StrictIn):
         seen: set[str] = set()
         for index, position in enumerate(self.positions):
             if position.instrument in seen:
-                raise ValueError(f"positions[{index}].instrument {position.instrument!r} twice")
+                raise ValueError(f"positions[{index}].instrument: {position.instrument!r} twice")
             seen.add(position.instrument)
         return self
 

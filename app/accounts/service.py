@@ -12,13 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import repository
 from app.accounts.models import Account, Leverage, Subaccount, TradingState
 from app.accounts.schemas import (
-    DEFAULT_WARN_AT,
     AccountIn,
     AccountLimitsIn,
     AccountOut,
-    CountLimitIn,
     LeverageIn,
-    LimitIn,
     LimitsOut,
     SubaccountIn,
     SubaccountLimitsIn,
@@ -29,7 +26,7 @@ from app.accounts.schemas import (
 )
 from app.audit import service as audit
 from app.auth.principal import Principal
-from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.core.types import utcnow
 from app.instruments import repository as instruments_repository
 
@@ -40,6 +37,7 @@ async def create_account(
     session: AsyncSession, principal: Principal, body: AccountIn
 ) -> tuple[Account, bool]:
     """Create an account; replaying the same body answers the existing one (not created)."""
+    principal.require_account(body.account_id, f"account {body.account_id!r}")
     existing = await repository.get_account(session, body.account_id)
     if existing is not None:
         if existing.name != body.name:
@@ -180,10 +178,8 @@ def _stored_limits(body: BaseModel) -> dict[str, Any]:
             continue
         if name == "strategy_limits":
             stored[name] = {strategy: _stored_limits(caps) for strategy, caps in value.items()}
-        elif isinstance(value, LimitIn | CountLimitIn):
-            stored[name] = {"value": str(value.value), "warn_at": str(value.warn_at)}
         else:
-            stored[name] = {"value": str(value), "warn_at": str(DEFAULT_WARN_AT)}
+            stored[name] = {"value": str(value.value), "warn_at": str(value.warn_at)}
     return stored
 
 
@@ -272,6 +268,8 @@ async def _scope_exists(session: AsyncSession, principal: Principal, body: Tradi
 async def set_trading_state(
     session: AsyncSession, principal: Principal, body: TradingStateIn
 ) -> TradingStateOut:
+    if body.scope in ("global", "instrument") and principal.accounts is not None:
+        raise Forbidden(f"a key scoped to accounts cannot set the {body.scope} trading state")
     if body.scope != "global":
         await _scope_exists(session, principal, body)
     scope_id = body.id or ""

@@ -12,14 +12,16 @@ router = APIRouter(prefix="/v1", tags=["auth"])
 
 @router.post("/api-keys", response_model=CreatedApiKeyOut, status_code=201)
 async def create_key(body: ApiKeyIn, principal: Admin, session: SessionDep) -> CreatedApiKeyOut:
-    created = await service.create(session, principal.actor, body.role, body.accounts, body.label)
+    created = await service.create(
+        session, principal.actor, body.role, body.accounts, body.label, principal.accounts
+    )
     out = ApiKeyOut.model_validate(created.record, from_attributes=True)
     return CreatedApiKeyOut(**out.model_dump(), key=created.key)
 
 
 @router.get("/api-keys", response_model=ApiKeyList)
 async def list_keys(principal: Admin, session: SessionDep) -> ApiKeyList:
-    rows = await service.list_keys(session)
+    rows = await service.list_keys(session, principal.accounts)
     return ApiKeyList(api_keys=[ApiKeyOut.model_validate(r, from_attributes=True) for r in rows])
 
 
@@ -27,5 +29,5 @@ async def list_keys(principal: Admin, session: SessionDep) -> ApiKeyList:
 async def revoke_key(
     principal: Admin, session: SessionDep, key_id: str = Path(max_length=32)
 ) -> ApiKeyOut:
-    record = await service.revoke(session, principal.actor, key_id)
+    record = await service.revoke(session, principal.actor, key_id, principal.accounts)
     return ApiKeyOut.model_validate(record, from_attributes=True)

@@ -16,7 +16,7 @@ from app.audit import service as audit
 from app.auth import repository
 from app.auth.models import ApiKey
 from app.auth.principal import Principal, Role
-from app.core.errors import InvalidInput, NotFound, Unauthorized
+from app.core.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from app.core.types import utcnow
 
 BOOTSTRAP_KEY_ID = "bootstrap-admin"
@@ -59,13 +59,23 @@ async def authenticate(
     return Principal(record.key_id, Role(record.role), accounts)
 
 
+def _within(scope: frozenset[str] | None, accounts: Sequence[str] | None) -> bool:
+    """Whether a key limited to ``scope`` may hand out (or see) a key for ``accounts``."""
+    return scope is None or (accounts is not None and set(accounts) <= scope)
+
+
 async def create(
     session: AsyncSession,
     actor: audit.Actor,
     role: Role,
     accounts: Sequence[str] | None,
     label: str | None,
+    scope: frozenset[str] | None = None,
 ) -> CreatedKey:
+    """Create a key. A creator limited to ``scope`` can only create keys limited to (a part of)
+    that scope: a scope never grows by minting keys."""
+    if not _within(scope, accounts):
+        raise Forbidden("a scoped key can only create keys scoped to its own accounts")
     if accounts is not None:
         for index, account_id in enumerate(accounts):
             if await accounts_repository.get_account(session, account_id) is None:
@@ -92,13 +102,15 @@ async def create(
     return CreatedKey(key, record)
 
 
-async def list_keys(session: AsyncSession) -> Sequence[ApiKey]:
-    return await repository.list_all(session)
+async def list_keys(session: AsyncSession, scope: frozenset[str] | None) -> list[ApiKey]:
+    return [key for key in await repository.list_all(session) if _within(scope, key.accounts)]
 
 
-async def revoke(session: AsyncSession, actor: audit.Actor, key_id: str) -> ApiKey:
+async def revoke(
+    session: AsyncSession, actor: audit.Actor, key_id: str, scope: frozenset[str] | None
+) -> ApiKey:
     record = await repository.get(session, key_id)
-    if record is None:
+    if record is None or not _within(scope, record.accounts):
         raise NotFound(f"API key {key_id!r} not found")
     if record.revoked_at is None:
         record.revoked_at = utcnow()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -19,6 +20,7 @@ from app.core.metrics import Metrics
 
 log = logging.getLogger("preflight.http")
 
+_NAMED_MESSAGE = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.+)$", re.DOTALL)
 PROBLEM_TYPE_BASE = "https://preflight.dev/problems/"
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -54,10 +56,13 @@ def problem(
 
 
 def field_path(location: tuple[int | str, ...] | list[int | str]) -> str:
-    """``("body", "fills", 0, "size")`` → ``"fills[0].size"``."""
+    """``("body", "fills", 0, "size")`` → ``"fills[0].size"``; pydantic's own markers (a dict
+    key's ``[key]``, a validator's ``function-after[…]``) are dropped."""
     path = ""
     for part in location:
         if part in ("body", "query", "path", "header") and not path:
+            continue
+        if isinstance(part, str) and ("[" in part or "(" in part):
             continue
         if isinstance(part, int):
             path += f"[{part}]"
@@ -75,8 +80,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         elif error["type"] == "json_invalid":
-            message = "body is not valid JSON"
-        errors.append({"field": field, "message": message})
+            field, message = "body", "body is not valid JSON"
+        elif error["type"] == "value_error":
+            # A check across fields says which field it is about: "bids: the book is crossed".
+            message = message.removeprefix("Value error, ")
+            named = _NAMED_MESSAGE.match(message)
+            if named:
+                prefix = "" if field == "body" else field + "."
+                field, message = prefix + named.group(1), named.group(2)
+        if {"field": field, "message": message} not in errors:
+            errors.append({"field": field, "message": message})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return problem(422, "VALIDATION_ERROR", "Invalid request", detail, errors=errors)
 

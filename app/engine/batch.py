@@ -173,7 +173,8 @@ def batch_summary(book: BatchBook, risk: RiskArrays) -> BatchSummary:
 
     def ratio(numerator: FloatArray) -> FloatArray:
         out = np.full(book.s, np.nan)
-        np.divide(numerator, equity, out=out, where=positive)
+        with np.errstate(over="ignore"):  # a ratio over a denormal equity is +inf, as 1.0 / 1e-320
+            np.divide(numerator, equity, out=out, where=positive)
         return out
 
     return BatchSummary(

@@ -9,13 +9,15 @@ For position j with every other mark held fixed, write its notional ``N = |q|·k
 Both are ``K + q·k·m = MM_j(|q|·k·m)`` with a piecewise-linear right side, solved exactly tier by
 tier (``solve_tiered``). On tier t (floor f_t, fraction mmf_t, requirement at the floor M_t)::
 
-    m = (M_t − mmf_t·f_t − K) / (k · (q − mmf_t·|q|))
+    m = (M_t − mmf_t·f_t − K) / (k · (q − mmf_t·|q|)) = −(deduction_t + K) / (k · (q − mmf_t·|q|))
 
 and the tier is the one where ``K + σ·f − M`` (σ = sign q), evaluated at the tier floors, changes
 sign. One tier, long: ``m = (q·k·e − A) / (q·k·(1 − mmf))`` in isolated mode (margin.md).
 
-- **Portfolio**: ``E(m_j) = MM_pm(m_j)`` found by vectorised bisection on the notional change
-  ``y = |q|·k·(m − m_now)``, to one tick (``portfolio_liquidation_prices``).
+- **Portfolio**: ``E(m_j) = MM_pm(m_j)`` to one tick, on the notional change
+  ``y = |q|·k·(m − m_now)`` (``portfolio_liquidation_prices``): each piece of MM_pm solved in
+  closed form and accepted only where equity − maintenance changes sign within ±½ tick of it;
+  any other position by vectorised bisection from slope-bound brackets.
 
 Equity minus maintenance is strictly monotone in m for every mode (mmf < 1; in portfolio mode
 r_u + spread_u < 1 and floor_rate < 1), so the price is unique. A price ≤ 0 is reported as nan:
@@ -48,7 +50,7 @@ def solve_tiered(
     solution exists or q = 0. Shapes: all (n,), tiers (n, T).
     """
     q = size
-    n, t = tiers.shape
+    n = tiers.shape[0]
     sigma = np.copysign(1.0, q)
     # K + σ·floor_t − MM(floor_t): the residual at each tier floor; monotone across tiers.
     # Long: residual rises with N, the root's tier is the last floor with residual ≤ 0.
@@ -176,11 +178,16 @@ class _PortfolioResidual:
         sigma, s = self.sigma, self.spread
         y_floor = (self.floor - self.equity) / (sigma - self.floor_rate)
         base = self.equity - self.basis_rest
-        below = self._branch_root(base - s * self.own, sigma - s)
-        above = self._branch_root(base - s * self.other, sigma)
+        # Both pieces at once, stacked (2, n): below the kink, then above it.
+        below, above = self._branch_root(
+            np.stack((base - s * self.own, base - s * self.other)), np.stack((sigma - s, sigma))
+        )
         kink = self.other - self.own
         y_dir = np.where(below <= kink, below, above)
-        return np.where(sigma > 0, np.maximum(y_floor, y_dir), np.minimum(y_floor, y_dir))
+        root: FloatArray = np.where(
+            sigma > 0, np.maximum(y_floor, y_dir), np.minimum(y_floor, y_dir)
+        )
+        return root
 
 
 def _bisect(

@@ -191,7 +191,8 @@ def revalue(
         liquidatable = np.where(is_iso, failing, liquidatable)
 
     ratio = np.full_like(equity, np.nan)
-    np.divide(maintenance, equity, out=ratio, where=equity > 0)
+    with np.errstate(over="ignore"):  # a ratio over a denormal equity is +inf
+        np.divide(maintenance, equity, out=ratio, where=equity > 0)
     return StressResult(
         equity=equity,
         maintenance_margin=maintenance,

@@ -26,7 +26,7 @@ class AssetIn(StrictIn):
     @model_validator(mode="after")
     def _settlement_shape(self) -> Self:
         if self.is_settlement and (self.collateral_weight != 1 or self.underlying is not None):
-            raise ValueError("the settlement asset has collateral_weight 1 and no underlying")
+            raise ValueError("is_settlement: the settlement asset has collateral_weight 1 and no underlying")
         return self
 
 
@@ -76,27 +76,27 @@ class InstrumentIn(StrictIn):
     def _consistent(self) -> Self:
         floors = [tier.notional_floor for tier in self.margin_tiers]
         if floors[0] != 0:
-            raise ValueError("margin_tiers[0].notional_floor must be 0")
+            raise ValueError("margin_tiers[0].notional_floor: must be 0")
         if any(b <= a for a, b in itertools.pairwise(floors)):
-            raise ValueError("margin_tiers notional_floor values must be strictly ascending")
+            raise ValueError("margin_tiers: notional_floor values must be strictly ascending")
         for index, tier in enumerate(self.margin_tiers):
             if tier.initial_margin_fraction == 0:
-                raise ValueError(f"margin_tiers[{index}].initial_margin_fraction must be > 0")
+                raise ValueError(f"margin_tiers[{index}].initial_margin_fraction: must be > 0")
             mmf = tier.maintenance_margin_fraction
             if mmf is not None and not 0 < mmf <= tier.initial_margin_fraction:
                 raise ValueError(
-                    f"margin_tiers[{index}].maintenance_margin_fraction must be in "
+                    f"margin_tiers[{index}].maintenance_margin_fraction: must be in "
                     "(0, initial_margin_fraction]"
                 )
         for name in ("taker_fee_rate", "maker_fee_rate"):
             if not -0.01 <= getattr(self, name) <= 0.1:
-                raise ValueError(f"{name} must be between -0.01 and 0.1")
+                raise ValueError(f"{name}: must be between -0.01 and 0.1")
         if self.kind == "future" and self.expiry is None:
-            raise ValueError("expiry is required for a future")
+            raise ValueError("expiry: required for a future")
         if self.kind == "perpetual" and self.expiry is not None:
-            raise ValueError("a perpetual has no expiry")
+            raise ValueError("expiry: a perpetual has no expiry")
         if self.kind == "future" and self.funding_interval_s is not None:
-            raise ValueError("funding_interval_s applies to perpetuals only")
+            raise ValueError("funding_interval_s: applies to perpetuals only")
         return self
 
 

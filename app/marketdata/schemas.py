@@ -27,7 +27,7 @@ class MarkIn(StrictIn):
     @model_validator(mode="after")
     def _bounded_funding(self) -> Self:
         if self.funding_rate is not None and abs(self.funding_rate) >= 1:
-            raise ValueError("funding_rate must be between -1 and 1")
+            raise ValueError("funding_rate: must be between -1 and 1")
         return self
 
 
@@ -75,11 +75,11 @@ class BookIn(StrictIn):
         bids = [price for price, _ in self.bids]
         asks = [price for price, _ in self.asks]
         if any(b >= a for a, b in itertools.pairwise(bids)):
-            raise ValueError("bids must be strictly descending by price")
+            raise ValueError("bids: must be strictly descending by price")
         if any(b <= a for a, b in itertools.pairwise(asks)):
-            raise ValueError("asks must be strictly ascending by price")
+            raise ValueError("asks: must be strictly ascending by price")
         if bids and asks and bids[0] >= asks[0]:
-            raise ValueError("the book is crossed: best bid must be below best ask")
+            raise ValueError("bids: the book is crossed (best bid must be below best ask)")
         return self
 
 
