@@ -31,7 +31,8 @@ from app.engine.liquidation import (
 from app.engine.parameters import RiskArrays, RiskParameters
 from app.engine.portfolio import PortfolioCharges, charges_from_legs, portfolio_charges
 from app.engine.rounding import (
-    SNAP_RELATIVE_TOLERANCE,
+    SNAP_ABSOLUTE,
+    SNAP_ULPS,
     Direction,
     conservative_free_collateral,
     equity_to_decimal,
@@ -82,7 +83,8 @@ from app.engine.types import (
 
 __all__ = [
     "RATIO_FIELDS",
-    "SNAP_RELATIVE_TOLERANCE",
+    "SNAP_ABSOLUTE",
+    "SNAP_ULPS",
     "SUMMARY_FIELDS",
     "BatchBook",
     "BatchSummary",

@@ -2,12 +2,15 @@
 
 The engine computes in float64; the service stores and answers exact decimals. Going out:
 
-1. **Snap float noise.** A float within ``tolerance(x) = min(SNAP_RELATIVE_TOLERANCE · max(|x|, 1),
-   ¼ · 10^-dp)`` of a point of the 10^-dp grid is taken to be that point (``0.1 * 650000 =
-   65000.00000000001`` → ``65000``): float64 arithmetic cannot produce a real amount that close
-   to a grid point, only noise. ``SNAP_RELATIVE_TOLERANCE = 1e-12`` is ~4,500 ulps, above the
-   error of summing thousands of terms, and the ¼-unit cap means snapping never moves a value
-   by as much as a quarter of the smallest unit.
+1. **Snap float noise.** A float within
+   ``tolerance(x) = min(max(SNAP_ULPS · ulp(x), SNAP_ABSOLUTE), ¼ · 10^-dp)``
+   of a point of the 10^-dp grid is taken to be that point (``0.1·0.2·3,250,000 =
+   65000.000000000015`` → ``65000``). ``SNAP_ULPS = 512`` units in the last place cover the
+   rounding error of long sums, yet stay far below the grid: a relative tolerance would not
+   (at 1e-12 · 52,380.95 it reached 5e-8, a twentieth of a unit, and snapped the exact
+   52,380.952380952… *up* to …381 — the wrong way for a short's liquidation price). The ¼-unit
+   cap means snapping never moves a value by as much as a quarter of the smallest unit.
+   ``SNAP_ABSOLUTE = 1e-12`` catches cancellation noise near zero (0.3 − 0.1 − 0.2 ≈ −2.8e-17).
 2. **Round conservatively** anything not snapped: requirements (initial / maintenance / reserved
    margin, notional) **up**, equity-like amounts (equity, collateral value, PnL, funding, free
    collateral, withdrawable) **down**, at ``decimals`` places (default 6, the settlement asset's).
@@ -31,8 +34,10 @@ import numpy as np
 
 from app.engine.types import RATIO_FIELDS, SUMMARY_FIELDS, FloatArray, MarginMode, MarginSummary
 
-SNAP_RELATIVE_TOLERANCE = 1e-12
-"""Relative distance to a grid point below which a float is treated as that point."""
+SNAP_ULPS = 512
+"""Distance to a grid point, in units in the last place, below which a float is that point."""
+SNAP_ABSOLUTE = 1e-12
+"""…and the absolute distance that always counts as noise (cancellation near zero)."""
 
 _PRECISION = 80  # digits: amounts up to 10^70 at 6 dp without Decimal overflow
 
@@ -45,9 +50,9 @@ class Direction(Enum):
 
 
 def snap_tolerance(value: float, decimals: int = 6) -> float:
-    """``min(1e-12 · max(|value|, 1), 0.25 · 10^-decimals)`` — how far a float may sit from a grid
-    point and still be that point."""
-    return min(SNAP_RELATIVE_TOLERANCE * max(abs(value), 1.0), 0.25 * 10.0**-decimals)
+    """``min(max(SNAP_ULPS · ulp(value), SNAP_ABSOLUTE), 0.25 · 10^-decimals)`` — how far a float
+    may sit from a grid point and still be that point."""
+    return min(max(SNAP_ULPS * math.ulp(value), SNAP_ABSOLUTE), 0.25 * 10.0**-decimals)
 
 
 def _plain(value: Decimal) -> Decimal:
