@@ -77,18 +77,14 @@ class SubaccountLimitsIn(StrictIn):
     max_gross_notional: Limit | None = None
     max_leverage: Limit | None = None
     max_order_notional: Limit | None = None
-    max_position_notional: Limit | None = Field(
-        None, description="Per instrument"
-    )
+    max_position_notional: Limit | None = Field(None, description="Per instrument")
     max_underlying_notional: Limit | None = Field(
         None, description="Per underlying, long and short netted, then absolute"
     )
     max_daily_loss: Limit | None = Field(
         None, description="Realised + unrealised PnL since 00:00 UTC"
     )
-    max_open_orders: CountLimit | None = Field(
-        None, description="Active reservations"
-    )
+    max_open_orders: CountLimit | None = Field(None, description="Active reservations")
     max_order_rate: CountLimit | None = Field(
         None, description="Accepted orders per sliding second"
     )

@@ -163,21 +163,19 @@ async def record_fills(
             _credit(session, sub_balances, item.subaccount_id, settlement.symbol, released)
         position.size, position.entry_price = effect.size, effect.entry_price
         position.realized_pnl += effect.realized_pnl
-        if subaccounts[item.subaccount_id].margin_mode == "isolated" and effect.size != 0:
-            # margin.md, isolated mode: a position that grows (or opens after a flip) gets
-            # IM_i(after) − (A_i + u_i) moved into its allocation when positive (at the fill price).
-            unrealized = effect.size * instrument.contract_size * (item.price - effect.entry_price)
-            required = book.initial_margin_at(
+        position.updated_at = now
+        growing = effect.closed_size < abs(delta)
+        if subaccounts[item.subaccount_id].margin_mode == "isolated" and growing:
+            allocation = book.isolated_allocation(
                 instrument,
                 effect.size,
+                effect.entry_price,
                 item.price,
+                position.isolated_margin,
                 leverage[item.subaccount_id].get(item.instrument),
             )
-            allocation = required - (position.isolated_margin + unrealized)
-            if effect.closed_size < abs(delta) and allocation > 0:
-                position.isolated_margin += allocation
-                _credit(session, sub_balances, item.subaccount_id, settlement.symbol, -allocation)
-        position.updated_at = now
+            position.isolated_margin += allocation
+            _credit(session, sub_balances, item.subaccount_id, settlement.symbol, -allocation)
         _credit(session, sub_balances, item.subaccount_id, settlement.symbol, effect.realized_pnl)
         fee_asset = item.fee_asset or settlement.symbol
         _credit(session, sub_balances, item.subaccount_id, fee_asset, -item.fee)

@@ -3,7 +3,7 @@ from Decimal to float64 arrays in one place (the engine rounds back conservative
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
+from app.accounts.fills import apply_fill
 from app.accounts.models import Subaccount
 from app.core.runtime import Runtime
 from app.engine import Collateral, Positions, RiskArrays, RiskParameters, TierTable
@@ -42,10 +43,23 @@ class Holding:
 
 
 @dataclass(frozen=True)
+class SimulatedFill:
+    """A fill the book does not hold yet: a reservation's leg or a leg being checked."""
+
+    instrument: str
+    side: str
+    size: Decimal
+    price: Decimal
+    fee: Decimal
+
+
+@dataclass(frozen=True)
 class Book:
     subaccount_id: str
     account_id: str
+    strategy: str | None
     margin_mode: str
+    settlement: str
     holdings: tuple[Holding, ...]
     balances: Mapping[str, Decimal]
     instruments: Mapping[str, Instrument]
@@ -59,8 +73,58 @@ class Book:
     def with_balance(self, asset: str, amount: Decimal) -> Book:
         return replace(self, balances={**self.balances, asset: amount})
 
+    def with_fills(self, fills: Sequence[SimulatedFill]) -> Book:
+        """The book after ``fills``, by the same arithmetic as recorded fills: new sizes and
+        average entries, realised PnL and fees in the settlement balance, and in isolated mode
+        margin released by closing and allocated by growing."""
+        holdings = {h.instrument: h for h in self.holdings}
+        balances = dict(self.balances)
+        for fill in fills:
+            instrument = self.instruments[fill.instrument]
+            held = holdings.get(fill.instrument) or Holding(fill.instrument, ZERO, ZERO, ZERO)
+            delta = fill.size if fill.side == "buy" else -fill.size
+            effect = apply_fill(
+                held.size, held.entry_price, delta, fill.price, instrument.contract_size
+            )
+            allocated = held.isolated_margin
+            cash = effect.realized_pnl - fill.fee
+            if effect.closed_size and allocated:
+                released = allocated * effect.closed_size / abs(held.size)
+                allocated -= released
+                cash += released
+            if self.margin_mode == "isolated" and effect.closed_size < abs(delta):
+                needed = isolated_allocation(
+                    instrument,
+                    effect.size,
+                    effect.entry_price,
+                    fill.price,
+                    allocated,
+                    self.leverage.get(fill.instrument),
+                )
+                allocated += needed
+                cash -= needed
+            balances[self.settlement] = balances.get(self.settlement, ZERO) + cash
+            holdings[fill.instrument] = Holding(
+                fill.instrument, effect.size, effect.entry_price, allocated
+            )
+        return replace(
+            self,
+            holdings=tuple(h for h in holdings.values() if h.size != 0),
+            balances=balances,
+        )
 
-async def load_book(session: AsyncSession, runtime: Runtime, subaccount: Subaccount) -> Book:
+
+ZERO = Decimal(0)
+
+
+async def load_book(
+    session: AsyncSession,
+    runtime: Runtime,
+    subaccount: Subaccount,
+    also_instruments: Sequence[str] = (),
+) -> Book:
+    """The subaccount's state and the marks it needs (and those of ``also_instruments``, the
+    instruments of orders being checked)."""
     positions = await accounts_repository.positions_of(session, subaccount.subaccount_id)
     balances = await accounts_repository.balances_of(session, subaccount.subaccount_id)
     leverage = await accounts_repository.leverage_of(session, subaccount.subaccount_id)
@@ -70,18 +134,20 @@ async def load_book(session: AsyncSession, runtime: Runtime, subaccount: Subacco
         if p.size != 0
     )
     instruments = await instruments_repository.get_instruments(
-        session, [h.instrument for h in holdings]
+        session, [*(h.instrument for h in holdings), *also_instruments]
     )
     assets = {a.symbol: a for a in await instruments_repository.list_assets(session)}
+    settlement = next((a.symbol for a in assets.values() if a.is_settlement), "")
     priced_assets = [a for a in balances if a in assets and not assets[a].is_settlement]
     judged = await marketdata.current_marks(session, runtime, [*instruments, *priced_assets])
     marks: dict[str, MarkUsed] = {}
-    for holding in holdings:
-        mark = judged.get(holding.instrument)
-        marks[holding.instrument] = (
+    entries = {h.instrument: h.entry_price for h in holdings}
+    for symbol in instruments:
+        mark = judged.get(symbol)
+        marks[symbol] = (
             MarkUsed(mark.price, mark.status, mark.age_ms, mark.funding_rate)
             if mark is not None
-            else MarkUsed(holding.entry_price, "missing", None)
+            else MarkUsed(entries.get(symbol, ZERO), "missing", None)
         )
     for asset in priced_assets:
         mark = judged.get(asset)
@@ -93,7 +159,9 @@ async def load_book(session: AsyncSession, runtime: Runtime, subaccount: Subacco
     return Book(
         subaccount_id=subaccount.subaccount_id,
         account_id=subaccount.account_id,
+        strategy=subaccount.strategy,
         margin_mode=subaccount.margin_mode,
+        settlement=settlement,
         holdings=holdings,
         balances={asset: row.amount for asset, row in balances.items()},
         instruments=instruments,
@@ -161,11 +229,27 @@ def engine_inputs(book: Book, parameters: RiskParameters) -> EngineInputs:
     return EngineInputs(positions, collateral, parameters.arrays(universe))
 
 
+def isolated_allocation(
+    instrument: Instrument,
+    size: Decimal,
+    entry_price: Decimal,
+    price: Decimal,
+    isolated_margin: Decimal,
+    leverage: Decimal | None,
+) -> Decimal:
+    """margin.md, isolated mode: a position that opens or grows to ``size`` needs
+    ``IM_i(after) − (A_i + u_i)`` moved into its allocation when positive, valued at the fill
+    price (so ``u_i = size · k · (price − entry)``)."""
+    unrealized = size * instrument.contract_size * (price - entry_price)
+    needed = initial_margin_at(instrument, size, price, leverage) - (isolated_margin + unrealized)
+    return max(ZERO, needed)
+
+
 def initial_margin_at(
     instrument: Instrument, size: Decimal, price: Decimal, leverage: Decimal | None
 ) -> Decimal:
     """``IM_i`` of a position of ``size`` at ``price`` (tiers and chosen leverage), rounded up
-    to 6 places — what an isolated position must hold once it grows."""
+    at 6 places."""
     notional = np.array([abs(float(size)) * float(instrument.contract_size) * float(price)])
     tiers = TierTable.from_rows([tier_rows(instrument)])
     chosen = np.array([float(leverage) if leverage else np.nan])
