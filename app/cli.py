@@ -50,7 +50,7 @@ admin key: {admin_key}
 
   curl -s {auth} {base}/v1/subaccounts/fund-a.cross/margin
   curl -s {auth} {base}/v1/marks/BTC-PERP
-  curl -s {auth} {base}/v1/accounts/fund-a/margin
+  curl -s {auth} -H 'Content-Type: application/json' {base}/v1/pretrade/check -d '{{"subaccount_id": "fund-a.cross", "orders": [{{"instrument": "BTC-PERP", "side": "buy", "size": "0.5", "type": "market"}}]}}'
 """,
         flush=True,
     )

@@ -179,9 +179,10 @@ async def seed(session: AsyncSession) -> bool:
 
 
 def _book(mark: Decimal, tick: Decimal, lot: Decimal, now: datetime) -> BookIn:
-    """20 levels a side, spread one tick, depth growing away from the touch."""
+    """20 levels a side, one basis point apart, about $50,000 at the touch growing by $50,000
+    a level (some $10 million a side)."""
     step = max(tick, (mark * Decimal("0.0001")).quantize(tick))
-    base = (lot * 1000 / max(Decimal(1), mark / 1000)).quantize(lot) or lot
+    base = max(lot, (Decimal(50_000) / mark).quantize(lot))
     bids = [(mark - step * (i + 1), base * (i + 1)) for i in range(20)]
     asks = [(mark + step * (i + 1), base * (i + 1)) for i in range(20)]
     return BookIn(bids=bids, asks=asks, ts=now)

@@ -21,6 +21,7 @@ from app.core.ops import router as ops_router
 from app.core.runtime import Runtime
 from app.instruments.router import router as instruments_router
 from app.marketdata.router import router as marketdata_router
+from app.pretrade.router import router as pretrade_router
 from app.risk.router import router as risk_router
 
 API_VERSION = "0.1.0"
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         accounts_router,
         marketdata_router,
         risk_router,
+        pretrade_router,
     ):
         app.include_router(router)
     return app

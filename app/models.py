@@ -9,4 +9,5 @@ def load_all_models() -> None:
     import app.auth.models
     import app.instruments.models
     import app.marketdata.models
+    import app.pretrade.models
     import app.risk.models  # noqa: F401

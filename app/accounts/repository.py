@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,6 +111,30 @@ async def delete_positions(session: AsyncSession, subaccount_id: str) -> None:
 
 async def delete_balances(session: AsyncSession, subaccount_id: str) -> None:
     await session.execute(delete(Balance).where(Balance.subaccount_id == subaccount_id))
+
+
+async def lock_account(session: AsyncSession, account_id: str) -> None:
+    """Row-lock an account: reserving checks under account or strategy caps queue here."""
+    if dialect_name(session) == "postgresql":
+        await session.execute(
+            select(Account.account_id).where(Account.account_id == account_id).with_for_update()
+        )
+
+
+async def realized_since(
+    session: AsyncSession, subaccount_id: str, since: datetime, settlement: str
+) -> Decimal:
+    """Realised PnL of fills dated at or after ``since``, net of fees paid in ``settlement``
+    (summed here, exactly: SQLite would sum decimal text as floats)."""
+    rows = await session.execute(
+        select(Fill.realized_pnl, Fill.fee, Fill.fee_asset).where(
+            Fill.subaccount_id == subaccount_id, Fill.ts >= since
+        )
+    )
+    total = Decimal(0)
+    for realized, fee, fee_asset in rows:
+        total += realized - (fee if fee_asset == settlement else 0)
+    return total
 
 
 async def get_fills(session: AsyncSession, fill_ids: Sequence[str]) -> dict[str, Fill]:

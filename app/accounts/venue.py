@@ -31,6 +31,7 @@ from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.instruments import repository as instruments_repository
 from app.instruments.models import Asset
+from app.pretrade import reservations
 from app.risk import book
 from app.risk import service as risk
 
@@ -197,6 +198,8 @@ async def record_fills(
             created_at=now,
         )
         repository.add(session, fill)
+        if item.client_order_id is not None:
+            await reservations.consume(session, item.subaccount_id, item.client_order_id, item.size)
         stored[item.fill_id] = fill
         result.append(fill)
         await audit.record(

@@ -26,7 +26,9 @@ class AssetIn(StrictIn):
     @model_validator(mode="after")
     def _settlement_shape(self) -> Self:
         if self.is_settlement and (self.collateral_weight != 1 or self.underlying is not None):
-            raise ValueError("is_settlement: the settlement asset has collateral_weight 1 and no underlying")
+            raise ValueError(
+                "is_settlement: the settlement asset has collateral_weight 1 and no underlying"
+            )
         return self
 
 

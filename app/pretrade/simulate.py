@@ -39,22 +39,26 @@ class Execution:
     avg_price: Decimal | None
     unfilled_size: Decimal
     resting_size: Decimal
-    """Part of ``unfilled_size`` that rests at the limit price and is counted as if filled."""
+    """The part of ``unfilled_size`` resting at ``resting_price``, counted as if filled."""
+    resting_price: Decimal | None
     fee: Decimal
     book: BookStatus
     price_source: PriceSource
     slippage_bps: float | None
 
-    @property
     def counted(self) -> list[tuple[Decimal, Decimal]]:
-        """``(size, price)`` fills that margin counts: the executed part and a resting part."""
+        """``(size, price)`` that margin counts as filled: the executed and the resting part."""
         parts = []
         if self.filled_size and self.avg_price is not None:
             parts.append((self.filled_size, self.avg_price))
+        if self.resting_size and self.resting_price is not None:
+            parts.append((self.resting_size, self.resting_price))
         return parts
 
     @property
     def short_of_liquidity(self) -> bool:
+        """Some of the order neither fills nor rests (a market order past the book's depth,
+        an ``ioc`` remainder is fine, a ``fok`` that cannot fill whole is not)."""
         return self.unfilled_size > self.resting_size
 
 
@@ -101,7 +105,9 @@ def execute(
 ) -> Execution:
     """Simulate one leg. ``levels`` is the opposite side of a fresh book (consumed in place),
     or None when the book is stale or missing."""
+    zero = Decimal(0)
     if levels is None:
+        source: PriceSource
         if leg.order_type == "limit":
             assert leg.limit_price is not None
             price, source = leg.limit_price, "limit"
@@ -110,26 +116,46 @@ def execute(
             price, source = mark * (1 + move), "mark"
         fee = leg.size * contract_size * price * taker_fee_rate
         return Execution(
-            leg.size, price, Decimal(0), Decimal(0), fee, book_status, source,  # type: ignore[arg-type]
-            _slippage(price, mark, leg.side),
+            filled_size=leg.size,
+            avg_price=price,
+            unfilled_size=zero,
+            resting_size=zero,
+            resting_price=None,
+            fee=fee,
+            book=book_status,
+            price_source=source,
+            slippage_bps=_slippage(price, mark, leg.side),
         )
 
-    if leg.time_in_force == "fok":
-        trial = list(levels)
-        filled, _ = walk(trial, leg)
-        if filled < leg.size:
-            return Execution(
-                Decimal(0), None, leg.size, Decimal(0), Decimal(0), book_status, "book", None
-            )
+    if leg.time_in_force == "fok" and walk(list(levels), leg)[0] < leg.size:
+        return Execution(
+            filled_size=zero,
+            avg_price=None,
+            unfilled_size=leg.size,
+            resting_size=zero,
+            resting_price=None,
+            fee=zero,
+            book=book_status,
+            price_source="book",
+            slippage_bps=None,
+        )
     filled, notional = walk(levels, leg)
     unfilled = leg.size - filled
     avg = _average(notional, filled, leg.side) if filled else None
-    resting = unfilled if leg.order_type == "limit" and leg.time_in_force == "gtc" else Decimal(0)
+    rests = leg.order_type == "limit" and leg.time_in_force == "gtc"
+    resting = unfilled if rests else zero
     fee = notional * contract_size * taker_fee_rate
     if resting and maker_fee_rate > 0:
         assert leg.limit_price is not None
         fee += resting * contract_size * leg.limit_price * maker_fee_rate
     return Execution(
-        filled, avg, unfilled, resting, fee, book_status, "book",
-        None if avg is None else _slippage(avg, mark, leg.side),
+        filled_size=filled,
+        avg_price=avg,
+        unfilled_size=unfilled,
+        resting_size=resting,
+        resting_price=leg.limit_price if rests else None,
+        fee=fee,
+        book=book_status,
+        price_source="book",
+        slippage_bps=None if avg is None else _slippage(avg, mark, leg.side),
     )

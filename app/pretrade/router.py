@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from app.auth.dependencies import Reader, VenueWriter
+from app.core.deps import RuntimeDep, SessionDep
+from app.core.types import ID_PATTERN, utcnow
+from app.pretrade import reservations, service
+from app.pretrade.schemas import (
+    CheckIn,
+    CheckOut,
+    MaxSizeIn,
+    MaxSizeOut,
+    ReservationList,
+    ReservationOut,
+)
+
+router = APIRouter(prefix="/v1", tags=["pre-trade"])
+PathId = Annotated[str, Path(pattern=ID_PATTERN)]
+
+
+@router.post("/pretrade/check", response_model=CheckOut)
+async def check(
+    body: CheckIn, principal: VenueWriter, session: SessionDep, runtime: RuntimeDep
+) -> CheckOut:
+    """Judge a basket of 1–50 legs as one; 200 whether accepted or rejected."""
+    return await service.check(session, runtime, principal, body)
+
+
+@router.post("/pretrade/max-size", response_model=MaxSizeOut)
+async def max_size(
+    body: MaxSizeIn, principal: VenueWriter, session: SessionDep, runtime: RuntimeDep
+) -> MaxSizeOut:
+    return await service.max_size(session, runtime, principal, body)
+
+
+@router.get("/subaccounts/{subaccount_id}/reservations", response_model=ReservationList)
+async def list_reservations(
+    principal: Reader, session: SessionDep, subaccount_id: PathId
+) -> ReservationList:
+    subaccount, rows = await service.list_reservations(session, principal, subaccount_id)
+    now = utcnow()
+    return ReservationList(
+        subaccount_id=subaccount.subaccount_id,
+        reservations=[reservations.reservation_out(r, now) for r in rows],
+    )
+
+
+@router.delete("/reservations/{reservation_id}", response_model=ReservationOut)
+async def release_reservation(
+    principal: VenueWriter, session: SessionDep, reservation_id: Annotated[str, Path(max_length=32)]
+) -> ReservationOut:
+    reservation = await reservations.release(session, principal, reservation_id)
+    return reservations.reservation_out(reservation, utcnow())

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from app.core.types import Identifier, Money, PositiveDecimal, StrictIn, Timestamp
+from app.risk.schemas import MarginSummaryOut, MarkUsedOut, PositionMarginOut
+
+ReasonCode = Literal[
+    "INSUFFICIENT_MARGIN",
+    "MAX_ORDER_NOTIONAL",
+    "MAX_POSITION_NOTIONAL",
+    "MAX_UNDERLYING_NOTIONAL",
+    "MAX_GROSS_NOTIONAL",
+    "MAX_LEVERAGE",
+    "STRATEGY_LIMIT",
+    "ACCOUNT_LIMIT",
+    "PRICE_BAND",
+    "INSUFFICIENT_LIQUIDITY",
+    "STALE_MARK",
+    "ORACLE_DEVIATION",
+    "HALTED",
+    "REDUCE_ONLY",
+    "LOT_SIZE",
+    "TICK_SIZE",
+    "LOSS_LIMIT",
+    "MAX_OPEN_ORDERS",
+    "ORDER_RATE",
+]
+
+
+class OrderIn(StrictIn):
+    client_order_id: Identifier | None = Field(
+        None, description="Idempotency id: a replay answers the first check"
+    )
+    instrument: Identifier
+    side: Literal["buy", "sell"]
+    size: PositiveDecimal
+    type: Literal["market", "limit"]
+    limit_price: PositiveDecimal | None = None
+    time_in_force: Literal["gtc", "ioc", "fok"] = "gtc"
+    reduce_only: bool = False
+
+    @model_validator(mode="after")
+    def _price_matches_type(self) -> Self:
+        if self.type == "limit" and self.limit_price is None:
+            raise ValueError("limit_price: required for a limit order")
+        if self.type == "market" and self.limit_price is not None:
+            raise ValueError("limit_price: a market order has no limit price")
+        return self
+
+
+class CheckIn(StrictIn):
+    subaccount_id: Identifier
+    orders: list[OrderIn] = Field(min_length=1, max_length=50)
+    reserve: bool = False
+    reservation_ttl_s: int = Field(60, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _distinct_order_ids(self) -> Self:
+        seen: set[str] = set()
+        for index, order in enumerate(self.orders):
+            if order.client_order_id is not None:
+                if order.client_order_id in seen:
+                    raise ValueError(f"orders[{index}].client_order_id: appears twice")
+                seen.add(order.client_order_id)
+        return self
+
+
+class Reason(BaseModel):
+    code: ReasonCode
+    order_index: int | None
+    message: str
+
+
+class ExecutionOut(BaseModel):
+    order_index: int
+    filled_size: Money
+    avg_price: Money | None
+    unfilled_size: Money
+    slippage_bps: float | None
+    fee: Money
+    book: Literal["fresh", "stale", "missing"]
+    price_source: Literal["book", "limit", "mark"]
+
+
+class CheckOut(BaseModel):
+    check_id: str
+    decision: Literal["accept", "reject"]
+    reasons: list[Reason]
+    as_of: Timestamp
+    margin_mode: str
+    executions: list[ExecutionOut]
+    before: MarginSummaryOut
+    after: MarginSummaryOut
+    positions_after: list[PositionMarginOut]
+    marks: dict[str, MarkUsedOut]
+    reservation_id: str | None
+    expires_at: Timestamp | None
+
+
+class MaxSizeIn(StrictIn):
+    subaccount_id: Identifier
+    instrument: Identifier
+    side: Literal["buy", "sell"]
+    type: Literal["market", "limit"]
+    limit_price: PositiveDecimal | None = None
+
+    @model_validator(mode="after")
+    def _price_matches_type(self) -> Self:
+        if self.type == "limit" and self.limit_price is None:
+            raise ValueError("limit_price: required for a limit order")
+        if self.type == "market" and self.limit_price is not None:
+            raise ValueError("limit_price: a market order has no limit price")
+        return self
+
+
+class MaxSizeOut(BaseModel):
+    subaccount_id: str
+    instrument: str
+    side: str
+    size: Money = Field(description="The largest multiple of lot_size the check accepts now")
+    binding: ReasonCode | None = Field(description="The rule one lot more would break")
+    after: MarginSummaryOut
+
+
+class ReservationLegOut(BaseModel):
+    client_order_id: str | None
+    instrument: str
+    side: str
+    size: Money
+    price: Money
+
+
+class ReservationOut(BaseModel):
+    reservation_id: str
+    subaccount_id: str
+    check_id: str
+    status: Literal["active", "released", "consumed", "expired"]
+    legs: list[ReservationLegOut]
+    created_at: Timestamp
+    expires_at: Timestamp
+
+
+class ReservationList(BaseModel):
+    subaccount_id: str
+    reservations: list[ReservationOut]
