@@ -273,7 +273,9 @@ def evaluate_basket(
             # No mark, no limit, no book: nothing to value the order at. It is not applied;
             # the mark rule rejects it (fail closed).
             executions.append(
-                Execution(ZERO, None, order.size, ZERO, None, ZERO, visible.status, "mark", None)
+                Execution(
+                    ZERO, None, order.size, ZERO, None, ZERO, ZERO, visible.status, "mark", None
+                )
             )
             continue
         if marks[order.instrument].status == "missing":

@@ -41,6 +41,8 @@ class Execution:
     resting_size: Decimal
     """The part of ``unfilled_size`` resting at ``resting_price``, counted as if filled."""
     resting_price: Decimal | None
+    cancelled_size: Decimal
+    """The part of ``unfilled_size`` an ``ioc`` limit lets go: neither filled nor missing."""
     fee: Decimal
     book: BookStatus
     price_source: PriceSource
@@ -57,9 +59,9 @@ class Execution:
 
     @property
     def short_of_liquidity(self) -> bool:
-        """Some of the order neither fills nor rests (a market order past the book's depth,
-        an ``ioc`` remainder is fine, a ``fok`` that cannot fill whole is not)."""
-        return self.unfilled_size > self.resting_size
+        """Some of the order neither fills, rests nor is let go: a market order past the
+        book's depth, or a ``fok`` that cannot fill whole."""
+        return self.unfilled_size > self.resting_size + self.cancelled_size
 
 
 def _average(notional: Decimal, size: Decimal, side: str) -> Decimal:
@@ -121,6 +123,7 @@ def execute(
             unfilled_size=zero,
             resting_size=zero,
             resting_price=None,
+            cancelled_size=zero,
             fee=fee,
             book=book_status,
             price_source=source,
@@ -134,6 +137,7 @@ def execute(
             unfilled_size=leg.size,
             resting_size=zero,
             resting_price=None,
+            cancelled_size=zero,
             fee=zero,
             book=book_status,
             price_source="book",
@@ -154,6 +158,9 @@ def execute(
         unfilled_size=unfilled,
         resting_size=resting,
         resting_price=leg.limit_price if rests else None,
+        cancelled_size=unfilled
+        if leg.order_type == "limit" and leg.time_in_force == "ioc"
+        else zero,
         fee=fee,
         book=book_status,
         price_source="book",
