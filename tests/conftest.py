@@ -4,9 +4,12 @@ cache. Found by ``tests/services.py``: configured URLs, else localhost, else thr
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -25,9 +28,22 @@ from tests import services
 ADMIN_KEY = "pf_test_admin_key_0123456789abcdef"
 
 
-def _worker_index() -> int:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return int(worker.removeprefix("gw") or 0)
+def _claim_redis_database() -> int:
+    """A Redis database number no other test process on this machine holds (1–15), claimed
+    with a file lock for this process's lifetime: concurrent runs never flush each other."""
+    for number in range(1, 16):
+        handle = open(Path(tempfile.gettempdir()) / f"preflight-test-redis-{number}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _held_locks.append(handle)
+        return number
+    raise RuntimeError("all Redis test databases 1–15 are in use by other test runs")
+
+
+_held_locks: list[IO[str]] = []
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +57,11 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_url() -> Iterator[str]:
     base = services.redis_server_url().rsplit("/", 1)[0]
-    # Databases 9–15 are the tests' own; each xdist worker takes one.
-    return f"{base}/{9 + _worker_index() % 7}"
+    yield f"{base}/{_claim_redis_database()}"
+    while _held_locks:
+        _held_locks.pop().close()
 
 
 @pytest.fixture(scope="session")
