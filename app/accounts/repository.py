@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -155,3 +156,55 @@ def add(
 
 async def remove(session: AsyncSession, row: Leverage | TradingState | Position) -> None:
     await session.delete(row)
+
+
+# --- bulk reads for the whole-book views (plain rows, no ORM objects) -------------------------
+
+
+async def position_rows(
+    session: AsyncSession, subaccount_ids: Sequence[str] | None
+) -> Sequence[Any]:
+    """``(subaccount_id, instrument, size, entry_price, isolated_margin)`` of open positions;
+    every subaccount's when ``subaccount_ids`` is None."""
+    query = select(
+        Position.subaccount_id,
+        Position.instrument,
+        Position.size,
+        Position.entry_price,
+        Position.isolated_margin,
+    ).where(Position.size != 0)
+    if subaccount_ids is not None:
+        query = query.where(Position.subaccount_id.in_(list(subaccount_ids)))
+    return (await session.execute(query)).all()
+
+
+async def balance_rows(
+    session: AsyncSession, subaccount_ids: Sequence[str] | None
+) -> Sequence[Any]:
+    """``(subaccount_id, asset, amount)``."""
+    query = select(Balance.subaccount_id, Balance.asset, Balance.amount)
+    if subaccount_ids is not None:
+        query = query.where(Balance.subaccount_id.in_(list(subaccount_ids)))
+    return (await session.execute(query)).all()
+
+
+async def leverage_rows(
+    session: AsyncSession, subaccount_ids: Sequence[str] | None
+) -> Sequence[Any]:
+    """``(subaccount_id, instrument, leverage)``."""
+    query = select(Leverage.subaccount_id, Leverage.instrument, Leverage.leverage)
+    if subaccount_ids is not None:
+        query = query.where(Leverage.subaccount_id.in_(list(subaccount_ids)))
+    return (await session.execute(query)).all()
+
+
+async def subaccounts_holding(session: AsyncSession, symbols: Sequence[str]) -> list[str]:
+    """Subaccounts with an open position in, or a balance of, any of ``symbols``."""
+    positions = select(Position.subaccount_id).where(
+        Position.instrument.in_(list(symbols)), Position.size != 0
+    )
+    balances = select(Balance.subaccount_id).where(
+        Balance.asset.in_(list(symbols)), Balance.amount != 0
+    )
+    rows = await session.execute(positions.union(balances))
+    return sorted(row[0] for row in rows)

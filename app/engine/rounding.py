@@ -26,7 +26,7 @@ Ratios stay floats. Coming in, ``to_floats`` converts decimals to a float64 arra
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 from enum import Enum
 
@@ -119,7 +119,9 @@ _DOWN = ("equity", "collateral_value", "unrealized_pnl", "next_funding", "withdr
 
 
 def summary_to_decimals(
-    summary: MarginSummary, mode: MarginMode | str, decimals: int = 6
+    summary: MarginSummary | Mapping[str, float | None],
+    mode: MarginMode | str,
+    decimals: int = 6,
 ) -> dict[str, Decimal | float | None]:
     """The api.md ``MarginSummary`` fields: money as conservatively rounded ``Decimal``, ratios as
     floats (or None).
@@ -127,13 +129,14 @@ def summary_to_decimals(
     ``free_collateral`` is recomputed in decimals from rounded parts — ``equity↓ −
     initial_margin↑`` (isolated: ``collateral_value↓ − reserved_initial_margin↑``) — and
     ``withdrawable↓`` is capped at ``max(0, free_collateral)``, so neither can exceed what the
-    rounded parts allow.
+    rounded parts allow. ``summary`` may also be a ``BatchSummary.row`` mapping.
     """
+    fields = summary if isinstance(summary, Mapping) else summary.scalars()
     out: dict[str, Decimal | float | None] = {}
     for name in _UP:
-        out[name] = requirement_to_decimal(getattr(summary, name), decimals)
+        out[name] = requirement_to_decimal(_amount(fields[name]), decimals)
     for name in _DOWN:
-        out[name] = equity_to_decimal(getattr(summary, name), decimals)
+        out[name] = equity_to_decimal(_amount(fields[name]), decimals)
     if MarginMode(mode) is MarginMode.ISOLATED:
         free = _dec(out["collateral_value"]) - _dec(out["reserved_initial_margin"])
     else:
@@ -141,8 +144,13 @@ def summary_to_decimals(
     out["free_collateral"] = _plain(free)
     out["withdrawable"] = _plain(min(_dec(out["withdrawable"]), max(Decimal(0), free)))
     for name in RATIO_FIELDS:
-        out[name] = getattr(summary, name)
+        out[name] = fields[name]
     return {name: out[name] for name in SUMMARY_FIELDS}
+
+
+def _amount(value: float | None) -> float:
+    assert value is not None
+    return value
 
 
 def _dec(value: Decimal | float | None) -> Decimal:

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from app.auth.dependencies import Admin, Reader
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.types import ID_PATTERN
-from app.risk import service
-from app.risk.schemas import AccountMarginOut, RiskParametersBody, SubaccountMarginOut
+from app.risk import overview, service, stress
+from app.risk.schemas import (
+    AccountMarginOut,
+    BookStressIn,
+    BookStressOut,
+    OverviewOut,
+    RiskParametersBody,
+    StressIn,
+    StressOut,
+    SubaccountMarginOut,
+)
 
 router = APIRouter(prefix="/v1", tags=["risk"])
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -38,3 +47,50 @@ async def put_parameters(
     body: RiskParametersBody, principal: Admin, session: SessionDep
 ) -> dict[str, Any]:
     return (await service.put_parameters(session, principal.actor, body.root)).to_dict()
+
+
+@router.get("/risk/overview", response_model=OverviewOut)
+async def risk_overview(
+    principal: Reader,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    sort: overview.SortKey = "maintenance_margin_ratio",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    account_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    margin_mode: Literal["isolated", "cross", "portfolio"] | None = None,
+    min_ratio: Annotated[float | None, Query(ge=0, le=1e6)] = None,
+) -> OverviewOut:
+    """Every subaccount the key sees, most at risk first (``min_ratio`` filters on
+    ``maintenance_margin_ratio``)."""
+    return await overview.overview(
+        session,
+        runtime,
+        principal.accounts,
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
+        account_id=account_id,
+        margin_mode=margin_mode,
+        min_ratio=min_ratio,
+    )
+
+
+@router.post("/subaccounts/{subaccount_id}/stress", response_model=StressOut)
+async def subaccount_stress(
+    body: StressIn,
+    principal: Reader,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    subaccount_id: PathId,
+) -> StressOut:
+    return await stress.subaccount_stress(
+        session, runtime, principal.accounts, subaccount_id, body.scenarios
+    )
+
+
+@router.post("/risk/stress", response_model=BookStressOut)
+async def book_stress(
+    body: BookStressIn, principal: Reader, session: SessionDep, runtime: RuntimeDep
+) -> BookStressOut:
+    return await stress.book_stress(session, runtime, principal.accounts, body.scenario)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
-from app.core.types import Money, Timestamp
+from app.core.types import Identifier, Money, StrictIn, Timestamp
 
 
 class MarginSummaryOut(BaseModel):
@@ -92,3 +93,78 @@ class RiskParametersBody(RootModel[dict[str, Any]]):
             }
         }
     )
+
+
+class OverviewRow(MarginSummaryOut):
+    subaccount_id: str
+    account_id: str
+    margin_mode: str
+
+
+class OverviewOut(BaseModel):
+    as_of: Timestamp
+    subaccounts: list[OverviewRow]
+    next_cursor: str | None
+
+
+class ScenarioIn(StrictIn):
+    name: str = Field(min_length=1, max_length=100)
+    shocks: dict[Identifier, float] = Field(
+        description='Relative move per underlying, e.g. {"BTC": -0.2}; unlisted ones do not move'
+    )
+
+    @field_validator("shocks")
+    @classmethod
+    def _moves(cls, shocks: dict[str, float]) -> dict[str, float]:
+        for underlying, move in shocks.items():
+            if not math.isfinite(move) or move < -1 or move > 10:
+                raise ValueError(f"{underlying}: a move must lie between -1 and 10")
+        return shocks
+
+
+class StressIn(StrictIn):
+    scenarios: list[ScenarioIn] | None = Field(
+        None, max_length=200, description="Default: the methodology's grid"
+    )
+
+
+class ScenarioOut(BaseModel):
+    name: str
+    shocks: dict[str, float]
+    equity: Money
+    maintenance_margin: Money
+    maintenance_margin_ratio: float | None
+    shortfall: Money
+    deficit: Money
+    liquidatable: bool
+
+
+class StressOut(BaseModel):
+    subaccount_id: str
+    margin_mode: str
+    as_of: Timestamp
+    scenarios: list[ScenarioOut]
+
+
+class BookStressIn(StrictIn):
+    scenario: ScenarioIn
+
+
+class LiquidatedOut(BaseModel):
+    subaccount_id: str
+    account_id: str
+    margin_mode: str
+    equity: Money
+    maintenance_margin: Money
+    shortfall: Money
+    deficit: Money
+
+
+class BookStressOut(BaseModel):
+    name: str
+    shocks: dict[str, float]
+    as_of: Timestamp
+    subaccounts: int
+    liquidated: list[LiquidatedOut]
+    total_shortfall: Money
+    total_deficit: Money

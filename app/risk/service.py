@@ -122,7 +122,7 @@ def evaluate(
     return Evaluation(book, summary, risk_parameters.settlement_decimals)
 
 
-async def _visible_subaccount(
+async def visible_subaccount(
     session: AsyncSession, accounts: frozenset[str] | None, subaccount_id: str
 ) -> Subaccount:
     subaccount = await accounts_repository.get_subaccount(session, subaccount_id)
@@ -134,7 +134,7 @@ async def _visible_subaccount(
 async def subaccount_margin(
     session: AsyncSession, runtime: Runtime, accounts: frozenset[str] | None, subaccount_id: str
 ) -> SubaccountMarginOut:
-    subaccount = await _visible_subaccount(session, accounts, subaccount_id)
+    subaccount = await visible_subaccount(session, accounts, subaccount_id)
     evaluation = evaluate(await load_book(session, runtime, subaccount), await parameters(session))
     return SubaccountMarginOut(
         subaccount_id=subaccount.subaccount_id,
