@@ -26,6 +26,7 @@ from app.instruments import service as instruments_service
 from app.instruments.schemas import AssetIn, InstrumentIn
 from app.marketdata import service as marketdata
 from app.marketdata.schemas import BookIn, MarkIn
+from app.risk import margin_calls
 
 log = logging.getLogger("preflight.demo")
 SEEDER = Principal("demo-seed", Role.ADMIN, None)
@@ -204,6 +205,7 @@ async def publish(session: AsyncSession, runtime: Runtime, prices: dict[str, Dec
                 )
             )
     await marketdata.post_marks(session, runtime, FEEDER, marks)
+    await margin_calls.after_marks(session, runtime, list(prices))
     for symbol, instrument in _instruments().items():
         mark = prices[symbol].quantize(instrument.tick_size)
         await marketdata.put_book(

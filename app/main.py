@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.accounts.router import router as accounts_router
+from app.audit.router import router as audit_router
 from app.auth.router import router as auth_router
 from app.core.cache import create_cache
 from app.core.config import Settings
@@ -23,6 +24,7 @@ from app.instruments.router import router as instruments_router
 from app.marketdata.router import router as marketdata_router
 from app.pretrade.router import router as pretrade_router
 from app.risk.router import router as risk_router
+from app.risk.webhooks import deliver_forever
 
 API_VERSION = "0.1.0"
 
@@ -48,16 +50,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None,
             cache_shared=settings.redis_url is not None,
         )
-        feed = None
+        workers = []
+        if settings.webhook_url:
+            workers.append(
+                asyncio.create_task(deliver_forever(app.state.runtime, settings.webhook_url))
+            )
         if settings.demo_feed:
             from app.demo import feed_forever
 
-            feed = asyncio.create_task(feed_forever(app.state.runtime))
+            workers.append(asyncio.create_task(feed_forever(app.state.runtime)))
         try:
             yield
         finally:
-            if feed is not None:
-                feed.cancel()
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             await cache.close()
             await engine.dispose()
 
@@ -77,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         marketdata_router,
         risk_router,
         pretrade_router,
+        audit_router,
     ):
         app.include_router(router)
     return app

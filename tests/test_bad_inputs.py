@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -848,7 +849,10 @@ async def test_garbage_bodies_never_get_a_500(admin: Api, app: FastAPI) -> None:
     for template, operations in app.openapi()["paths"].items():
         for method in operations:
             if method in ("post", "put", "patch"):
-                routes.append((method.upper(), template.format(**PATH_VALUES)))
+                # Path parameters this table does not know get a placeholder id, so a new
+                # endpoint is swept without editing the test.
+                values = defaultdict(lambda: "0000000000000000", PATH_VALUES)
+                routes.append((method.upper(), template.format_map(values)))
     assert len(routes) >= 15, routes  # the sweep covers the API, not a stub of it
     failures: list[str] = []
     for method, url in routes:

@@ -36,6 +36,16 @@ async def get_subaccount(session: AsyncSession, subaccount_id: str) -> Subaccoun
     return await session.get(Subaccount, subaccount_id)
 
 
+async def get_subaccounts(session: AsyncSession, subaccount_ids: Sequence[str]) -> list[Subaccount]:
+    """The subaccounts of ``subaccount_ids`` that exist, ordered by id."""
+    rows = await session.scalars(
+        select(Subaccount)
+        .where(Subaccount.subaccount_id.in_(list(subaccount_ids)))
+        .order_by(Subaccount.subaccount_id)
+    )
+    return list(rows)
+
+
 async def lock_subaccounts(session: AsyncSession, subaccount_ids: Iterable[str]) -> None:
     """Row-lock subaccounts (in id order, so two writers never deadlock) until commit.
     Every change to a subaccount's balances, positions or reservations takes this lock."""

@@ -4,7 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from app.accounts import service, venue
+from app.accounts import reconcile, service, venue
+from app.accounts.reconcile import ReconcileOut
 from app.accounts.schemas import (
     AccountIn,
     AccountLimitsIn,
@@ -30,6 +31,7 @@ from app.accounts.schemas import (
 from app.auth.dependencies import Admin, LeverageWriter, Reader, RiskWriter, VenueWriter
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.types import ID_PATTERN
+from app.risk import margin_calls
 from app.risk import service as risk
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -161,22 +163,33 @@ async def record_transfer(
 ) -> TransferOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
     transfer, created = await venue.record_transfer(session, principal, subaccount, body, runtime)
+    if created:
+        moved = [subaccount.subaccount_id, *filter(None, [transfer.to_subaccount_id])]
+        await margin_calls.evaluate(session, runtime, moved)
     response.status_code = 201 if created else 200
     return venue.transfer_out(transfer)
 
 
 @router.post("/fills", response_model=FillsOut)
-async def record_fills(body: FillsIn, principal: VenueWriter, session: SessionDep) -> FillsOut:
+async def record_fills(
+    body: FillsIn, principal: VenueWriter, session: SessionDep, runtime: RuntimeDep
+) -> FillsOut:
     fills = await venue.record_fills(session, principal, body.fills)
+    await margin_calls.evaluate(session, runtime, sorted({f.subaccount_id for f in body.fills}))
     return FillsOut(fills=[venue.fill_out(f) for f in fills])
 
 
 @router.put("/subaccounts/{subaccount_id}/snapshot", response_model=PositionsOut)
 async def load_snapshot(
-    body: SnapshotIn, principal: VenueWriter, session: SessionDep, subaccount_id: PathId
+    body: SnapshotIn,
+    principal: VenueWriter,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    subaccount_id: PathId,
 ) -> PositionsOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
     await venue.load_snapshot(session, principal, subaccount, body)
+    await margin_calls.evaluate(session, runtime, [subaccount.subaccount_id])
     return await venue.positions_out(session, subaccount)
 
 
@@ -194,3 +207,12 @@ async def get_balances(
 ) -> BalancesOut:
     subaccount = await service.get_subaccount(session, principal, subaccount_id)
     return await venue.balances_out(session, subaccount)
+
+
+@router.post("/subaccounts/{subaccount_id}/reconcile", response_model=ReconcileOut)
+async def reconcile_snapshot(
+    body: SnapshotIn, principal: VenueWriter, session: SessionDep, subaccount_id: PathId
+) -> ReconcileOut:
+    """The differences between our state and the venue's snapshot; changes nothing."""
+    subaccount = await service.get_subaccount(session, principal, subaccount_id)
+    return await reconcile.reconcile(session, subaccount, body)

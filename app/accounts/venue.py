@@ -282,11 +282,8 @@ async def record_transfer(
 # --- snapshots, positions, balances -------------------------------------------------------
 
 
-async def load_snapshot(
-    session: AsyncSession, principal: Principal, subaccount: Subaccount, body: SnapshotIn
-) -> None:
-    """Replace the subaccount's balances and positions with the venue's. Realised PnL carries
-    over for instruments still held."""
+async def check_snapshot(session: AsyncSession, body: SnapshotIn) -> None:
+    """Every asset and instrument a snapshot names must exist (422 naming the field)."""
     for asset in body.balances:
         if await instruments_repository.get_asset(session, asset) is None:
             raise InvalidInput(f"balances.{asset}", f"unknown asset {asset!r}")
@@ -298,6 +295,14 @@ async def load_snapshot(
             raise InvalidInput(
                 f"positions[{index}].instrument", f"unknown instrument {item.instrument!r}"
             )
+
+
+async def load_snapshot(
+    session: AsyncSession, principal: Principal, subaccount: Subaccount, body: SnapshotIn
+) -> None:
+    """Replace the subaccount's balances and positions with the venue's. Realised PnL carries
+    over for instruments still held."""
+    await check_snapshot(session, body)
     await repository.lock_subaccounts(session, [subaccount.subaccount_id])
     previous = await repository.positions_of(session, subaccount.subaccount_id)
     realized = {symbol: row.realized_pnl for symbol, row in previous.items()}

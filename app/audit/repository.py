@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
+from datetime import datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,3 +49,34 @@ async def walk(session: AsyncSession, batch: int = 1000) -> AsyncIterator[AuditE
         if len(rows) < batch:
             return
         after = rows[-1].seq
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    after: int,
+    limit: int,
+    through: int | None = None,
+    accounts: Collection[str] | None = None,
+    subaccount_id: str | None = None,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Sequence[AuditEntry]:
+    """Up to ``limit`` entries with ``after < seq (≤ through)`` in sequence order, matching every
+    filter given: ``accounts`` keeps only entries of those accounts, and times are half-open,
+    ``since ≤ created_at < until``."""
+    query = select(AuditEntry).where(AuditEntry.seq > after)
+    if through is not None:
+        query = query.where(AuditEntry.seq <= through)
+    if accounts is not None:
+        query = query.where(AuditEntry.account_id.in_(sorted(accounts)))
+    if subaccount_id is not None:
+        query = query.where(AuditEntry.subaccount_id == subaccount_id)
+    if kind is not None:
+        query = query.where(AuditEntry.kind == kind)
+    if since is not None:
+        query = query.where(AuditEntry.created_at >= since)
+    if until is not None:
+        query = query.where(AuditEntry.created_at < until)
+    return (await session.scalars(query.order_by(AuditEntry.seq).limit(limit))).all()

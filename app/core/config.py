@@ -29,5 +29,9 @@ class Settings(BaseSettings):
     twap_window_s: float = 300.0
     default_stale_after_s: float = 5.0
     default_max_twap_deviation: float = 0.05
+    webhook_url: str | None = None
+    """Where margin calls are POSTed (JSON), from the outbox, with retries and backoff."""
+    webhook_backoff_s: float = 1.0
+    """First retry delay; it doubles per attempt, up to five minutes."""
     demo_feed: bool = False
     """Keep the demo's marks and books moving (set by ``preflight serve --demo``)."""

@@ -9,6 +9,7 @@ from app.core.deps import RuntimeDep, SessionDep
 from app.core.types import ID_PATTERN
 from app.marketdata import service
 from app.marketdata.schemas import BookIn, BookOut, MarkList, MarkOut, MarksAccepted, MarksIn
+from app.risk import margin_calls
 
 router = APIRouter(prefix="/v1", tags=["market data"])
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -18,7 +19,9 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 async def post_marks(
     body: MarksIn, principal: MarketWriter, session: SessionDep, runtime: RuntimeDep
 ) -> MarksAccepted:
-    return await service.post_marks(session, runtime, principal.actor, body.marks)
+    accepted = await service.post_marks(session, runtime, principal.actor, body.marks)
+    await margin_calls.after_marks(session, runtime, sorted({m.symbol for m in body.marks}))
+    return accepted
 
 
 @router.get("/marks", response_model=MarkList)

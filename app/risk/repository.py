@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.risk.models import StoredRiskParameters
+from app.core.db import dialect_name
+from app.risk.models import MarginCall, StoredRiskParameters, WebhookEvent
 
 _ROW_ID = 1
 
@@ -15,3 +21,72 @@ def add_parameters(session: AsyncSession) -> StoredRiskParameters:
     row = StoredRiskParameters(id=_ROW_ID)
     session.add(row)
     return row
+
+
+async def unresolved_calls(
+    session: AsyncSession, subaccount_ids: Sequence[str]
+) -> dict[tuple[str, str, str], MarginCall]:
+    if not subaccount_ids:
+        return {}
+    rows = await session.scalars(
+        select(MarginCall).where(
+            MarginCall.subaccount_id.in_(list(subaccount_ids)), MarginCall.resolved_at.is_(None)
+        )
+    )
+    return {(c.subaccount_id, c.level, c.subject): c for c in rows}
+
+
+async def insert_call(session: AsyncSession, call: MarginCall) -> bool:
+    """Insert unless an unresolved call of the same subaccount, level and subject exists (a
+    concurrent evaluation may have raised it first); True when inserted."""
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
+    values = {c.name: getattr(call, c.name) for c in MarginCall.__table__.columns}
+    statement = (
+        dialect.insert(MarginCall)
+        .values(values)
+        .on_conflict_do_nothing(
+            index_elements=["subaccount_id", "level", "subject"],
+            index_where=MarginCall.resolved_at.is_(None),
+        )
+    )
+    result = await session.execute(statement)
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def get_call(session: AsyncSession, call_id: str) -> MarginCall | None:
+    return await session.get(MarginCall, call_id)
+
+
+async def list_calls(
+    session: AsyncSession,
+    accounts: frozenset[str] | None,
+    status: str | None,
+    subaccount_id: str | None,
+    limit: int = 500,
+) -> list[MarginCall]:
+    query = select(MarginCall).order_by(MarginCall.raised_at.desc(), MarginCall.id).limit(limit)
+    if accounts is not None:
+        query = query.where(MarginCall.account_id.in_(list(accounts)))
+    if status is not None:
+        query = query.where(MarginCall.status == status)
+    if subaccount_id is not None:
+        query = query.where(MarginCall.subaccount_id == subaccount_id)
+    return list((await session.scalars(query)).all())
+
+
+def add_event(session: AsyncSession, event: WebhookEvent) -> None:
+    session.add(event)
+
+
+async def due_events(session: AsyncSession, now: datetime, limit: int) -> list[WebhookEvent]:
+    """Undelivered events whose time has come, oldest first, locked for this worker (other
+    processes' workers skip them)."""
+    query = (
+        select(WebhookEvent)
+        .where(WebhookEvent.delivered_at.is_(None), WebhookEvent.next_attempt_at <= now)
+        .order_by(WebhookEvent.id)
+        .limit(limit)
+    )
+    if dialect_name(session) == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list((await session.scalars(query)).all())

@@ -4,14 +4,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from app.auth.dependencies import Admin, Reader
+from app.auth.dependencies import Admin, Reader, RiskWriter
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.types import ID_PATTERN
-from app.risk import overview, service, stress
+from app.risk import margin_calls, overview, service, stress
 from app.risk.schemas import (
     AccountMarginOut,
     BookStressIn,
     BookStressOut,
+    MarginCallList,
+    MarginCallOut,
     OverviewOut,
     RiskParametersBody,
     StressIn,
@@ -94,3 +96,22 @@ async def book_stress(
     body: BookStressIn, principal: Reader, session: SessionDep, runtime: RuntimeDep
 ) -> BookStressOut:
     return await stress.book_stress(session, runtime, principal.accounts, body.scenario)
+
+
+@router.get("/margin-calls", response_model=MarginCallList)
+async def list_margin_calls(
+    principal: Reader,
+    session: SessionDep,
+    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    subaccount_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+) -> MarginCallList:
+    """Newest first (at most 500)."""
+    calls = await margin_calls.list_calls(session, principal, status, subaccount_id)
+    return MarginCallList(margin_calls=[margin_calls.margin_call_out(c) for c in calls])
+
+
+@router.post("/margin-calls/{call_id}/ack", response_model=MarginCallOut)
+async def acknowledge_margin_call(
+    principal: RiskWriter, session: SessionDep, call_id: Annotated[str, Path(max_length=32)]
+) -> MarginCallOut:
+    return margin_calls.margin_call_out(await margin_calls.acknowledge(session, principal, call_id))

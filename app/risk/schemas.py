@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
@@ -168,3 +168,22 @@ class BookStressOut(BaseModel):
     liquidated: list[LiquidatedOut]
     total_shortfall: Money
     total_deficit: Money
+
+
+class MarginCallOut(BaseModel):
+    id: str
+    subaccount_id: str
+    account_id: str
+    level: Literal["warning", "liquidation", "limit"]
+    subject: str = Field(description="For a limit call, the limit's name")
+    status: Literal["open", "acknowledged", "resolved"]
+    ratio: float | None = Field(description="maintenance_margin_ratio (a limit's usage share)")
+    shortfall: Money = Field(description="What a deposit must bring to get back below the level")
+    raised_at: Timestamp
+    resolved_at: Timestamp | None
+    acknowledged_at: Timestamp | None
+    acknowledged_by: str | None
+
+
+class MarginCallList(BaseModel):
+    margin_calls: list[MarginCallOut]

@@ -1,0 +1,183 @@
+"""Margin calls: evaluated after every mark batch, fill, transfer and snapshot for the
+subaccounts holding what moved, in one batch engine call, inside the same transaction; each
+raise or resolve writes an outbox event that a worker delivers to the webhook.
+
+Levels (risk parameters): ``warning`` when ``maintenance_margin_ratio ≥ margin_call_warning``
+(default 0.8), ``liquidation`` when ``≥ margin_call_liquidation`` (1.0); equity ≤ 0 with
+anything open counts as past both. Shortfall: what a deposit must bring to get back below the
+level, ``max(0, MM / level − E)``. A limit with ``warn_at`` raises a ``limit`` call when its
+usage (``gross notional / max_gross_notional``, ``leverage / max_leverage``) reaches
+``warn_at``. A call resolves itself when the subaccount is back below its level.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import repository as accounts_repository
+from app.audit import service as audit
+from app.auth.principal import Principal
+from app.core.errors import Conflict, NotFound
+from app.core.runtime import Runtime
+from app.core.types import utcnow
+from app.engine.rounding import requirement_to_decimal
+from app.pretrade.rules import limit_value
+from app.risk import repository, service
+from app.risk.batch import evaluate_many, load_books, risk_order
+from app.risk.models import MarginCall, WebhookEvent
+from app.risk.schemas import MarginCallOut
+
+
+@dataclass(frozen=True)
+class Breach:
+    level: str
+    subject: str
+    ratio: float | None
+    shortfall: Decimal
+
+
+def margin_call_out(call: MarginCall) -> MarginCallOut:
+    return MarginCallOut.model_validate(call, from_attributes=True)
+
+
+def _breaches(
+    ratio: float,
+    equity: float,
+    maintenance: float,
+    gross: float,
+    limits: dict[str, Any],
+    warning: float,
+    liquidation: float,
+    decimals: int,
+) -> list[Breach]:
+    shown = None if math.isinf(ratio) else ratio
+    found = []
+    for level, threshold in (("warning", warning), ("liquidation", liquidation)):
+        if maintenance > 0 and ratio >= threshold:
+            shortfall = requirement_to_decimal(max(0.0, maintenance / threshold - equity), decimals)
+            found.append(Breach(level, "", shown, shortfall))
+    for name, usage in (
+        ("max_gross_notional", gross),
+        (
+            "max_leverage",
+            math.inf if equity <= 0 and gross > 0 else (gross / equity if equity > 0 else 0.0),
+        ),
+    ):
+        cap = limit_value(limits, name)
+        if cap is None:
+            continue
+        warn_at = float(limits[name]["warn_at"])
+        share = usage / float(cap)
+        if share >= warn_at:
+            found.append(Breach("limit", name, None if math.isinf(share) else share, Decimal(0)))
+    return found
+
+
+async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequence[str]) -> None:
+    """Raise and resolve the calls of ``subaccount_ids`` (one batch engine call)."""
+    if not subaccount_ids:
+        return
+    subaccounts = await accounts_repository.get_subaccounts(session, subaccount_ids)
+    parameters = await service.parameters(session)
+    books = await load_books(session, runtime, subaccounts, everyone=False)
+    evaluation = evaluate_many(books, parameters)
+    ratios = risk_order(evaluation)
+    summary = evaluation.summary
+    unresolved = await repository.unresolved_calls(session, [s.subaccount_id for s in subaccounts])
+    now = utcnow()
+    for i, subaccount in enumerate(subaccounts):
+        breaches = _breaches(
+            float(ratios[i]),
+            float(summary.equity[i]),
+            float(summary.maintenance_margin[i]),
+            float(summary.gross_notional[i]),
+            subaccount.limits,
+            parameters.margin_call_warning,
+            parameters.margin_call_liquidation,
+            parameters.settlement_decimals,
+        )
+        current = {(b.level, b.subject): b for b in breaches}
+        for (level, subject), breach in current.items():
+            if (subaccount.subaccount_id, level, subject) in unresolved:
+                continue
+            call = MarginCall(
+                id=uuid.uuid4().hex,
+                subaccount_id=subaccount.subaccount_id,
+                account_id=subaccount.account_id,
+                level=level,
+                subject=subject,
+                status="open",
+                ratio=breach.ratio,
+                shortfall=breach.shortfall,
+                raised_at=now,
+                resolved_at=None,
+                acknowledged_at=None,
+                acknowledged_by=None,
+            )
+            if await repository.insert_call(session, call):
+                _outbox(session, "margin_call.raised", call, now)
+        for (sid, level, subject), call in unresolved.items():
+            if sid == subaccount.subaccount_id and (level, subject) not in current:
+                call.status, call.resolved_at = "resolved", now
+                _outbox(session, "margin_call.resolved", call, now)
+    await session.flush()
+
+
+def _outbox(session: AsyncSession, event: str, call: MarginCall, now: datetime) -> None:
+    repository.add_event(
+        session,
+        WebhookEvent(
+            event=event,
+            payload=margin_call_out(call).model_dump(mode="json"),
+            created_at=now,
+            attempts=0,
+            next_attempt_at=now,
+            delivered_at=None,
+            last_error=None,
+        ),
+    )
+
+
+async def after_marks(session: AsyncSession, runtime: Runtime, symbols: Sequence[str]) -> None:
+    """Evaluate every subaccount holding one of ``symbols`` (a position or a balance)."""
+    await evaluate(
+        session, runtime, await accounts_repository.subaccounts_holding(session, symbols)
+    )
+
+
+async def list_calls(
+    session: AsyncSession, principal: Principal, status: str | None, subaccount_id: str | None
+) -> list[MarginCall]:
+    return await repository.list_calls(session, principal.accounts, status, subaccount_id)
+
+
+async def acknowledge(session: AsyncSession, principal: Principal, call_id: str) -> MarginCall:
+    call = await repository.get_call(session, call_id)
+    if call is None or not principal.sees(call.account_id):
+        raise NotFound(f"margin call {call_id!r} not found")
+    if call.status == "resolved":
+        raise Conflict(f"margin call {call_id!r} is already resolved")
+    if call.status == "open":
+        call.status, call.acknowledged_at, call.acknowledged_by = (
+            "acknowledged",
+            utcnow(),
+            principal.key_id,
+        )
+        await session.flush()
+        await audit.record(
+            session,
+            "margin_call.acknowledged",
+            principal.actor,
+            {"id": call_id},
+            account_id=call.account_id,
+            subaccount_id=call.subaccount_id,
+        )
+    return call
