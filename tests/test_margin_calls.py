@@ -1,0 +1,166 @@
+"""Margin calls raised by a mark move, resolved by a deposit, delivered to a real local webhook
+receiver through the outbox — also when the receiver fails at first. BTC-PERP: MMF 5 %."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.core.config import Settings
+from app.main import create_app
+from tests.conftest import ADMIN_KEY, Api
+from tests.factories import deposit, desk, marks
+
+
+class Receiver:
+    """A minimal HTTP server on loopback that records JSON bodies and fails the first
+    ``failures`` requests with a 500."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.requests = 0
+        self.received: list[dict[str, Any]] = []
+        self.arrived = asyncio.Condition()
+        self.server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        body = await reader.readexactly(length)
+        self.requests += 1
+        status = b"500 Internal Server Error" if self.requests <= self.failures else b"200 OK"
+        if status.startswith(b"200"):
+            async with self.arrived:
+                self.received.append(json.loads(body))
+                self.arrived.notify_all()
+        writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hooks"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout_s), self.arrived:
+            await self.arrived.wait_for(lambda: len(self.received) >= count)
+        return self.received
+
+
+async def _api_with_webhook(settings: Settings, url: str) -> AsyncIterator[Api]:
+    app = create_app(settings.model_copy(update={"webhook_url": url, "webhook_backoff_s": 0.05}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://preflight") as client:
+            yield Api(client, ADMIN_KEY)
+
+
+async def _long_one_btc(api: Api) -> None:
+    await desk(api)
+    snapshot = {
+        "balances": {"USDC": "10000"},
+        "positions": [{"instrument": "BTC-PERP", "size": "1", "entry_price": "60000"}],
+    }
+    await api.ok("PUT", "/v1/subaccounts/sub-cross/snapshot", json=snapshot)
+
+
+async def test_a_mark_move_raises_a_call_and_a_deposit_resolves_it(
+    admin: Api, settings: Settings
+) -> None:
+    receiver = Receiver()
+    async with receiver as url:
+        async for api in _api_with_webhook(settings, url):
+            await _long_one_btc(api)
+            await marks(api, {"BTC-PERP": "54000"})
+            # E = 10,000 − 6,000 = 4,000; MM = 0.05 · 54,000 = 2,700; ratio 0.675 < 0.8.
+            assert (await api.ok("GET", "/v1/margin-calls"))["margin_calls"] == []
+            await marks(api, {"BTC-PERP": "53000"})
+            # E = 3,000; MM = 2,650; ratio 0.8833 ≥ 0.8: a warning. Shortfall to get back to
+            # 0.8: 2,650 / 0.8 − 3,000 = 312.5.
+            [call] = (await api.ok("GET", "/v1/margin-calls"))["margin_calls"]
+            assert (call["level"], call["status"], call["shortfall"]) == (
+                "warning",
+                "open",
+                "312.5",
+            )
+            assert call["ratio"] == pytest.approx(2650 / 3000)
+            await marks(api, {"BTC-PERP": "53000"})  # still past it: no second call
+            assert len((await api.ok("GET", "/v1/margin-calls"))["margin_calls"]) == 1
+            [raised] = await receiver.wait_for(1)
+            assert (raised["event"], raised["data"]["id"]) == ("margin_call.raised", call["id"])
+
+            await deposit(api, "sub-cross", "1000")
+            # E = 4,000; ratio 2,650 / 4,000 = 0.6625: resolved.
+            [resolved] = (await api.ok("GET", "/v1/margin-calls"))["margin_calls"]
+            assert resolved["status"] == "resolved" and resolved["resolved_at"]
+            events = await receiver.wait_for(2)
+            assert events[1]["event"] == "margin_call.resolved"
+            assert events[1]["data"]["id"] == call["id"]
+
+
+async def test_equity_below_maintenance_raises_both_levels(admin: Api) -> None:
+    await _long_one_btc(admin)
+    await marks(admin, {"BTC-PERP": "52000"})
+    # E = 2,000 < MM = 2,600: ratio 1.3 — warning and liquidation; liquidation shortfall 600.
+    calls = (await admin.ok("GET", "/v1/margin-calls", params={"status": "open"}))["margin_calls"]
+    by_level = {c["level"]: c for c in calls}
+    assert set(by_level) == {"warning", "liquidation"}
+    assert by_level["liquidation"]["shortfall"] == "600"
+    acked = await admin.ok("POST", f"/v1/margin-calls/{by_level['liquidation']['id']}/ack")
+    assert acked["status"] == "acknowledged"
+
+
+async def test_a_limit_past_warn_at_raises_a_limit_call(admin: Api) -> None:
+    await _long_one_btc(admin)
+    await admin.ok(
+        "PUT",
+        "/v1/subaccounts/sub-cross/limits",
+        json={"max_gross_notional": {"value": "70000", "warn_at": "0.8"}},
+    )
+    await marks(admin, {"BTC-PERP": "60000"})
+    # Usage 60,000 / 70,000 = 0.857 ≥ 0.8.
+    [call] = (await admin.ok("GET", "/v1/margin-calls"))["margin_calls"]
+    assert (call["level"], call["subject"]) == ("limit", "max_gross_notional")
+    assert call["ratio"] == pytest.approx(60000 / 70000)
+
+
+async def test_the_outbox_survives_a_receiver_that_fails_twice(
+    admin: Api, settings: Settings
+) -> None:
+    receiver = Receiver(failures=2)
+    async with receiver as url:
+        async for api in _api_with_webhook(settings, url):
+            await _long_one_btc(api)
+            await marks(api, {"BTC-PERP": "53000"})
+            [event] = await receiver.wait_for(1)
+            assert event["event"] == "margin_call.raised"
+    assert receiver.requests == 3
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    text("SELECT attempts, delivered_at, last_error FROM webhook_outbox")
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    assert row.attempts == 3 and row.delivered_at is not None
+    assert row.last_error == "HTTP 500"
