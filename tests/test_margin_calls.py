@@ -141,6 +141,18 @@ async def test_a_limit_past_warn_at_raises_a_limit_call(admin: Api) -> None:
     assert call["ratio"] == pytest.approx(60000 / 70000)
 
 
+async def _outbox_row(settings: Settings) -> Any:
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with engine.connect() as connection:
+            result = await connection.execute(
+                text("SELECT attempts, delivered_at, last_error FROM webhook_outbox")
+            )
+            return result.one()
+    finally:
+        await engine.dispose()
+
+
 async def test_the_outbox_survives_a_receiver_that_fails_twice(
     admin: Api, settings: Settings
 ) -> None:
@@ -151,16 +163,10 @@ async def test_the_outbox_survives_a_receiver_that_fails_twice(
             await marks(api, {"BTC-PERP": "53000"})
             [event] = await receiver.wait_for(1)
             assert event["event"] == "margin_call.raised"
+            # The worker records the delivery after the receiver answered; wait for it (a
+            # delivery not yet recorded would be sent again: at least once, never lost).
+            async with asyncio.timeout(10):
+                while (row := await _outbox_row(settings)).delivered_at is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # another task's write: nothing to await but time
     assert receiver.requests == 3
-    engine = create_async_engine(settings.database_url)
-    try:
-        async with engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    text("SELECT attempts, delivered_at, last_error FROM webhook_outbox")
-                )
-            ).one()
-    finally:
-        await engine.dispose()
-    assert row.attempts == 3 and row.delivered_at is not None
-    assert row.last_error == "HTTP 500"
+    assert (row.attempts, row.last_error) == (3, "HTTP 500")
