@@ -416,3 +416,22 @@ async def test_unknown_subaccount_and_instrument_are_problems_not_rejects(trader
     )
     assert unknown.status_code == 422
     assert unknown.json()["errors"][0]["field"] == "orders[0].instrument"
+
+
+async def test_the_margin_view_and_withdrawals_count_reservations(trader: Api) -> None:
+    # Regression: GET …/margin answered 500 when a reservation was on an instrument the
+    # subaccount held no position in, and withdrawals could take reserved collateral.
+    reserved = await check(
+        trader, order(size="2", limit_price="60000", client_order_id="v1"), reserve=True
+    )
+    assert reserved["decision"] == "accept"
+    summary = (await trader.ok("GET", "/v1/subaccounts/sub-cross/margin"))["summary"]
+    # Reserved long 2 @ 60,000: IM 12,000; maker fee 24 leaves E = 19,976; F = 7,976.
+    assert (summary["reserved_initial_margin"], summary["free_collateral"]) == ("12000", "7976")
+    transfer = {"transfer_id": "w1", "asset": "USDC", "amount": "7976.000001", "kind": "withdrawal"}
+    refused = await trader.post("/v1/subaccounts/sub-cross/transfers", json=transfer)
+    assert refused.status_code == 409
+    transfer["amount"] = "7976"
+    assert (
+        await trader.post("/v1/subaccounts/sub-cross/transfers", json=transfer)
+    ).status_code == 201

@@ -47,7 +47,6 @@ from app.pretrade.schemas import (
 from app.pretrade.simulate import BookStatus, Execution, Leg, Level, execute
 from app.risk import service as risk
 from app.risk.book import Book, MarkUsed, SimulatedFill, load_book
-from app.risk.schemas import MarginSummaryOut
 
 log = logging.getLogger("preflight.pretrade")
 ZERO = Decimal(0)
@@ -86,7 +85,6 @@ class Outcome:
     reasons: list[Reason]
     before: risk.Evaluation
     after: risk.Evaluation
-    reserved_initial_margin: Decimal
     reserved_legs: list[dict[str, str | None]]
 
     @property
@@ -369,22 +367,16 @@ def evaluate_basket(
         account_recent_orders=ctx.account_recent_orders,
     )
 
-    reserved_im = ZERO
     if ctx.reservations:
         base = risk.evaluate(ctx.book, parameters, liquidation=False)
-        reserved_im = max(
-            ZERO,
-            _decimal(before_values["initial_margin"])
-            - _decimal(
-                summary_to_decimals(base.summary, ctx.book.margin_mode, decimals)["initial_margin"]
-            ),
-        )
+        reserved = risk.reserved_margin(base, before)
+        before = replace(before, reserved_initial_margin=reserved)
+        after = replace(after, reserved_initial_margin=reserved)
     return Outcome(
         executions=[_execution_out(i, e) for i, e in enumerate(executions)],
         reasons=judge(basket),
         before=before,
         after=after,
-        reserved_initial_margin=reserved_im,
         reserved_legs=[
             {
                 "client_order_id": order.client_order_id,
@@ -421,10 +413,6 @@ def _execution_out(index: int, execution: Execution) -> ExecutionOut:
         book=execution.book,
         price_source=execution.price_source,
     )
-
-
-def _summary(evaluation: risk.Evaluation, reserved: Decimal) -> MarginSummaryOut:
-    return evaluation.summary_out().model_copy(update={"reserved_initial_margin": reserved})
 
 
 # --- the check -------------------------------------------------------------------------------
@@ -480,13 +468,11 @@ async def check(
     if accepted and body.reserve:
         reservation_id = uuid.uuid4().hex
         expires_at = now + timedelta(seconds=body.reservation_ttl_s)
-    after_reserved = outcome.reserved_initial_margin
+    after = outcome.after
     if reservation_id is not None:
-        after_reserved += max(
-            ZERO,
-            _decimal(outcome.after.summary_out().initial_margin)
-            - _decimal(outcome.before.summary_out().initial_margin),
-        )
+        # This basket becomes a reservation too: what it adds is reserved afterwards.
+        added = risk.reserved_margin(outcome.before, outcome.after)
+        after = replace(after, reserved_initial_margin=after.reserved_initial_margin + added)
     response = CheckOut(
         check_id=check_id,
         decision="accept" if accepted else "reject",
@@ -494,8 +480,8 @@ async def check(
         as_of=now,
         margin_mode=subaccount.margin_mode,
         executions=outcome.executions,
-        before=_summary(outcome.before, outcome.reserved_initial_margin),
-        after=_summary(outcome.after, after_reserved),
+        before=outcome.before.summary_out(),
+        after=after.summary_out(),
         positions_after=outcome.after.positions_out(),
         marks=outcome.after.marks_out(),
         reservation_id=reservation_id,
@@ -632,9 +618,9 @@ async def max_size(
     binding = above.reasons[0].code if above.reasons else None
     if passing:
         final = attempt(passing, liquidation=True)
-        after = _summary(final.after, final.reserved_initial_margin)
+        after = final.after.summary_out()
     else:
-        after = _summary(above.before, above.reserved_initial_margin)
+        after = above.before.summary_out()
     return MaxSizeOut(
         subaccount_id=subaccount.subaccount_id,
         instrument=body.instrument,

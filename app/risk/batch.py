@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
@@ -55,7 +55,13 @@ async def load_books(
     instruments = {i.symbol: i for i in await instruments_repository.list_instruments(session)}
     assets = {a.symbol: a for a in await instruments_repository.list_assets(session)}
     settlement = next((a.symbol for a in assets.values() if a.is_settlement), "")
+    pending = defaultdict(list)
+    for reservation in await pretrade_repository.active_reservations(
+        session, [s.subaccount_id for s in subaccounts], utcnow()
+    ):
+        pending[reservation.subaccount_id].append(reservation)
     held_symbols = {h.instrument for rows in holdings.values() for h in rows}
+    held_symbols |= {leg["instrument"] for rows in pending.values() for r in rows for leg in r.legs}
     held_assets = {a for rows in balances.values() for a in rows if a != settlement}
     judged = await marketdata.current_marks(session, runtime, sorted(held_symbols | held_assets))
     marks: dict[str, MarkUsed] = {}
@@ -63,12 +69,6 @@ async def load_books(
         marks[symbol] = MarkUsed(mark.price, mark.status, mark.age_ms, mark.funding_rate)
     for asset in held_assets - judged.keys():
         marks[asset] = MarkUsed(ZERO, "missing", None)
-    pending = defaultdict(list)
-    now = utcnow()
-    for reservation in await pretrade_repository.active_reservations(
-        session, [s.subaccount_id for s in subaccounts], now
-    ):
-        pending[reservation.subaccount_id].append(reservation)
 
     books = []
     for subaccount in subaccounts:
@@ -96,6 +96,11 @@ async def load_books(
         )
         if sid in pending:
             book = book.with_fills(reservations.as_fills(pending[sid]))
+            unmarked = [h for h in book.holdings if h.instrument not in book.marks]
+            if unmarked:
+                # Reserved in an instrument never marked: valued at the reserved price.
+                missing = {h.instrument: MarkUsed(h.entry_price, "missing", None) for h in unmarked}
+                book = replace(book, marks={**book.marks, **missing})
         books.append(book)
     return books
 

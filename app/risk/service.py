@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,8 @@ from app.engine.rounding import (
     requirement_to_decimal,
     summary_to_decimals,
 )
+from app.pretrade import repository as pretrade_repository
+from app.pretrade import reservations
 from app.risk import repository
 from app.risk.book import Book, engine_inputs, load_book
 from app.risk.schemas import (
@@ -65,11 +67,16 @@ class Evaluation:
     book: Book
     summary: MarginSummary
     decimals: int
+    reserved_initial_margin: Decimal = Decimal(0)
+    """IM the active reservations add (they are applied to ``book`` as fills)."""
+
+    def values(self) -> dict[str, Decimal | float | None]:
+        values = summary_to_decimals(self.summary, self.book.margin_mode, self.decimals)
+        values["reserved_initial_margin"] = self.reserved_initial_margin
+        return values
 
     def summary_out(self) -> MarginSummaryOut:
-        return MarginSummaryOut.model_validate(
-            summary_to_decimals(self.summary, self.book.margin_mode, self.decimals)
-        )
+        return MarginSummaryOut.model_validate(self.values())
 
     def positions_out(self) -> list[PositionMarginOut]:
         margins = self.summary.positions
@@ -122,6 +129,48 @@ def evaluate(
     return Evaluation(book, summary, risk_parameters.settlement_decimals)
 
 
+def reserved_margin(base: Evaluation, held: Evaluation) -> Decimal:
+    """What reservations add to initial margin: ``IM(book + reservations) − IM(book)``, ≥ 0."""
+    with_reservations = summary_to_decimals(held.summary, held.book.margin_mode, held.decimals)
+    without = summary_to_decimals(base.summary, base.book.margin_mode, base.decimals)
+    added = _money(with_reservations["initial_margin"]) - _money(without["initial_margin"])
+    return max(Decimal(0), added)
+
+
+def _money(value: Decimal | float | None) -> Decimal:
+    assert isinstance(value, Decimal)
+    return value
+
+
+async def held_book(
+    session: AsyncSession, runtime: Runtime, subaccount: Subaccount
+) -> tuple[Book, Book]:
+    """The subaccount's book as stored, and with its active reservations applied as fills
+    (what every margin figure counts: reserved margin is not free)."""
+    held = await pretrade_repository.active_reservations(
+        session, [subaccount.subaccount_id], utcnow()
+    )
+    pending = reservations.as_fills(held)
+    base = await load_book(session, runtime, subaccount, [f.instrument for f in pending])
+    return base, base.with_fills(pending) if pending else base
+
+
+async def evaluate_held(
+    session: AsyncSession,
+    runtime: Runtime,
+    subaccount: Subaccount,
+    risk_parameters: RiskParameters,
+    *,
+    liquidation: bool = True,
+) -> Evaluation:
+    base, held = await held_book(session, runtime, subaccount)
+    evaluation = evaluate(held, risk_parameters, liquidation=liquidation)
+    if held is base:
+        return evaluation
+    reserved = reserved_margin(evaluate(base, risk_parameters, liquidation=False), evaluation)
+    return replace(evaluation, reserved_initial_margin=reserved)
+
+
 async def visible_subaccount(
     session: AsyncSession, accounts: frozenset[str] | None, subaccount_id: str
 ) -> Subaccount:
@@ -135,7 +184,7 @@ async def subaccount_margin(
     session: AsyncSession, runtime: Runtime, accounts: frozenset[str] | None, subaccount_id: str
 ) -> SubaccountMarginOut:
     subaccount = await visible_subaccount(session, accounts, subaccount_id)
-    evaluation = evaluate(await load_book(session, runtime, subaccount), await parameters(session))
+    evaluation = await evaluate_held(session, runtime, subaccount, await parameters(session))
     return SubaccountMarginOut(
         subaccount_id=subaccount.subaccount_id,
         margin_mode=subaccount.margin_mode,
@@ -187,8 +236,9 @@ async def account_margin(
     risk_parameters = await parameters(session)
     rows = []
     for subaccount in await accounts_repository.list_subaccounts(session, account_id, None):
-        book = await load_book(session, runtime, subaccount)
-        evaluation = evaluate(book, risk_parameters, liquidation=False)
+        evaluation = await evaluate_held(
+            session, runtime, subaccount, risk_parameters, liquidation=False
+        )
         rows.append(
             SubaccountTotalOut(
                 subaccount_id=subaccount.subaccount_id,
@@ -221,7 +271,7 @@ async def check_withdrawal(
     """A withdrawal or outgoing transfer may take at most ``withdrawable``: afterwards the asset's
     balance stays ≥ 0, free collateral ≥ 0 and equity ≥ ``withdrawal_floor · Σ N``. It fails
     closed: with a mark that is not fresh, nothing leaves."""
-    book = await load_book(session, runtime, subaccount)
+    _, book = await held_book(session, runtime, subaccount)
     balance = book.balances.get(asset, Decimal(0))
     if amount > balance:
         raise InsufficientMargin(f"{asset} balance is {balance}; cannot withdraw {amount}")
@@ -253,8 +303,8 @@ async def check_mode_change(
 ) -> None:
     """A mode change is refused (409) when, under the new mode, open positions would be under
     water: free collateral < 0, equity ≤ maintenance, or (isolated) a position whose own
-    equity ``A_i + u_i`` is at or below its maintenance."""
-    book = await load_book(session, runtime, subaccount)
+    equity ``A_i + u_i`` is at or below its maintenance (reservations counted)."""
+    _, book = await held_book(session, runtime, subaccount)
     if not book.holdings:
         return
     risk_parameters = await parameters(session)
