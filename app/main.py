@@ -23,6 +23,7 @@ from app.core.runtime import Runtime
 from app.instruments.router import router as instruments_router
 from app.marketdata.router import router as marketdata_router
 from app.pretrade.router import router as pretrade_router
+from app.risk.reports import capture_forever
 from app.risk.router import router as risk_router
 from app.risk.webhooks import deliver_forever
 
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None,
             cache_shared=settings.redis_url is not None,
         )
-        workers = []
+        workers = [asyncio.create_task(capture_forever(app.state.runtime))]
         if settings.webhook_url:
             workers.append(
                 asyncio.create_task(deliver_forever(app.state.runtime, settings.webhook_url))

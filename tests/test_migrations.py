@@ -26,12 +26,18 @@ TABLES = {
     "fills",
     "instruments",
     "leverage",
+    "margin_calls",
+    "margin_reports",
     "marks",
     "positions",
     "risk_parameters",
     "subaccounts",
     "trading_states",
     "transfers",
+    "webhook_outbox",
+    "checks",
+    "check_orders",
+    "reservations",
 }
 
 

@@ -120,3 +120,39 @@ async def test_book_stress_names_who_would_be_liquidated(admin: Api) -> None:
     assert [r["subaccount_id"] for r in result["liquidated"]] == ["thin"]
     assert (result["total_shortfall"], result["total_deficit"]) == ("850", "0")
     assert result["subaccounts"] == 3
+
+
+async def test_margin_report_live_today_captured_for_a_past_day(admin: Api, app: Any) -> None:
+    from datetime import UTC, date, datetime
+
+    from app.risk import reports
+
+    await desk(admin)
+    await _long(admin, "sub-cross", "10000", "1")
+    await marks(admin, {"BTC-PERP": "60000"})
+    today = datetime.now(UTC).date().isoformat()
+    live = await admin.ok("GET", "/v1/reports/margin", params={"date": today})
+    by_id = {r["subaccount_id"]: r for r in live["subaccounts"]}
+    assert live["live"] is True
+    # E = 10,000; IM = 6,000; MM = 3,000.
+    assert (by_id["sub-cross"]["equity"], by_id["sub-cross"]["initial_margin"]) == ("10000", "6000")
+    csv_text = (
+        await admin.get(
+            "/v1/reports/margin", params={"date": today}, headers={"Accept": "text/csv"}
+        )
+    ).text
+    header, *lines = csv_text.strip().split("\n")
+    assert header.startswith("subaccount_id,account_id,margin_mode,equity,")
+    assert any(line.startswith("sub-cross,acct-1,cross,10000,") for line in lines)
+    runtime = app.state.runtime
+    async with runtime.session_factory() as session, session.begin():
+        assert await reports.capture(session, runtime, date(2026, 1, 2)) == 2
+    captured = await admin.ok("GET", "/v1/reports/margin", params={"date": "2026-01-02"})
+    assert captured["live"] is False
+    assert {r["subaccount_id"]: r["maintenance_margin"] for r in captured["subaccounts"]}[
+        "sub-cross"
+    ] == "3000"
+    missing = await admin.get("/v1/reports/margin", params={"date": "2025-01-01"})
+    assert missing.status_code == 404
+    future = await admin.get("/v1/reports/margin", params={"date": "2999-01-01"})
+    assert (future.status_code, future.json()["errors"][0]["field"]) == (422, "date")

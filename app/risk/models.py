@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, text
+from sqlalchemy import Date, Float, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, Exact, JSONDocument, UTCDateTime
@@ -69,3 +69,17 @@ class WebhookEvent(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class DailyMarginReport(Base):
+    """A subaccount's ``MarginSummary`` captured for the end of a UTC day (shortly after
+    midnight, by whichever server process gets there first)."""
+
+    __tablename__ = "margin_reports"
+
+    report_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    subaccount_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    margin_mode: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    captured_at: Mapped[datetime] = mapped_column(UTCDateTime)

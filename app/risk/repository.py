@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import dialect_name
-from app.risk.models import MarginCall, StoredRiskParameters, WebhookEvent
+from app.risk.models import DailyMarginReport, MarginCall, StoredRiskParameters, WebhookEvent
 
 _ROW_ID = 1
 
@@ -90,3 +91,32 @@ async def due_events(session: AsyncSession, now: datetime, limit: int) -> list[W
     if dialect_name(session) == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return list((await session.scalars(query)).all())
+
+
+async def report_rows(
+    session: AsyncSession, report_date: date, accounts: frozenset[str] | None
+) -> list[DailyMarginReport]:
+    query = (
+        select(DailyMarginReport)
+        .where(DailyMarginReport.report_date == report_date)
+        .order_by(DailyMarginReport.subaccount_id)
+    )
+    if accounts is not None:
+        query = query.where(DailyMarginReport.account_id.in_(list(accounts)))
+    return list((await session.scalars(query)).all())
+
+
+async def has_report(session: AsyncSession, report_date: date) -> bool:
+    query = select(DailyMarginReport.subaccount_id).where(
+        DailyMarginReport.report_date == report_date
+    )
+    return (await session.execute(query.limit(1))).first() is not None
+
+
+async def insert_reports(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert, leaving rows another process captured first."""
+    if not rows:
+        return
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
+    statement = dialect.insert(DailyMarginReport).values(list(rows)).on_conflict_do_nothing()
+    await session.execute(statement)

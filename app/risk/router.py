@@ -1,19 +1,21 @@
 from __future__ import annotations
 
+from datetime import date as date_type
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.auth.dependencies import Admin, Reader, RiskWriter
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.types import ID_PATTERN
-from app.risk import margin_calls, overview, service, stress
+from app.risk import margin_calls, overview, reports, service, stress
 from app.risk.schemas import (
     AccountMarginOut,
     BookStressIn,
     BookStressOut,
     MarginCallList,
     MarginCallOut,
+    MarginReportOut,
     OverviewOut,
     RiskParametersBody,
     StressIn,
@@ -115,3 +117,23 @@ async def acknowledge_margin_call(
     principal: RiskWriter, session: SessionDep, call_id: Annotated[str, Path(max_length=32)]
 ) -> MarginCallOut:
     return margin_calls.margin_call_out(await margin_calls.acknowledge(session, principal, call_id))
+
+
+@router.get(
+    "/reports/margin",
+    response_model=MarginReportOut,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def margin_report(
+    request: Request,
+    principal: Reader,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    date: date_type,
+) -> Any:
+    """End-of-day per-subaccount summaries: JSON, or CSV with ``Accept: text/csv``. Today's
+    are computed live; a past day's were captured just after it ended (404 if none was)."""
+    report = await reports.margin_report(session, runtime, principal.accounts, date)
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(reports.as_csv(report), media_type="text/csv")
+    return report

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from datetime import date as date_type
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
@@ -187,3 +188,16 @@ class MarginCallOut(BaseModel):
 
 class MarginCallList(BaseModel):
     margin_calls: list[MarginCallOut]
+
+
+class MarginReportRow(MarginSummaryOut):
+    subaccount_id: str
+    account_id: str
+    margin_mode: str
+
+
+class MarginReportOut(BaseModel):
+    date: date_type
+    as_of: Timestamp = Field(description="When the figures were computed")
+    live: bool = Field(description="True for today (computed now), False for a captured day")
+    subaccounts: list[MarginReportRow]
