@@ -53,7 +53,8 @@ class Exact(TypeDecorator[Decimal]):
         return Decimal(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        return None if value is None else Decimal(value)
+        # asyncpg already answers Decimal; SQLite answers the stored text.
+        return value if value is None or isinstance(value, Decimal) else Decimal(value)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -113,74 +113,105 @@ class BatchEvaluation:
     batch: BatchBook
 
 
+@dataclass(frozen=True)
+class _InstrumentRow:
+    """An instrument's engine inputs, converted once per batch rather than once per position."""
+
+    row: int
+    contract_size: float
+    tick_size: float
+    perpetual: bool
+    underlying: int
+
+
 def batch_inputs(books: Sequence[Book], parameters: RiskParameters) -> tuple[BatchBook, RiskArrays]:
     """Concatenated engine inputs for many books, built in one pass (the Decimal → float
     boundary for the batch path)."""
     universe: dict[str, int] = {}
-    instrument_rows: dict[str, int] = {}
+    known: dict[str, _InstrumentRow] = {}
     tiers: list[list[tuple[float, float, float | None]]] = []
-    size, contract, entry, mark, allocated, chosen, funding, perpetual, tick, under, owner = (
-        [] for _ in range(11)
-    )
+    mark_floats: dict[int, dict[str, float]] = {}
+    rows, size, entry, mark, allocated, chosen, funding, owner = ([] for _ in range(8))
     c_balance, c_price, c_weight, c_under, c_owner = ([] for _ in range(5))
     for index, book in enumerate(books):
+        # Books usually share one marks mapping: convert its prices once.
+        prices = mark_floats.get(id(book.marks))
+        if prices is None:
+            prices = {s: float(m.price) for s, m in book.marks.items()}
+            mark_floats[id(book.marks)] = prices
         for holding in book.holdings:
-            instrument = book.instruments[holding.instrument]
-            if instrument.symbol not in instrument_rows:
-                instrument_rows[instrument.symbol] = len(tiers)
+            spec = known.get(holding.instrument)
+            if spec is None:
+                instrument = book.instruments[holding.instrument]
+                spec = _InstrumentRow(
+                    len(tiers),
+                    float(instrument.contract_size),
+                    float(instrument.tick_size),
+                    instrument.kind == "perpetual",
+                    universe.setdefault(instrument.underlying, len(universe)),
+                )
+                known[holding.instrument] = spec
                 tiers.append(tier_rows(instrument))
-            used = book.marks[holding.instrument]
+            rows.append(spec.row)
             size.append(float(holding.size))
-            contract.append(float(instrument.contract_size))
             entry.append(float(holding.entry_price))
-            mark.append(float(used.price))
-            allocated.append(float(holding.isolated_margin))
-            chosen.append(float(book.leverage.get(holding.instrument, 0)))
-            funding.append(float(used.funding_rate or 0))
-            perpetual.append(instrument.kind == "perpetual")
-            tick.append(float(instrument.tick_size))
-            under.append(universe.setdefault(instrument.underlying, len(universe)))
+            mark.append(prices[holding.instrument])
+            allocated.append(float(holding.isolated_margin) if holding.isolated_margin else 0.0)
+            leverage = book.leverage.get(holding.instrument) if book.leverage else None
+            chosen.append(float(leverage) if leverage else 0.0)
+            rate = book.marks[holding.instrument].funding_rate
+            funding.append(float(rate) if rate else 0.0)
             owner.append(index)
         for asset, amount in book.balances.items():
             if asset not in book.assets:
                 continue
-            spec = book.assets[asset]
+            spec_asset = book.assets[asset]
             c_balance.append(float(amount))
-            c_price.append(1.0 if spec.is_settlement else float(book.marks[asset].price))
-            c_weight.append(float(spec.collateral_weight))
+            c_price.append(1.0 if spec_asset.is_settlement else prices[asset])
+            c_weight.append(float(spec_asset.collateral_weight))
             c_under.append(
-                universe.setdefault(spec.underlying, len(universe)) if spec.underlying else -1
+                universe.setdefault(spec_asset.underlying, len(universe))
+                if spec_asset.underlying
+                else -1
             )
             c_owner.append(index)
     table = TierTable.from_rows(tiers)
-    rows = np.array(
-        [instrument_rows[h.instrument] for b in books for h in b.holdings], dtype=np.intp
-    )
+    by_row = sorted(known.values(), key=lambda spec: spec.row)
+    row_index = np.array(rows, dtype=np.intp)
+
+    def per_row(values: list[float]) -> np.ndarray:
+        return np.array(values, dtype=np.float64)[row_index] if rows else np.zeros(0)
+
     positions = Positions.create(
         size=np.array(size, dtype=np.float64),
-        contract_size=contract,
-        entry_price=entry,
-        mark=mark,
-        tiers=table.take(rows),
-        underlying=np.array(under, dtype=np.intp),
-        tick_size=tick,
-        isolated_margin=allocated,
-        leverage=chosen,
-        funding_rate=funding,
-        is_perpetual=perpetual,
+        contract_size=per_row([spec.contract_size for spec in by_row]),
+        entry_price=np.array(entry, dtype=np.float64),
+        mark=np.array(mark, dtype=np.float64),
+        tiers=table.take(row_index),
+        underlying=np.array([spec.underlying for spec in by_row], dtype=np.intp)[row_index]
+        if rows
+        else np.zeros(0, dtype=np.intp),
+        tick_size=per_row([spec.tick_size for spec in by_row]),
+        isolated_margin=np.array(allocated, dtype=np.float64),
+        leverage=np.array(chosen, dtype=np.float64),
+        funding_rate=np.array(funding, dtype=np.float64),
+        is_perpetual=np.array([spec.perpetual for spec in by_row], dtype=bool)[row_index]
+        if rows
+        else np.zeros(0, dtype=bool),
     )
     collateral = Collateral.create(
         balance=np.array(c_balance, dtype=np.float64),
-        price=c_price,
-        weight=c_weight,
+        price=np.array(c_price, dtype=np.float64),
+        weight=np.array(c_weight, dtype=np.float64),
         underlying=np.array(c_under, dtype=np.intp),
     )
+    codes = {mode.value: mode.code for mode in MarginMode}
     batch = BatchBook(
         positions=positions,
         position_owner=np.array(owner, dtype=np.intp),
         collateral=collateral,
         collateral_owner=np.array(c_owner, dtype=np.intp),
-        modes=np.array([MarginMode(b.margin_mode).code for b in books], dtype=np.intp),
+        modes=np.array([codes[b.margin_mode] for b in books], dtype=np.intp),
         reserved_initial_margin=np.zeros(len(books)),
     )
     return batch, parameters.arrays(list(universe))

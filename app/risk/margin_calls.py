@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
@@ -82,7 +84,8 @@ def _breaches(
 
 
 async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequence[str]) -> None:
-    """Raise and resolve the calls of ``subaccount_ids`` (one batch engine call)."""
+    """Raise and resolve the calls of ``subaccount_ids`` (one batch engine call; only the
+    subaccounts past a level, holding a call, or with limits are looked at one by one)."""
     if not subaccount_ids:
         return
     subaccounts = await accounts_repository.get_subaccounts(session, subaccount_ids)
@@ -91,9 +94,20 @@ async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequ
     evaluation = evaluate_many(books, parameters)
     ratios = risk_order(evaluation)
     summary = evaluation.summary
-    unresolved = await repository.unresolved_calls(session, [s.subaccount_id for s in subaccounts])
+    held: dict[str, dict[tuple[str, str], MarginCall]] = defaultdict(dict)
+    for (sid, level, subject), call in (
+        await repository.unresolved_calls(session, [s.subaccount_id for s in subaccounts])
+    ).items():
+        held[sid][(level, subject)] = call
+    lowest = min(parameters.margin_call_warning, parameters.margin_call_liquidation)
+    past = np.flatnonzero((summary.maintenance_margin > 0) & (ratios >= lowest))
+    look = set(past.tolist()) | {
+        i for i, s in enumerate(subaccounts) if s.subaccount_id in held or s.limits
+    }
     now = utcnow()
-    for i, subaccount in enumerate(subaccounts):
+    raised: list[MarginCall] = []
+    for i in sorted(look):
+        subaccount = subaccounts[i]
         breaches = _breaches(
             float(ratios[i]),
             float(summary.equity[i]),
@@ -105,29 +119,33 @@ async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequ
             parameters.settlement_decimals,
         )
         current = {(b.level, b.subject): b for b in breaches}
-        for (level, subject), breach in current.items():
-            if (subaccount.subaccount_id, level, subject) in unresolved:
-                continue
-            call = MarginCall(
-                id=uuid.uuid4().hex,
-                subaccount_id=subaccount.subaccount_id,
-                account_id=subaccount.account_id,
-                level=level,
-                subject=subject,
-                status="open",
-                ratio=breach.ratio,
-                shortfall=breach.shortfall,
-                raised_at=now,
-                resolved_at=None,
-                acknowledged_at=None,
-                acknowledged_by=None,
-            )
-            if await repository.insert_call(session, call):
-                _outbox(session, "margin_call.raised", call, now)
-        for (sid, level, subject), call in unresolved.items():
-            if sid == subaccount.subaccount_id and (level, subject) not in current:
+        mine = held.get(subaccount.subaccount_id, {})
+        for key, breach in current.items():
+            if key not in mine:
+                raised.append(
+                    MarginCall(
+                        id=uuid.uuid4().hex,
+                        subaccount_id=subaccount.subaccount_id,
+                        account_id=subaccount.account_id,
+                        level=breach.level,
+                        subject=breach.subject,
+                        status="open",
+                        ratio=breach.ratio,
+                        shortfall=breach.shortfall,
+                        raised_at=now,
+                        resolved_at=None,
+                        acknowledged_at=None,
+                        acknowledged_by=None,
+                    )
+                )
+        for key, call in mine.items():
+            if key not in current:
                 call.status, call.resolved_at = "resolved", now
                 _outbox(session, "margin_call.resolved", call, now)
+    inserted = await repository.insert_calls(session, raised)
+    for call in raised:
+        if call.id in inserted:
+            _outbox(session, "margin_call.raised", call, now)
     await session.flush()
 
 

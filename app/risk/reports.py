@@ -113,8 +113,10 @@ async def capture(session: AsyncSession, runtime: Runtime, report_date: date) ->
 
 
 async def capture_forever(runtime: Runtime, every_s: float = 60.0) -> None:
-    """Once a UTC day has ended, capture its report (at most ``every_s`` late)."""
+    """Once a UTC day has ended, capture its report (at most ``every_s`` late). The first look
+    waits ``every_s`` too, so a server's start-up is not slowed by a whole-book batch."""
     while True:
+        await asyncio.sleep(every_s)
         yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
         try:
             async with runtime.session_factory() as session, session.begin():
@@ -126,4 +128,3 @@ async def capture_forever(runtime: Runtime, every_s: float = 60.0) -> None:
                     )
         except Exception:
             log.exception("end-of-day capture failed")
-        await asyncio.sleep(every_s)

@@ -37,21 +37,24 @@ async def unresolved_calls(
     return {(c.subaccount_id, c.level, c.subject): c for c in rows}
 
 
-async def insert_call(session: AsyncSession, call: MarginCall) -> bool:
-    """Insert unless an unresolved call of the same subaccount, level and subject exists (a
-    concurrent evaluation may have raised it first); True when inserted."""
+async def insert_calls(session: AsyncSession, calls: Sequence[MarginCall]) -> set[str]:
+    """Insert in one statement, skipping any for which an unresolved call of the same
+    subaccount, level and subject exists (a concurrent evaluation raised it first); the ids
+    actually inserted."""
+    if not calls:
+        return set()
     dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
-    values = {c.name: getattr(call, c.name) for c in MarginCall.__table__.columns}
+    columns = [c.name for c in MarginCall.__table__.columns]
     statement = (
         dialect.insert(MarginCall)
-        .values(values)
+        .values([{name: getattr(call, name) for name in columns} for call in calls])
         .on_conflict_do_nothing(
             index_elements=["subaccount_id", "level", "subject"],
             index_where=MarginCall.resolved_at.is_(None),
         )
+        .returning(MarginCall.id)
     )
-    result = await session.execute(statement)
-    return bool(getattr(result, "rowcount", 0))
+    return set((await session.scalars(statement)).all())
 
 
 async def get_call(session: AsyncSession, call_id: str) -> MarginCall | None:
