@@ -30,13 +30,13 @@ from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.accounts.models import Account, Balance, Position, Subaccount  # noqa: E402
-from app.core.config import Settings  # noqa: E402
-from app.core.db import create_engine  # noqa: E402
-from app.core.migrations import upgrade  # noqa: E402
-from app.instruments.models import Asset, Instrument  # noqa: E402
-from app.main import create_app  # noqa: E402
-from tests import services  # noqa: E402
+from app.accounts.models import Account, Balance, Position, Subaccount
+from app.core.config import Settings
+from app.core.db import create_engine
+from app.core.migrations import upgrade
+from app.instruments.models import Asset, Instrument
+from app.main import create_app
+from tests import services
 
 KEY = "bench-admin-key-0123456789abcdef"
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import Float, cast, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import (
@@ -171,33 +171,6 @@ async def remove(session: AsyncSession, row: Leverage | TradingState | Position)
 # --- bulk reads for the whole-book views (plain rows, no ORM objects) -------------------------
 
 
-async def position_rows(
-    session: AsyncSession, subaccount_ids: Sequence[str] | None
-) -> Sequence[Any]:
-    """``(subaccount_id, instrument, size, entry_price, isolated_margin)`` of open positions;
-    every subaccount's when ``subaccount_ids`` is None."""
-    query = select(
-        Position.subaccount_id,
-        Position.instrument,
-        Position.size,
-        Position.entry_price,
-        Position.isolated_margin,
-    ).where(Position.size != 0)
-    if subaccount_ids is not None:
-        query = query.where(Position.subaccount_id.in_(list(subaccount_ids)))
-    return (await session.execute(query)).all()
-
-
-async def balance_rows(
-    session: AsyncSession, subaccount_ids: Sequence[str] | None
-) -> Sequence[Any]:
-    """``(subaccount_id, asset, amount)``."""
-    query = select(Balance.subaccount_id, Balance.asset, Balance.amount)
-    if subaccount_ids is not None:
-        query = query.where(Balance.subaccount_id.in_(list(subaccount_ids)))
-    return (await session.execute(query)).all()
-
-
 async def leverage_rows(
     session: AsyncSession, subaccount_ids: Sequence[str] | None
 ) -> Sequence[Any]:
@@ -218,3 +191,58 @@ async def subaccounts_holding(session: AsyncSession, symbols: Sequence[str]) -> 
     )
     rows = await session.execute(positions.union(balances))
     return sorted(row[0] for row in rows)
+
+
+async def _driver_fetch(session: AsyncSession, sql: str, *args: Any) -> Sequence[Any]:
+    """Rows straight from asyncpg on the session's own connection (same transaction): the
+    whole-book views read 100,000s of rows, where SQLAlchemy's per-row processing dominates."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    rows: Sequence[Any] = await driver.fetch(sql, *args)
+    return rows
+
+
+async def position_float_rows(
+    session: AsyncSession, subaccount_ids: Sequence[str] | None
+) -> Sequence[Any]:
+    """``(subaccount_id, instrument, size, entry_price, isolated_margin)`` of open positions
+    as floats, converted by the database (the whole-book views feed float64 arrays)."""
+    if dialect_name(session) == "postgresql":
+        sql = (
+            "SELECT subaccount_id, instrument, size::float8, entry_price::float8,"
+            " isolated_margin::float8 FROM positions WHERE size <> 0"
+        )
+        if subaccount_ids is None:
+            return await _driver_fetch(session, sql)
+        return await _driver_fetch(
+            session, sql + " AND subaccount_id = ANY($1)", list(subaccount_ids)
+        )
+    query = select(
+        Position.subaccount_id,
+        Position.instrument,
+        cast(Position.size, Float),
+        cast(Position.entry_price, Float),
+        cast(Position.isolated_margin, Float),
+    ).where(Position.size != 0)
+    if subaccount_ids is not None:
+        query = query.where(Position.subaccount_id.in_(list(subaccount_ids)))
+    return (await session.execute(query)).all()
+
+
+async def balance_float_rows(
+    session: AsyncSession, subaccount_ids: Sequence[str] | None
+) -> Sequence[Any]:
+    """``(subaccount_id, asset, amount)`` as floats."""
+    if dialect_name(session) == "postgresql":
+        sql = "SELECT subaccount_id, asset, amount::float8 FROM balances"
+        if subaccount_ids is None:
+            return await _driver_fetch(session, sql)
+        return await _driver_fetch(
+            session, sql + " WHERE subaccount_id = ANY($1)", list(subaccount_ids)
+        )
+    query = select(Balance.subaccount_id, Balance.asset, cast(Balance.amount, Float))
+    if subaccount_ids is not None:
+        query = query.where(Balance.subaccount_id.in_(list(subaccount_ids)))
+    return (await session.execute(query)).all()

@@ -3,10 +3,11 @@ margin calls). Arrays are built in one pass, never one engine input per subaccou
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from typing import Any
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,84 +31,12 @@ from app.instruments import repository as instruments_repository
 from app.marketdata import service as marketdata
 from app.pretrade import repository as pretrade_repository
 from app.pretrade import reservations
-from app.risk.book import Book, Holding, MarkUsed, tier_rows
-
-ZERO = Decimal(0)
-
-
-async def load_books(
-    session: AsyncSession, runtime: Runtime, subaccounts: Sequence[Subaccount], *, everyone: bool
-) -> list[Book]:
-    """Every given subaccount's book, with its active reservations applied as fills.
-    ``everyone`` reads whole tables instead of filtering by id (the whole-book views)."""
-    ids = None if everyone else [s.subaccount_id for s in subaccounts]
-    holdings: dict[str, list[Holding]] = defaultdict(list)
-    for sid, instrument, size, entry, allocated in await accounts_repository.position_rows(
-        session, ids
-    ):
-        holdings[sid].append(Holding(instrument, size, entry, allocated))
-    balances: dict[str, dict[str, Decimal]] = defaultdict(dict)
-    for sid, asset, amount in await accounts_repository.balance_rows(session, ids):
-        balances[sid][asset] = amount
-    leverage: dict[str, dict[str, Decimal]] = defaultdict(dict)
-    for sid, instrument, chosen in await accounts_repository.leverage_rows(session, ids):
-        leverage[sid][instrument] = chosen
-    instruments = {i.symbol: i for i in await instruments_repository.list_instruments(session)}
-    assets = {a.symbol: a for a in await instruments_repository.list_assets(session)}
-    settlement = next((a.symbol for a in assets.values() if a.is_settlement), "")
-    pending = defaultdict(list)
-    for reservation in await pretrade_repository.active_reservations(
-        session, [s.subaccount_id for s in subaccounts], utcnow()
-    ):
-        pending[reservation.subaccount_id].append(reservation)
-    held_symbols = {h.instrument for rows in holdings.values() for h in rows}
-    held_symbols |= {leg["instrument"] for rows in pending.values() for r in rows for leg in r.legs}
-    held_assets = {a for rows in balances.values() for a in rows if a != settlement}
-    judged = await marketdata.current_marks(session, runtime, sorted(held_symbols | held_assets))
-    marks: dict[str, MarkUsed] = {}
-    for symbol, mark in judged.items():
-        marks[symbol] = MarkUsed(mark.price, mark.status, mark.age_ms, mark.funding_rate)
-    for asset in held_assets - judged.keys():
-        marks[asset] = MarkUsed(ZERO, "missing", None)
-
-    books = []
-    for subaccount in subaccounts:
-        sid = subaccount.subaccount_id
-        own_marks = marks
-        unmarked = [h for h in holdings.get(sid, []) if h.instrument not in marks]
-        if unmarked:
-            # A position in an instrument never marked is valued at its entry (status missing).
-            own_marks = {
-                **marks,
-                **{h.instrument: MarkUsed(h.entry_price, "missing", None) for h in unmarked},
-            }
-        book = Book(
-            subaccount_id=sid,
-            account_id=subaccount.account_id,
-            strategy=subaccount.strategy,
-            margin_mode=subaccount.margin_mode,
-            settlement=settlement,
-            holdings=tuple(holdings.get(sid, [])),
-            balances=balances.get(sid, {}),
-            instruments=instruments,
-            assets=assets,
-            leverage=leverage.get(sid, {}),
-            marks=own_marks,
-        )
-        if sid in pending:
-            book = book.with_fills(reservations.as_fills(pending[sid]))
-            unmarked = [h for h in book.holdings if h.instrument not in book.marks]
-            if unmarked:
-                # Reserved in an instrument never marked: valued at the reserved price.
-                missing = {h.instrument: MarkUsed(h.entry_price, "missing", None) for h in unmarked}
-                book = replace(book, marks={**book.marks, **missing})
-        books.append(book)
-    return books
+from app.risk.book import Book, load_book, tier_rows
 
 
 @dataclass(frozen=True)
 class BatchEvaluation:
-    books: Sequence[Book]
+    subaccounts: Sequence[Subaccount]
     summary: BatchSummary
     risk: RiskArrays
     batch: BatchBook
@@ -122,104 +51,163 @@ class _InstrumentRow:
     tick_size: float
     perpetual: bool
     underlying: int
+    mark: float
+    """nan when never marked: the position's entry price stands in."""
+    funding_rate: float
 
 
-def batch_inputs(books: Sequence[Book], parameters: RiskParameters) -> tuple[BatchBook, RiskArrays]:
-    """Concatenated engine inputs for many books, built in one pass (the Decimal → float
-    boundary for the batch path)."""
+async def load_batch(
+    session: AsyncSession,
+    runtime: Runtime,
+    subaccounts: Sequence[Subaccount],
+    parameters: RiskParameters,
+    *,
+    everyone: bool,
+) -> tuple[BatchBook, RiskArrays]:
+    """Engine inputs for many subaccounts, built from row tuples the database already converted
+    to float (the batch path's Decimal → float boundary). A subaccount with active reservations
+    goes through its exact ``Book`` (reservations applied as fills) instead.
+    ``everyone`` reads whole tables rather than filtering by id."""
+    owner_of = {s.subaccount_id: i for i, s in enumerate(subaccounts)}
+    ids = None if everyone else list(owner_of)
+    pending: dict[str, list[Any]] = defaultdict(list)
+    for reservation in await pretrade_repository.active_reservations(
+        session, list(owner_of), utcnow()
+    ):
+        pending[reservation.subaccount_id].append(reservation)
+    exact: list[tuple[int, Book]] = []
+    for sid, held in pending.items():
+        fills = reservations.as_fills(held)
+        book = await load_book(
+            session, runtime, subaccounts[owner_of[sid]], [f.instrument for f in fills]
+        )
+        exact.append((owner_of[sid], book.with_fills(fills)))
+
+    position_rows = [
+        row
+        for row in await accounts_repository.position_float_rows(session, ids)
+        if row[0] in owner_of and row[0] not in pending
+    ]
+    balance_rows = [
+        row
+        for row in await accounts_repository.balance_float_rows(session, ids)
+        if row[0] in owner_of and row[0] not in pending
+    ]
+    leverage = {
+        (sid, instrument): float(chosen)
+        for sid, instrument, chosen in await accounts_repository.leverage_rows(session, ids)
+    }
+    instruments = {i.symbol: i for i in await instruments_repository.list_instruments(session)}
+    assets = {a.symbol: a for a in await instruments_repository.list_assets(session)}
+    held_symbols = {row[1] for row in position_rows} | {
+        h.instrument for _, book in exact for h in book.holdings
+    }
+    held_assets = {row[1] for row in balance_rows if row[1] in assets}
+    judged = await marketdata.current_marks(session, runtime, sorted(held_symbols | held_assets))
+
     universe: dict[str, int] = {}
     known: dict[str, _InstrumentRow] = {}
     tiers: list[list[tuple[float, float, float | None]]] = []
-    mark_floats: dict[int, dict[str, float]] = {}
-    rows, size, entry, mark, allocated, chosen, funding, owner = ([] for _ in range(8))
-    c_balance, c_price, c_weight, c_under, c_owner = ([] for _ in range(5))
-    for index, book in enumerate(books):
-        # Books usually share one marks mapping: convert its prices once.
-        prices = mark_floats.get(id(book.marks))
-        if prices is None:
-            prices = {s: float(m.price) for s, m in book.marks.items()}
-            mark_floats[id(book.marks)] = prices
-        for holding in book.holdings:
-            spec = known.get(holding.instrument)
-            if spec is None:
-                instrument = book.instruments[holding.instrument]
-                spec = _InstrumentRow(
-                    len(tiers),
-                    float(instrument.contract_size),
-                    float(instrument.tick_size),
-                    instrument.kind == "perpetual",
-                    universe.setdefault(instrument.underlying, len(universe)),
+    for symbol in sorted(held_symbols):
+        instrument = instruments[symbol]
+        mark = judged.get(symbol)
+        known[symbol] = _InstrumentRow(
+            len(tiers),
+            float(instrument.contract_size),
+            float(instrument.tick_size),
+            instrument.kind == "perpetual",
+            universe.setdefault(instrument.underlying, len(universe)),
+            float(mark.price) if mark is not None else math.nan,
+            float(mark.funding_rate or 0) if mark is not None else 0.0,
+        )
+        tiers.append(tier_rows(instrument))
+    asset_price = {
+        a: 1.0 if assets[a].is_settlement else (float(judged[a].price) if a in judged else 0.0)
+        for a in held_assets
+    }
+    asset_under = {
+        a: universe.setdefault(assets[a].underlying or "", len(universe))
+        if assets[a].underlying
+        else -1
+        for a in held_assets
+    }
+
+    # Rows of the exact books join the float rows, converted the same way.
+    for _, book in exact:
+        sid = book.subaccount_id
+        position_rows += [
+            (sid, h.instrument, float(h.size), float(h.entry_price), float(h.isolated_margin))
+            for h in book.holdings
+        ]
+        balance_rows += [(sid, a, float(v)) for a, v in book.balances.items() if a in assets]
+        for h in book.holdings:
+            mark_used = book.marks.get(h.instrument)
+            if mark_used is not None and mark_used.status == "missing":
+                known[h.instrument] = replace(known[h.instrument], mark=float(mark_used.price))
+        for a in book.balances:
+            if a in assets and a not in asset_price:
+                asset_price[a] = 1.0 if assets[a].is_settlement else float(book.marks[a].price)
+                asset_under[a] = (
+                    universe.setdefault(assets[a].underlying or "", len(universe))
+                    if assets[a].underlying
+                    else -1
                 )
-                known[holding.instrument] = spec
-                tiers.append(tier_rows(instrument))
-            rows.append(spec.row)
-            size.append(float(holding.size))
-            entry.append(float(holding.entry_price))
-            mark.append(prices[holding.instrument])
-            allocated.append(float(holding.isolated_margin) if holding.isolated_margin else 0.0)
-            leverage = book.leverage.get(holding.instrument) if book.leverage else None
-            chosen.append(float(leverage) if leverage else 0.0)
-            rate = book.marks[holding.instrument].funding_rate
-            funding.append(float(rate) if rate else 0.0)
-            owner.append(index)
-        for asset, amount in book.balances.items():
-            if asset not in book.assets:
-                continue
-            spec_asset = book.assets[asset]
-            c_balance.append(float(amount))
-            c_price.append(1.0 if spec_asset.is_settlement else prices[asset])
-            c_weight.append(float(spec_asset.collateral_weight))
-            c_under.append(
-                universe.setdefault(spec_asset.underlying, len(universe))
-                if spec_asset.underlying
-                else -1
-            )
-            c_owner.append(index)
-    table = TierTable.from_rows(tiers)
-    by_row = sorted(known.values(), key=lambda spec: spec.row)
-    row_index = np.array(rows, dtype=np.intp)
 
-    def per_row(values: list[float]) -> np.ndarray:
-        return np.array(values, dtype=np.float64)[row_index] if rows else np.zeros(0)
-
+    specs = [known[row[1]] for row in position_rows]
+    entry = np.array([row[3] for row in position_rows], dtype=np.float64)
+    priced = np.array([spec.mark for spec in specs], dtype=np.float64)
+    priced = np.where(np.isnan(priced), entry, priced)
     positions = Positions.create(
-        size=np.array(size, dtype=np.float64),
-        contract_size=per_row([spec.contract_size for spec in by_row]),
-        entry_price=np.array(entry, dtype=np.float64),
-        mark=np.array(mark, dtype=np.float64),
-        tiers=table.take(row_index),
-        underlying=np.array([spec.underlying for spec in by_row], dtype=np.intp)[row_index]
-        if rows
-        else np.zeros(0, dtype=np.intp),
-        tick_size=per_row([spec.tick_size for spec in by_row]),
-        isolated_margin=np.array(allocated, dtype=np.float64),
-        leverage=np.array(chosen, dtype=np.float64),
-        funding_rate=np.array(funding, dtype=np.float64),
-        is_perpetual=np.array([spec.perpetual for spec in by_row], dtype=bool)[row_index]
-        if rows
-        else np.zeros(0, dtype=bool),
+        size=np.array([row[2] for row in position_rows], dtype=np.float64),
+        contract_size=np.array([spec.contract_size for spec in specs], dtype=np.float64),
+        entry_price=entry,
+        mark=priced,
+        tiers=TierTable.from_rows(tiers).take(
+            np.array([spec.row for spec in specs], dtype=np.intp)
+        ),
+        underlying=np.array([spec.underlying for spec in specs], dtype=np.intp),
+        tick_size=np.array([spec.tick_size for spec in specs], dtype=np.float64),
+        isolated_margin=np.array([row[4] for row in position_rows], dtype=np.float64),
+        leverage=np.array(
+            [leverage.get((row[0], row[1]), 0.0) for row in position_rows]
+            if leverage
+            else np.zeros(len(position_rows)),
+            dtype=np.float64,
+        ),
+        funding_rate=np.array([spec.funding_rate for spec in specs], dtype=np.float64),
+        is_perpetual=np.array([spec.perpetual for spec in specs], dtype=bool),
     )
     collateral = Collateral.create(
-        balance=np.array(c_balance, dtype=np.float64),
-        price=np.array(c_price, dtype=np.float64),
-        weight=np.array(c_weight, dtype=np.float64),
-        underlying=np.array(c_under, dtype=np.intp),
+        balance=np.array([row[2] for row in balance_rows], dtype=np.float64),
+        price=np.array([asset_price[row[1]] for row in balance_rows], dtype=np.float64),
+        weight=np.array(
+            [float(assets[row[1]].collateral_weight) for row in balance_rows], dtype=np.float64
+        ),
+        underlying=np.array([asset_under[row[1]] for row in balance_rows], dtype=np.intp),
     )
     codes = {mode.value: mode.code for mode in MarginMode}
     batch = BatchBook(
         positions=positions,
-        position_owner=np.array(owner, dtype=np.intp),
+        position_owner=np.array([owner_of[row[0]] for row in position_rows], dtype=np.intp),
         collateral=collateral,
-        collateral_owner=np.array(c_owner, dtype=np.intp),
-        modes=np.array([codes[b.margin_mode] for b in books], dtype=np.intp),
-        reserved_initial_margin=np.zeros(len(books)),
+        collateral_owner=np.array([owner_of[row[0]] for row in balance_rows], dtype=np.intp),
+        modes=np.array([codes[s.margin_mode] for s in subaccounts], dtype=np.intp),
+        reserved_initial_margin=np.zeros(len(subaccounts)),
     )
     return batch, parameters.arrays(list(universe))
 
 
-def evaluate_many(books: Sequence[Book], parameters: RiskParameters) -> BatchEvaluation:
-    batch, risk = batch_inputs(books, parameters)
-    return BatchEvaluation(books, batch_summary(batch, risk), risk, batch)
+async def evaluate_subaccounts(
+    session: AsyncSession,
+    runtime: Runtime,
+    subaccounts: Sequence[Subaccount],
+    parameters: RiskParameters,
+    *,
+    everyone: bool = False,
+) -> BatchEvaluation:
+    """Every given subaccount's summary from one batch engine call."""
+    batch, risk = await load_batch(session, runtime, subaccounts, parameters, everyone=everyone)
+    return BatchEvaluation(subaccounts, batch_summary(batch, risk), risk, batch)
 
 
 def risk_order(evaluation: BatchEvaluation) -> np.ndarray:

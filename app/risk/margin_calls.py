@@ -33,7 +33,7 @@ from app.core.types import utcnow
 from app.engine.rounding import requirement_to_decimal
 from app.pretrade.rules import limit_value
 from app.risk import repository, service
-from app.risk.batch import evaluate_many, load_books, risk_order
+from app.risk.batch import evaluate_subaccounts, risk_order
 from app.risk.models import MarginCall, WebhookEvent
 from app.risk.schemas import MarginCallOut
 
@@ -90,8 +90,7 @@ async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequ
         return
     subaccounts = await accounts_repository.get_subaccounts(session, subaccount_ids)
     parameters = await service.parameters(session)
-    books = await load_books(session, runtime, subaccounts, everyone=False)
-    evaluation = evaluate_many(books, parameters)
+    evaluation = await evaluate_subaccounts(session, runtime, subaccounts, parameters)
     ratios = risk_order(evaluation)
     summary = evaluation.summary
     held: dict[str, dict[tuple[str, str], MarginCall]] = defaultdict(dict)

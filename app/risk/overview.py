@@ -15,7 +15,7 @@ from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.engine.rounding import summary_to_decimals
 from app.risk import service
-from app.risk.batch import evaluate_many, load_books, risk_order
+from app.risk.batch import evaluate_subaccounts, risk_order
 from app.risk.schemas import OverviewOut, OverviewRow
 
 SortKey = Literal[
@@ -62,12 +62,15 @@ async def overview(
     ]
     everyone = account_id is None and accounts is None and margin_mode is None
     parameters = await service.parameters(session)
-    books = await load_books(session, runtime, subaccounts, everyone=everyone)
-    evaluation = evaluate_many(books, parameters) if books else None
+    evaluation = (
+        await evaluate_subaccounts(session, runtime, subaccounts, parameters, everyone=everyone)
+        if subaccounts
+        else None
+    )
     order: list[int] = []
     if evaluation is not None:
         at_risk = risk_order(evaluation)
-        keep = np.ones(len(books), dtype=bool) if min_ratio is None else at_risk >= min_ratio
+        keep = np.ones(len(subaccounts), dtype=bool) if min_ratio is None else at_risk >= min_ratio
         summary = evaluation.summary
         if sort == "maintenance_margin_ratio":
             key = -at_risk
@@ -76,7 +79,7 @@ async def overview(
             key = -np.where(np.isnan(ratios), np.inf, ratios)
         else:
             key = np.array(getattr(summary, sort), dtype=np.float64)
-        ids = np.array([b.subaccount_id for b in books])
+        ids = np.array([s.subaccount_id for s in subaccounts])
         ranked = np.lexsort((ids, key))
         order = [int(i) for i in ranked if keep[i]]
     page = order[offset : offset + limit]
@@ -84,7 +87,7 @@ async def overview(
     decimals = parameters.settlement_decimals
     for i in page:
         assert evaluation is not None
-        book = books[i]
+        book = subaccounts[i]
         values = summary_to_decimals(evaluation.summary.row(i), book.margin_mode, decimals)
         rows.append(
             OverviewRow.model_validate(

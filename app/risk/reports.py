@@ -18,7 +18,7 @@ from app.core.types import utcnow
 from app.engine import SUMMARY_FIELDS
 from app.engine.rounding import summary_to_decimals
 from app.risk import repository, service
-from app.risk.batch import evaluate_many, load_books
+from app.risk.batch import evaluate_subaccounts
 from app.risk.schemas import MarginReportOut, MarginReportRow
 
 log = logging.getLogger("preflight.reports")
@@ -32,8 +32,9 @@ async def _live_rows(
     if not subaccounts:
         return []
     parameters = await service.parameters(session)
-    books = await load_books(session, runtime, subaccounts, everyone=accounts is None)
-    evaluation = evaluate_many(books, parameters)
+    evaluation = await evaluate_subaccounts(
+        session, runtime, subaccounts, parameters, everyone=accounts is None
+    )
     return [
         MarginReportRow.model_validate(
             {
@@ -45,7 +46,7 @@ async def _live_rows(
                 ),
             }
         )
-        for i, book in enumerate(books)
+        for i, book in enumerate(subaccounts)
     ]
 
 

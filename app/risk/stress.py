@@ -14,7 +14,7 @@ from app.core.types import utcnow
 from app.engine import RiskArrays, batch_stress, default_scenarios, stress
 from app.engine.rounding import equity_to_decimal, requirement_to_decimal
 from app.risk import service
-from app.risk.batch import batch_inputs, load_books
+from app.risk.batch import load_batch
 from app.risk.book import engine_inputs, load_book
 from app.risk.schemas import (
     BookStressOut,
@@ -91,14 +91,16 @@ async def book_stress(
     liquidated and the total shortfall and deficit."""
     subaccounts = await accounts_repository.list_subaccounts(session, None, accounts)
     parameters = await service.parameters(session)
-    books = await load_books(session, runtime, subaccounts, everyone=accounts is None)
+
     decimals = parameters.settlement_decimals
     liquidated, total_shortfall, total_deficit = [], equity_to_decimal(0.0), equity_to_decimal(0.0)
-    if books:
-        batch, risk = batch_inputs(books, parameters)
+    if subaccounts:
+        batch, risk = await load_batch(
+            session, runtime, subaccounts, parameters, everyone=accounts is None
+        )
         result = batch_stress(batch, risk, _shocks([scenario], risk)[0])
         for i in np.flatnonzero(result.liquidatable | (result.deficit > 0)):
-            book = books[int(i)]
+            book = subaccounts[int(i)]
             shortfall = requirement_to_decimal(float(result.shortfall[i]), decimals)
             deficit = requirement_to_decimal(float(result.deficit[i]), decimals)
             total_shortfall += shortfall
@@ -121,7 +123,7 @@ async def book_stress(
         name=scenario.name,
         shocks=scenario.shocks,
         as_of=utcnow(),
-        subaccounts=len(books),
+        subaccounts=len(subaccounts),
         liquidated=liquidated,
         total_shortfall=total_shortfall,
         total_deficit=total_deficit,
