@@ -20,6 +20,20 @@ from app.core.errors import InvalidInput
 from app.core.types import utcnow
 
 
+def hash_of(entry: AuditEntry) -> str:
+    """The entry's link in the chain, from its stored fields."""
+    return entry_hash(
+        prev_hash=entry.prev_hash,
+        seq=entry.seq,
+        kind=entry.kind,
+        actor_key_id=entry.actor_key_id,
+        account_id=entry.account_id,
+        subaccount_id=entry.subaccount_id,
+        payload=entry.payload,
+        created_at=entry.created_at,
+    )
+
+
 @dataclass(frozen=True)
 class Actor:
     key_id: str | None
@@ -48,17 +62,8 @@ async def record(
         payload=body,
         created_at=created_at,
         prev_hash=prev_hash,
-        hash=entry_hash(
-            prev_hash=prev_hash,
-            seq=seq,
-            kind=kind,
-            actor_key_id=actor.key_id,
-            account_id=account_id,
-            subaccount_id=subaccount_id,
-            payload=body,
-            created_at=created_at,
-        ),
     )
+    entry.hash = hash_of(entry)
     repository.add(session, entry)
     await session.flush()
     return entry
@@ -91,16 +96,7 @@ async def verify_chain(session: AsyncSession) -> ChainReport:
     last_good: tuple[int, str] | None = None
     async for entry in repository.walk(session):
         try:
-            recomputed = entry_hash(
-                prev_hash=entry.prev_hash,
-                seq=entry.seq,
-                kind=entry.kind,
-                actor_key_id=entry.actor_key_id,
-                account_id=entry.account_id,
-                subaccount_id=entry.subaccount_id,
-                payload=entry.payload,
-                created_at=entry.created_at,
-            )
+            recomputed = hash_of(entry)
         except ValueError:  # a payload edited into something that is not JSON
             recomputed = None
         if (

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal, Self
 
 from pydantic import BaseModel, Field, model_validator
@@ -30,6 +31,14 @@ ReasonCode = Literal[
 ]
 
 
+def check_limit_price(order_type: str, limit_price: Decimal | None) -> None:
+    """A limit order names its price; a market order has none."""
+    if order_type == "limit" and limit_price is None:
+        raise ValueError("limit_price: required for a limit order")
+    if order_type == "market" and limit_price is not None:
+        raise ValueError("limit_price: a market order has no limit price")
+
+
 class OrderIn(StrictIn):
     client_order_id: Identifier | None = Field(
         None, description="Idempotency id: a replay answers the first check"
@@ -44,10 +53,7 @@ class OrderIn(StrictIn):
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> Self:
-        if self.type == "limit" and self.limit_price is None:
-            raise ValueError("limit_price: required for a limit order")
-        if self.type == "market" and self.limit_price is not None:
-            raise ValueError("limit_price: a market order has no limit price")
+        check_limit_price(self.type, self.limit_price)
         return self
 
 
@@ -109,10 +115,7 @@ class MaxSizeIn(StrictIn):
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> Self:
-        if self.type == "limit" and self.limit_price is None:
-            raise ValueError("limit_price: required for a limit order")
-        if self.type == "market" and self.limit_price is not None:
-            raise ValueError("limit_price: a market order has no limit price")
+        check_limit_price(self.type, self.limit_price)
         return self
 
 

@@ -15,7 +15,13 @@ from app.audit import service as audit
 from app.core.errors import Conflict, InsufficientMargin, InvalidInput, NotFound
 from app.core.runtime import Runtime
 from app.core.types import utcnow
-from app.engine import MarginSummary, RiskParameters, margin_summary
+from app.engine import (
+    RATIO_FIELDS,
+    SUMMARY_FIELDS,
+    MarginSummary,
+    RiskParameters,
+    margin_summary,
+)
 from app.engine.rounding import (
     equity_to_decimal,
     liquidation_prices_to_decimals,
@@ -195,20 +201,8 @@ async def subaccount_margin(
     )
 
 
-_SUMMED = (
-    "equity",
-    "collateral_value",
-    "unrealized_pnl",
-    "initial_margin",
-    "maintenance_margin",
-    "reserved_initial_margin",
-    "free_collateral",
-    "withdrawable",
-    "gross_notional",
-    "next_funding",
-    "standard_initial_margin",
-    "portfolio_initial_margin",
-)
+_SUMMED = [name for name in SUMMARY_FIELDS if name not in RATIO_FIELDS]
+"""Money fields, which add up across subaccounts (ratios are recomputed from the sums)."""
 
 
 def _total(summaries: list[MarginSummaryOut]) -> MarginSummaryOut:
