@@ -204,8 +204,9 @@ async def publish(session: AsyncSession, runtime: Runtime, prices: dict[str, Dec
                     funding_rate=FUNDING.get(symbol),
                 )
             )
-    await marketdata.post_marks(session, runtime, FEEDER, marks)
+    await marketdata.post_marks(session, runtime, marks)
     await margin_calls.after_marks(session, runtime, list(prices))
+    await marketdata.audit_marks(session, FEEDER, marks)
     for symbol, instrument in _instruments().items():
         mark = prices[symbol].quantize(instrument.tick_size)
         await marketdata.put_book(

@@ -2,10 +2,11 @@
 
 - A source is *fresh* when its age ``now − ts ≤ stale_after``.
 - The mark is the **median of the fresh sources** (the mean of the middle two when even).
-- The **TWAP** is the time-weighted average of the mark over the last 5 minutes. The mark's
-  history is replayed from every source's ticks in timestamp order: after each tick the mark is
-  the median of the sources fresh at that moment; each value holds until the next tick (the last
-  until now), and the last value before the window counts from the window's start.
+- The **TWAP** is the time-weighted average of the mark over the last 5 minutes. Each post of
+  marks records one point per symbol: at the newest incoming timestamp, the median of the
+  sources fresh at that moment. Each point holds until the next (the last until now), and the
+  last point before the window counts from the window's start. It is computed in float64: it
+  only decides ``deviating``, and the read path must not grow with the history.
 - Status: ``stale`` when no source is fresh (the price shown is then the median of every
   source's last value); else ``deviating`` when ``|mark − twap| / twap > max_twap_deviation``;
   else ``fresh``.
@@ -65,48 +66,37 @@ def age_ms(now: datetime, ts: datetime) -> int:
     return max(0, int((now - ts).total_seconds() * 1000))
 
 
-Tick = tuple[float, str, Decimal]
-"""``(time_ms, source, price)`` as each source sent it."""
+def point_at(sources: Sequence[SourceMark], at: datetime, stale_after_s: Decimal) -> Decimal | None:
+    """The mark at ``at``: the median of the sources whose last value was then at most
+    ``stale_after`` old (sources newer than ``at`` did not exist yet)."""
+    limit = float(stale_after_s)
+    fresh = [s.price for s in sources if 0 <= (at - s.ts).total_seconds() <= limit]
+    return median(fresh) if fresh else None
 
 
-def mark_history(ticks: Sequence[Tick], stale_after_ms: float) -> list[tuple[float, Decimal]]:
-    """The mark after each tick: the median of the sources fresh at that tick's time."""
-    latest: dict[str, tuple[float, Decimal]] = {}
-    history = []
-    for time_ms, source, price in sorted(ticks):
-        latest[source] = (time_ms, price)
-        fresh = [p for t, p in latest.values() if time_ms - t <= stale_after_ms]
-        history.append((time_ms, median(fresh)))
-    return history
-
-
-def twap(
-    history: Sequence[tuple[float, Decimal]], now_ms: float, window_ms: float
-) -> Decimal | None:
-    """Time-weighted average of a ``(time_ms, mark)`` history over ``[now − window, now]``."""
+def twap(points: Sequence[tuple[float, float]], now_ms: float, window_ms: float) -> float | None:
+    """Time-weighted average of ``(time_ms, mark)`` points over ``[now − window, now]``."""
     start = now_ms - window_ms
-    # The last value before the window still holds at its start.
-    before = [point for point in history if point[0] < start]
-    inside = [point for point in history if start <= point[0] <= now_ms]
-    series = ([(start, before[-1][1])] if before else []) + inside
+    ordered = sorted(points)
+    before = [p for p in ordered if p[0] < start]
+    series = ([(start, before[-1][1])] if before else []) + [
+        p for p in ordered if start <= p[0] <= now_ms
+    ]
     if not series:
         return None
-    total = Decimal(0)
-    span = Decimal(0)
-    with localcontext(prec=80):
-        ends = [*(t for t, _ in series[1:]), now_ms]
-        for (t0, price), t1 in zip(series, ends, strict=True):
-            weight = Decimal(repr(max(0.0, t1 - t0)))
-            total += price * weight
-            span += weight
-        average = series[-1][1] if span == 0 else total / span
-        return average.quantize(TWAP_QUANTUM)
+    total = span = 0.0
+    ends = [*(t for t, _ in series[1:]), now_ms]
+    for (t0, value), t1 in zip(series, ends, strict=True):
+        weight = max(0.0, t1 - t0)
+        total += value * weight
+        span += weight
+    return series[-1][1] if span == 0 else total / span
 
 
 def judge(
     symbol: str,
     sources: Sequence[SourceMark],
-    ticks: Sequence[Tick],
+    points: Sequence[tuple[float, float]],
     now: datetime,
     stale_after_s: Decimal,
     max_twap_deviation: Decimal,
@@ -121,10 +111,9 @@ def judge(
     )
     fresh_prices = [v.price for v in views if v.fresh]
     price = median(fresh_prices) if fresh_prices else median([v.price for v in views])
-    history = mark_history(ticks, float(limit_ms))
-    average = twap(history, now.timestamp() * 1000, window_ms)
-    if average is None:
-        average = price  # no history (e.g. the cache was emptied): nothing to deviate from
+    recorded = twap(points, now.timestamp() * 1000, window_ms)
+    # No history (e.g. the cache was emptied): nothing to deviate from.
+    average = price if recorded is None else Decimal(repr(recorded)).quantize(TWAP_QUANTUM)
     status: MarkStatus
     if not fresh_prices:
         status = "stale"

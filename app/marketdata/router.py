@@ -19,8 +19,9 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 async def post_marks(
     body: MarksIn, principal: MarketWriter, session: SessionDep, runtime: RuntimeDep
 ) -> MarksAccepted:
-    accepted = await service.post_marks(session, runtime, principal.actor, body.marks)
+    accepted = await service.post_marks(session, runtime, body.marks)
     await margin_calls.after_marks(session, runtime, sorted({m.symbol for m in body.marks}))
+    await service.audit_marks(session, principal.actor, body.marks)
     return accepted
 
 

@@ -22,7 +22,7 @@ from app.instruments import repository as instruments_repository
 from app.instruments import service as instruments_service
 from app.instruments.models import Instrument
 from app.marketdata import repository
-from app.marketdata.marks import Mark, SourceMark, Tick, age_ms, judge
+from app.marketdata.marks import Mark, SourceMark, age_ms, judge, point_at
 from app.marketdata.schemas import BookIn, BookOut, MarkIn, MarkOut, MarksAccepted, SourceOut
 
 log = logging.getLogger("preflight.marketdata")
@@ -32,8 +32,8 @@ def _marks_key(symbol: str) -> str:
     return f"pf:mark:{symbol}"
 
 
-def _ticks_key(symbol: str) -> str:
-    return f"pf:ticks:{symbol}"
+def _history_key(symbol: str) -> str:
+    return f"pf:history:{symbol}"
 
 
 def _book_key(symbol: str) -> str:
@@ -85,20 +85,20 @@ async def _load_sources(
     return found
 
 
-async def _load_ticks(
+async def _load_history(
     runtime: Runtime, symbols: Sequence[str], now: datetime
-) -> dict[str, list[Tick]]:
+) -> dict[str, list[tuple[float, float]]]:
     since = now.timestamp() * 1000 - 2 * runtime.settings.twap_window_s * 1000
     try:
-        members = await runtime.cache.zrange_many([_ticks_key(s) for s in symbols], since)
+        members = await runtime.cache.zrange_many([_history_key(s) for s in symbols], since)
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
         return {}
-    ticks: dict[str, list[Tick]] = {}
+    history: dict[str, list[tuple[float, float]]] = {}
     for symbol, items in zip(symbols, members, strict=True):
         parts = (member.split("|") for member in items)
-        ticks[symbol] = [(float(ms), source, Decimal(price)) for ms, source, price in parts]
-    return ticks
+        history[symbol] = [(float(ms), float(value)) for ms, value in parts]
+    return history
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,16 @@ async def _thresholds(
     }
 
 
+async def audit_marks(session: AsyncSession, actor: Actor, marks: Sequence[MarkIn]) -> None:
+    """The audit entry of a mark post. Called last in the request: appending takes the chain's
+    lock until commit, and nothing else should run while it is held."""
+    await audit.record(
+        session, "marks", actor, {"marks": [m.model_dump(mode="json") for m in marks]}
+    )
+
+
 async def post_marks(
-    session: AsyncSession, runtime: Runtime, actor: Actor, marks: Sequence[MarkIn]
+    session: AsyncSession, runtime: Runtime, marks: Sequence[MarkIn]
 ) -> MarksAccepted:
     now = utcnow()
     symbols = sorted({m.symbol for m in marks})
@@ -168,15 +176,20 @@ async def post_marks(
             for (symbol, _), m in incoming.items()
         ],
     )
-    await audit.record(
-        session, "marks", actor, {"marks": [m.model_dump(mode="json") for m in marks]}
-    )
     merged = {**latest, **incoming}
     keep_after_ms = now.timestamp() * 1000 - 2 * runtime.settings.twap_window_s * 1000
-    ticks: dict[str, dict[str, float]] = {}
-    for (symbol, source), received in incoming.items():
-        ts_ms = received.ts.timestamp() * 1000
-        ticks.setdefault(_ticks_key(symbol), {})[f"{ts_ms:.0f}|{source}|{received.price}"] = ts_ms
+    thresholds = await _thresholds(session, runtime, symbols)
+    points: dict[str, dict[str, float]] = {}
+    for symbol in symbols:
+        arrived = [m.ts for (s, _), m in incoming.items() if s == symbol]
+        if not arrived:
+            continue
+        at = max(arrived)
+        sources = [m for (s, _), m in merged.items() if s == symbol]
+        value = point_at(sources, at, thresholds[symbol].stale_after_s)
+        if value is not None:
+            ms = at.timestamp() * 1000
+            points[_history_key(symbol)] = {f"{ms:.0f}|{value}": ms}
     try:
         # Every source of a touched symbol is written, so a cache that was emptied is refilled.
         await runtime.cache.hset_many(
@@ -188,7 +201,7 @@ async def post_marks(
                 for symbol in symbols
             ]
         )
-        await runtime.cache.zadd_many(list(ticks.items()), keep_after=keep_after_ms)
+        await runtime.cache.zadd_many(list(points.items()), keep_after=keep_after_ms)
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
     return MarksAccepted(accepted=len(marks) - superseded, superseded=superseded)
@@ -202,14 +215,14 @@ async def current_marks(
     symbols = sorted(set(symbols))
     sources = await _load_sources(session, runtime, symbols)
     present = [s for s in symbols if s in sources]
-    ticks = await _load_ticks(runtime, present, now)
+    history = await _load_history(runtime, present, now)
     thresholds = await _thresholds(session, runtime, present)
     result = {}
     for symbol in present:
         mark = judge(
             symbol,
             sources[symbol],
-            ticks.get(symbol, []),
+            history.get(symbol, []),
             now,
             thresholds[symbol].stale_after_s,
             thresholds[symbol].max_twap_deviation,

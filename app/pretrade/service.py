@@ -542,6 +542,9 @@ async def _persist(
     codes: list[str] = [reason.code for reason in response.reasons]
     for code in codes or ["none"]:
         runtime.metrics.check_decisions.labels(response.decision, code).inc()
+    if response.decision == "accept":
+        await _count_orders(runtime, ctx, response.check_id, len(body.orders), now)
+    # Last: the audit append holds the chain's lock until commit.
     await audit.record(
         session,
         "check",
@@ -559,8 +562,6 @@ async def _persist(
         account_id=ctx.account.account_id,
         subaccount_id=body.subaccount_id,
     )
-    if response.decision == "accept":
-        await _count_orders(runtime, ctx, response.check_id, len(body.orders), now)
 
 
 async def _count_orders(
