@@ -1146,7 +1146,7 @@ def redis_ticks(redis_url: str) -> int:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        return int(client.zcard(f"pf:ticks:{symbol(0)}"))
+        return int(client.zcard(f"pf:history:{symbol(0)}"))
     finally:
         client.close()
 
@@ -1293,7 +1293,7 @@ def main() -> None:
                         f"  {label} @ {conns}: {result.rps:.0f} req/s, p50 {result.p50_ms:.2f} ms, "
                         f"p99 {result.p99_ms:.2f} ms, {result.accepted} accepted, {result.rejected} "
                         f"rejected, {result.non200} non-200, {result.socket_errors} socket errors; "
-                        f"{ticks} mark ticks per instrument in Redis"
+                        f"{ticks} mark history points per instrument in Redis"
                     )
 
             anatomy_out = None
@@ -1328,7 +1328,7 @@ def main() -> None:
             log(
                 f"load: {'wrk -t1' if use_wrk else 'httpx driver'}, {args.duration:g} s per row after "
                 f"{args.warmup:g} s warm-up; {feed} ({feeder.posts} feeder requests, "
-                f"{len(feeder.errors)} failed); mark ticks per instrument: "
+                f"{len(feeder.errors)} failed); mark history points per instrument: "
                 f"{results[0].extra['ticks']}–{max(r.extra['ticks'] for r in results)} "
                 f"(history backfilled: {args.history_s} s)"
             )
