@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -231,7 +231,3 @@ async def feed_forever(runtime: Runtime, interval_s: float = 1.0) -> None:
         await asyncio.sleep(interval_s)
         for symbol in prices:
             prices[symbol] *= Decimal(str(1 + rng.gauss(0, 0.0002)))
-
-
-def expiry_in(days: int) -> datetime:
-    return datetime.now(UTC) + timedelta(days=days)

@@ -389,11 +389,6 @@ def evaluate_basket(
     )
 
 
-def _decimal(value: Decimal | float | None) -> Decimal:
-    assert isinstance(value, Decimal)
-    return value
-
-
 def _reserved_size_and_price(execution: Execution) -> dict[str, str | None]:
     parts = execution.counted()
     size = sum((s for s, _ in parts), ZERO)
