@@ -89,9 +89,8 @@ async def raw_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
-async def clean(settings: Settings, raw_client: httpx.AsyncClient) -> AsyncIterator[None]:
-    """Empty every table and the test Redis database before the test."""
+async def empty_everything(settings: Settings) -> None:
+    """Empty every table and the test Redis database."""
     load_all_models()
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     engine = create_async_engine(settings.database_url)
@@ -106,6 +105,12 @@ async def clean(settings: Settings, raw_client: httpx.AsyncClient) -> AsyncItera
         await client.flushdb()
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def clean(settings: Settings, raw_client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """Every test starts from empty tables and an empty cache."""
+    await empty_everything(settings)
     yield
 
 

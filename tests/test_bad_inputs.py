@@ -17,15 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as redis_asyncio
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.config import Settings
-from app.core.db import Base
-from app.models import load_all_models
-from tests.conftest import ADMIN_KEY, Api
+from tests.conftest import ADMIN_KEY, Api, empty_everything
 from tests.factories import BTC_PERP, deposit, desk, fill
 
 NOW = "<now>"
@@ -744,24 +741,6 @@ class SharedDesk:
     state: dict[str, Any] | None = None
 
 
-async def _empty_tables(settings: Settings) -> None:
-    """What conftest's ``clean`` fixture does, for a desk that outlives one test."""
-    load_all_models()
-    tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
-    engine = create_async_engine(settings.database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text(f"TRUNCATE {tables}"))
-    finally:
-        await engine.dispose()
-    assert settings.redis_url is not None
-    client = redis_asyncio.Redis.from_url(settings.redis_url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture(scope="module")
 def shared_desk() -> SharedDesk:
     return SharedDesk()
@@ -776,7 +755,7 @@ async def desk_admin(
 ) -> Api:
     admin = Api(raw_client, ADMIN_KEY)
     if shared_desk.head is None or await audit_head() != shared_desk.head:
-        await _empty_tables(settings)
+        await empty_everything(settings)
         await build(admin)
         shared_desk.state = await observable_state(admin)
         shared_desk.head = await audit_head()
