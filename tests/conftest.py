@@ -24,8 +24,7 @@ from app.core.migrations import upgrade
 from app.main import create_app
 from app.models import load_all_models
 from tests import services
-
-ADMIN_KEY = "pf_test_admin_key_0123456789abcdef"
+from tests.servers import ADMIN_KEY
 
 
 def _claim_redis_database() -> int:

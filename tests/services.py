@@ -215,41 +215,64 @@ def _find_pg_bin() -> tuple[str, str] | None:
     return None
 
 
-def _start_throwaway_postgres() -> str:
-    found = _find_pg_bin()
-    if found is None:
-        raise RuntimeError(
-            "no PostgreSQL: set PREFLIGHT_TEST_DATABASE_URL, or start one on 127.0.0.1:5432, "
-            "or install initdb/pg_ctl (not on PATH nor under /usr/lib/postgresql/*/bin)"
-        )
-    initdb, pg_ctl = found
+class PostgresCluster:
+    """A PostgreSQL cluster of our own: ``initdb`` in a temporary directory, served on a free
+    port with trust auth. ``stop()`` and ``start()`` take it down and bring it back on the same
+    port (the fault tests need exactly that); ``destroy()`` stops it and removes the directory
+    (also registered at exit). As root, initdb and postgres run as the ``postgres`` system user,
+    since both refuse root."""
 
-    # initdb and postgres refuse to run as root: then run them as the `postgres` system user.
-    run_as: pwd.struct_passwd | None = None
-    if os.geteuid() == 0:
-        try:
-            run_as = pwd.getpwnam("postgres")
-        except KeyError:
+    def __init__(self) -> None:
+        found = _find_pg_bin()
+        if found is None:
             raise RuntimeError(
-                "no PostgreSQL: running as root, and initdb refuses root, but there is no "
-                "`postgres` system user to run it as; set PREFLIGHT_TEST_DATABASE_URL or start "
-                "one on 127.0.0.1:5432"
-            ) from None
+                "no PostgreSQL: set PREFLIGHT_TEST_DATABASE_URL, or start one on 127.0.0.1:5432, "
+                "or install initdb/pg_ctl (not on PATH nor under /usr/lib/postgresql/*/bin)"
+            )
+        self._initdb, self._pg_ctl = found
+        self._run_as: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            try:
+                self._run_as = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError(
+                    "no PostgreSQL: running as root, and initdb refuses root, but there is no "
+                    "`postgres` system user to run it as; set PREFLIGHT_TEST_DATABASE_URL or "
+                    "start one on 127.0.0.1:5432"
+                ) from None
+        # As root, use /tmp: $TMPDIR may be somewhere the postgres user cannot reach.
+        self.dir = Path(
+            tempfile.mkdtemp(prefix="preflight-pg-", dir="/tmp" if self._run_as else None)
+        )
+        if self._run_as is not None:
+            os.chown(self.dir, self._run_as.pw_uid, self._run_as.pw_gid)
+        self._data, self._log = self.dir / "data", self.dir / "postgres.log"
+        self._env = {**os.environ, "HOME": str(self.dir), "LC_ALL": "C", "LANG": "C"}
+        for var in ("PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD"):
+            self._env.pop(var, None)
+        self.port = 0
+        atexit.register(self.destroy)
+        try:
+            self._init()
+            for attempt in range(1, 4):  # a fresh port each time: another process may take one
+                self.port = _free_port()
+                if self.start(raise_on_failure=attempt == 3):
+                    break
+        except BaseException:
+            self.destroy()
+            raise
 
-    # As root, use /tmp: $TMPDIR may be somewhere the postgres user cannot reach.
-    tmp = Path(tempfile.mkdtemp(prefix="preflight-pg-", dir="/tmp" if run_as else None))
-    if run_as is not None:
-        os.chown(tmp, run_as.pw_uid, run_as.pw_gid)
-    data, log = tmp / "data", tmp / "postgres.log"
-    env = {**os.environ, "HOME": str(tmp), "LC_ALL": "C", "LANG": "C"}
-    for var in ("PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD"):
-        env.pop(var, None)
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of the cluster's ``postgres`` database."""
+        return f"postgresql+asyncpg://postgres@{LOCAL_HOST}:{self.port}/postgres"
 
-    def pg(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    def _pg(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        run_as = self._run_as
         return subprocess.run(
             args,
-            cwd=tmp,
-            env=env,
+            cwd=self.dir,
+            env=self._env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -260,48 +283,56 @@ def _start_throwaway_postgres() -> str:
             extra_groups=[] if run_as else None,
         )
 
-    def stop() -> None:
-        with contextlib.suppress(Exception):
-            if (data / "postmaster.pid").exists():
-                pg(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "-t", "20", "stop", timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
+    def _who(self) -> str:
+        return f" as user {self._run_as.pw_name}" if self._run_as else ""
 
-    atexit.register(stop)
-    who = f" as user {run_as.pw_name}" if run_as else ""
-    try:
-        res = pg(
-            initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+    def _init(self) -> None:
+        res = self._pg(
+            self._initdb, "-D", str(self._data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
             "--locale=C", "--no-sync", timeout=START_DEADLINE,
         )  # fmt: skip
         if res.returncode != 0:
-            raise RuntimeError(f"initdb{who} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
-        for attempt in range(1, 4):  # a fresh port each time: another process may take one
-            port = _free_port()
-            opts = (
-                f"-p {port} -c listen_addresses={LOCAL_HOST} -k {shlex.quote(str(tmp))} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=200"
+            raise RuntimeError(
+                f"initdb{self._who()} failed ({res.returncode}):\n{res.stdout}{res.stderr}"
             )
-            res = pg(
-                pg_ctl, "-D", str(data), "-l", str(log), "-o", opts,
-                "-w", "-t", str(int(START_DEADLINE)), "start", timeout=START_DEADLINE + 10,
-            )  # fmt: skip
-            url = f"postgresql+asyncpg://postgres@{LOCAL_HOST}:{port}/postgres"
-            # pg_ctl -w returns once the server is ready; make sure *ours* answers on that port.
-            if res.returncode == 0 and _pg_fetch(url, "SHOW data_directory", 5) == str(data):
-                break
-            error = (
-                f"throwaway PostgreSQL ({pg_ctl}{who}, port {port}) did not start "
+
+    def start(self, *, raise_on_failure: bool = True) -> bool:
+        """Start the server on ``self.port``; True once *ours* answers there."""
+        opts = (
+            f"-p {self.port} -c listen_addresses={LOCAL_HOST} -k {shlex.quote(str(self.dir))} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        res = self._pg(
+            self._pg_ctl, "-D", str(self._data), "-l", str(self._log), "-o", opts,
+            "-w", "-t", str(int(START_DEADLINE)), "start", timeout=START_DEADLINE + 10,
+        )  # fmt: skip
+        # pg_ctl -w returns once the server is ready; make sure *ours* answers on that port.
+        if res.returncode == 0 and _pg_fetch(self.url, "SHOW data_directory", 5) == str(self._data):
+            return True
+        if raise_on_failure or res.returncode == 0:
+            raise RuntimeError(
+                f"PostgreSQL ({self._pg_ctl}{self._who()}, port {self.port}) did not start "
                 f"(pg_ctl exit {res.returncode}): {res.stdout}{res.stderr}\n"
-                f"--- {log} (tail) ---\n{_tail(log)}"
+                f"--- {self._log} (tail) ---\n{_tail(self._log)}"
             )
-            if res.returncode == 0 or attempt == 3:
-                raise RuntimeError(error)
-    except BaseException:
-        stop()
-        atexit.unregister(stop)
-        raise
-    return url
+        return False
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m mode``): fast disconnects every session."""
+        if (self._data / "postmaster.pid").exists():
+            self._pg(self._pg_ctl, "-D", str(self._data), "-m", mode, "-w", "-t", "30", "stop",
+                     timeout=40)  # fmt: skip
+
+    def destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        atexit.unregister(self.destroy)
+
+
+def _start_throwaway_postgres() -> str:
+    return PostgresCluster().url
 
 
 # --------------------------------------------------------------------------- Redis
@@ -335,48 +366,80 @@ def redis_server_url(*, force_throwaway: bool | None = None, local_port: int = 6
         return url
 
 
-def _start_throwaway_redis() -> str:
-    exe = shutil.which("redis-server") or next(
-        (p for p in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.access(p, os.X_OK)),
-        None,
-    )
-    if exe is None:
-        raise RuntimeError(
-            "no Redis: set PREFLIGHT_TEST_REDIS_URL, or start one on 127.0.0.1:6379, "
-            "or install redis-server"
-        )
-    tmp = Path(tempfile.mkdtemp(prefix="preflight-redis-"))
-    log = tmp / "redis.log"
-    for attempt in range(1, 4):  # a fresh port each time: another process may take one
-        port = _free_port()
+class RedisServer:
+    """A ``redis-server`` of our own on a free port, no persistence. ``stop()`` and
+    ``start()`` take it down and bring it back on the same port; ``destroy()`` (also at exit)
+    stops it and removes its directory."""
+
+    def __init__(self) -> None:
+        exe = shutil.which("redis-server") or next(
+            (p for p in ("/usr/bin/redis-server", "/usr/sbin/redis-server")
+             if os.access(p, os.X_OK)),
+            None,
+        )  # fmt: skip
+        if exe is None:
+            raise RuntimeError(
+                "no Redis: set PREFLIGHT_TEST_REDIS_URL, or start one on 127.0.0.1:6379, "
+                "or install redis-server"
+            )
+        self._exe = exe
+        self.dir = Path(tempfile.mkdtemp(prefix="preflight-redis-"))
+        self._log = self.dir / "redis.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        atexit.register(self.destroy)
+        for attempt in range(1, 4):  # a fresh port each time: another process may take one
+            self.port = _free_port()
+            if self.start(raise_on_failure=attempt == 3):
+                return
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOCAL_HOST}:{self.port}/0"
+
+    def start(self, *, raise_on_failure: bool = True) -> bool:
+        """Start the server on ``self.port``; True once it answers PING there."""
         argv = [
-            exe, "--port", str(port), "--bind", LOCAL_HOST, "--save", "", "--appendonly", "no",
-            "--dir", str(tmp), "--logfile", str(log), "--daemonize", "no",
+            self._exe, "--port", str(self.port), "--bind", LOCAL_HOST, "--save", "",
+            "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self._log),
+            "--daemonize", "no",
         ]  # fmt: skip
-        proc = subprocess.Popen(
+        self._proc = proc = subprocess.Popen(
             argv,
-            cwd=tmp,
+            cwd=self.dir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal goes to pytest, not to redis
         )
-        url = f"redis://{LOCAL_HOST}:{port}/0"
         deadline = time.monotonic() + START_DEADLINE
         while proc.poll() is None and time.monotonic() < deadline:
-            if _redis_ping(url, 0.5, pid=proc.pid):
-                atexit.register(_stop_process, proc, tmp)
-                return url
-            time.sleep(0.1)
+            if _redis_ping(self.url, 0.5, pid=proc.pid):
+                return True
+            time.sleep(0.05)
         state = "timed out" if proc.poll() is None else f"exited with {proc.returncode}"
-        tail = _tail(log)
-        _stop_process(proc, None)
-        if state == "timed out" or attempt == 3:
-            shutil.rmtree(tmp, ignore_errors=True)
+        tail = _tail(self._log)
+        self.stop()
+        if raise_on_failure or state == "timed out":
+            self.destroy()
             raise RuntimeError(
-                f"throwaway Redis ({exe}, port {port}) {state}\n--- {log} (tail) ---\n{tail}"
+                f"Redis ({self._exe}, port {self.port}) {state}\n--- {self._log} (tail) ---\n{tail}"
             )
-    raise AssertionError("unreachable")
+        return False
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _stop_process(self._proc, None)
+            self._proc = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        atexit.unregister(self.destroy)
+
+
+def _start_throwaway_redis() -> str:
+    return RedisServer().url
 
 
 def _stop_process(proc: subprocess.Popen[bytes], tmp: Path | None) -> None:

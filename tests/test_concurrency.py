@@ -22,27 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, Api
 from tests.factories import BTC_PERP, deposit, desk, marks
+from tests.servers import server_env, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
-READY_DEADLINE_S = 90.0  # a slow machine: wait longer for readiness, never weaken an assert
 REQUEST_TIMEOUT_S = 60.0
 
 PRICE = Decimal("60000")
@@ -53,109 +44,16 @@ K = 10
 assert K * PER_ORDER <= DEPOSIT < (K + 1) * PER_ORDER  # exactly K fit
 BURST = 64
 
-# Runs the server with PR_SET_PDEATHSIG = SIGTERM (kept across execv): if the test process
-# dies without running its cleanup (SIGKILL, a crashed interpreter), the server dies with it.
-_LAUNCHER = """
-import ctypes, os, signal, sys
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-except Exception:
-    pass
-if os.getppid() != int(sys.argv[1]):
-    sys.exit("parent already gone")
-os.execv(sys.executable, [sys.executable, "-m", "uvicorn", *sys.argv[2:]])
-"""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-class _Server:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = _free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _LAUNCHER,
-                str(os.getpid()),
-                "app.main:create_app",
-                "--factory",
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def wait_ready(self, deadline: float) -> bool:
-        """True once /healthz answers 200; False if the process exited first (e.g. its port
-        was taken between choosing it and binding it)."""
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    return False
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get(f"{self.url}/healthz").status_code == 200:
-                        return True
-                time.sleep(0.05)
-        raise AssertionError(f"server on {self.url} not ready in time:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
 
 @pytest.fixture(scope="module")
 def servers(postgres_url: str, redis_url: str) -> Iterator[tuple[str, str]]:
     """Two server processes on the test run's PostgreSQL database and Redis: (url_a, url_b)."""
-    env = {
-        **os.environ,
-        "PREFLIGHT_DATABASE_URL": postgres_url,
-        "PREFLIGHT_REDIS_URL": redis_url,
-        "PREFLIGHT_ADMIN_KEY": ADMIN_KEY,
-        "PREFLIGHT_LOG_LEVEL": "WARNING",
-    }
-    started: list[_Server] = []
+    running = [start_server(server_env(postgres_url, redis_url)) for _ in range(2)]
     try:
-        running: list[_Server] = []
-        deadline = time.monotonic() + READY_DEADLINE_S
-        for _ in range(2):
-            for attempt in range(1, 4):  # a fresh port each time: another process may take one
-                server = _Server(env)
-                started.append(server)
-                if server.wait_ready(deadline):
-                    running.append(server)
-                    break
-                if attempt == 3:
-                    raise AssertionError(f"server exited:\n{server.output()}")
         yield running[0].url, running[1].url
     finally:
-        for server in started:
-            server.stop()
+        for server in running:
+            server.close()
 
 
 # --- helpers -------------------------------------------------------------------------------
