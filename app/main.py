@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app.accounts.router import router as accounts_router
 from app.audit.router import router as audit_router
 from app.auth.router import router as auth_router
+from app.core.admission import AdmissionMiddleware
 from app.core.cache import create_cache
 from app.core.config import Settings
 from app.core.db import create_engine, create_session_factory
@@ -76,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Inside the request-context middleware (added after it, so outer): a refused request
+    # still gets its id, its log line and its latency metric.
+    app.add_middleware(AdmissionMiddleware, max_in_flight=settings.max_in_flight, metrics=metrics)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for router in (
         ops_router,

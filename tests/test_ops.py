@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import httpx
 
-from tests.conftest import Api
+from app.core.config import Settings
+from app.main import create_app
+from tests.conftest import ADMIN_KEY, Api
 
 
 async def test_healthz_and_readyz_need_no_key(raw_client: httpx.AsyncClient) -> None:
@@ -44,3 +49,48 @@ async def test_missing_key_is_401_problem(raw_client: httpx.AsyncClient) -> None
     response = await raw_client.get("/v1/assets")
     assert response.status_code == 401
     assert response.json()["code"] == "UNAUTHORIZED"
+
+
+async def test_requests_past_the_in_flight_limit_are_refused_at_once_and_write_nothing(
+    clean: None, settings: Settings
+) -> None:
+    """With ``max_in_flight = 1``: while one API request is in the process (its body still
+    arriving), a second is answered 503 OVERLOADED with Retry-After and creates nothing; the
+    probes still answer; once the first finishes, the same request succeeds."""
+    app = create_app(settings.model_copy(update={"max_in_flight": 1}))
+    admitted, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"account_id": "acct-slow", '
+        admitted.set()  # the app asked for more of the body: it is inside, in flight
+        await release.wait()
+        yield b'"name": "Slow"}'
+
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pf") as client,
+    ):
+        first = asyncio.create_task(
+            client.post("/v1/accounts", content=slow_body(), headers=headers)
+        )
+        await asyncio.wait_for(admitted.wait(), 10)
+        refused = await client.post(
+            "/v1/accounts", json={"account_id": "acct-other", "name": "Other"}, headers=headers
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["code"] == "OVERLOADED"
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        assert "preflight_requests_shed_total 1.0" in (await client.get("/metrics")).text
+
+        release.set()
+        assert (await first).status_code == 201
+        listed = await client.get("/v1/accounts", headers=headers)
+        assert [a["account_id"] for a in listed.json()["accounts"]] == ["acct-slow"]
+        again = await client.post(
+            "/v1/accounts", json={"account_id": "acct-other", "name": "Other"}, headers=headers
+        )
+        assert again.status_code == 201, again.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///" + str(Path(".preflight") / "preflight.db")
@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     """Bootstrap admin API key, accepted alongside keys created through the API."""
     db_pool_size: int = 20
     """Connections per process; size it to the concurrency (a small pool collapses under load)."""
+    max_in_flight: int = Field(default=64, ge=1)
+    """API requests one process works on at once; more are refused at once with 503
+    ``OVERLOADED`` and ``Retry-After`` (see app/core/admission.py)."""
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -27,6 +27,11 @@ class Metrics:
             ["symbol"],
             registry=self.registry,
         )
+        self.requests_shed = Counter(
+            "preflight_requests_shed_total",
+            "API requests refused with 503 OVERLOADED (too many in flight in one process)",
+            registry=self.registry,
+        )
         self.dependency_errors = Counter(
             "preflight_dependency_errors_total",
             "Errors talking to PostgreSQL or Redis",
