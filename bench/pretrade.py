@@ -199,7 +199,7 @@ os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 
 
 class Server:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="preflight-bench-server-", suffix=".log")  # noqa: SIM115
@@ -216,6 +216,8 @@ class Server:
                 HOST,
                 "--port",
                 str(self.port),
+                "--workers",
+                str(workers),
             ],
             cwd=ROOT,
             env=env,
@@ -240,9 +242,19 @@ class Server:
         raise RuntimeError(f"server not ready in {timeout} s:\n{self.output()}")
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the server process (its only process: one worker)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """utime + stime of the server process and its worker processes (when --workers > 1)."""
+        pids = [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

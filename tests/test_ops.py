@@ -51,46 +51,48 @@ async def test_missing_key_is_401_problem(raw_client: httpx.AsyncClient) -> None
     assert response.json()["code"] == "UNAUTHORIZED"
 
 
-async def test_requests_past_the_in_flight_limit_are_refused_at_once_and_write_nothing(
+async def test_checks_and_reads_past_the_in_flight_limit_are_refused_at_once(
     clean: None, settings: Settings
 ) -> None:
-    """With ``max_in_flight = 1``: while one API request is in the process (its body still
-    arriving), a second is answered 503 OVERLOADED with Retry-After and creates nothing; the
-    probes still answer; once the first finishes, the same request succeeds."""
+    """With ``max_in_flight = 1``: while one check is in the process (its body still arriving),
+    a read and another check are answered 503 OVERLOADED with Retry-After; a write of record
+    (here an account) is still admitted; the probes still answer; once the first finishes,
+    the read succeeds."""
     app = create_app(settings.model_copy(update={"max_in_flight": 1}))
     admitted, release = asyncio.Event(), asyncio.Event()
 
     async def slow_body() -> AsyncIterator[bytes]:
-        yield b'{"account_id": "acct-slow", '
+        yield b'{"subaccount_id": "sub-none", '
         admitted.set()  # the app asked for more of the body: it is inside, in flight
         await release.wait()
-        yield b'"name": "Slow"}'
+        yield b'"orders": [{"instrument": "BTC-PERP", "side": "buy", "size": "1", "type": "market"}]}'
 
     headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
+    account = {"account_id": "acct-1", "name": "One"}
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pf") as client,
     ):
         first = asyncio.create_task(
-            client.post("/v1/accounts", content=slow_body(), headers=headers)
+            client.post("/v1/pretrade/check", content=slow_body(), headers=headers)
         )
         await asyncio.wait_for(admitted.wait(), 10)
-        refused = await client.post(
-            "/v1/accounts", json={"account_id": "acct-other", "name": "Other"}, headers=headers
-        )
-        assert refused.status_code == 503, refused.text
-        assert refused.headers["content-type"] == "application/problem+json"
-        assert refused.headers["retry-after"] == "1"
-        assert refused.json()["code"] == "OVERLOADED"
+        for refused in (
+            await client.get("/v1/accounts", headers=headers),
+            await client.post("/v1/pretrade/check", headers=headers, json={}),
+        ):
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["code"] == "OVERLOADED"
+        created = await client.post("/v1/accounts", json=account, headers=headers)
+        assert created.status_code == 201, created.text
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/readyz")).status_code == 200
-        assert "preflight_requests_shed_total 1.0" in (await client.get("/metrics")).text
+        assert "preflight_requests_shed_total 2.0" in (await client.get("/metrics")).text
 
         release.set()
-        assert (await first).status_code == 201
+        assert (await first).status_code == 404  # no such subaccount: it was served
         listed = await client.get("/v1/accounts", headers=headers)
-        assert [a["account_id"] for a in listed.json()["accounts"]] == ["acct-slow"]
-        again = await client.post(
-            "/v1/accounts", json={"account_id": "acct-other", "name": "Other"}, headers=headers
-        )
-        assert again.status_code == 201, again.text
+        assert listed.status_code == 200, listed.text
+        assert [a["account_id"] for a in listed.json()["accounts"]] == ["acct-1"]
