@@ -4,6 +4,8 @@
     python3 dev.py demo [--port N ...]   run the demo server (extra args go to `preflight serve`)
     python3 dev.py test [pytest args]    run the test suite, exit with pytest's code
     python3 dev.py lint                  ruff check, ruff format --check, mypy app, lint-imports
+    python3 dev.py proof [--skip-load]   the proof suite at full size, then 500 checks/s for
+                                         60 s; prints the table of figures (tests/proof/)
 
 The virtualenv lives in .venv (created when missing). The project is installed editable,
 and the install is skipped while a stamp inside .venv matches pyproject.toml's hash.
@@ -105,7 +107,50 @@ def lint(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"demo": demo, "test": test, "lint": lint}
+def proof(args: list[str]) -> int:
+    """tests/proof at the sizes issue 6 names (PREFLIGHT_PROOF=full), then the fixed-rate load
+    benchmark; every figure they record is printed as one table at the end."""
+    if args not in ([], ["--skip-load"]):
+        sys.exit("dev.py: proof takes only --skip-load")
+    ensure_venv("dev")
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="preflight-proof-") as tmp:
+        results = Path(tmp) / "figures.jsonl"
+        env = {**os.environ, "PREFLIGHT_PROOF": "full", "PREFLIGHT_PROOF_RESULTS": str(results)}
+        say("$ pytest tests/proof (full size)")
+        tests_rc = subprocess.call(
+            [str(PYTHON), "-m", "pytest", "tests/proof", "-p", "no:cacheprovider"],
+            cwd=ROOT,
+            env=env,
+        )
+        load_rc = 0
+        if not args:
+            say("$ bench/load.py --rate 500 --duration 60")
+            load_rc = subprocess.call(
+                [str(PYTHON), "bench/load.py", "--rate", "500", "--duration", "60",
+                 "--results", str(results)],
+                cwd=ROOT,
+                env=env,
+            )  # fmt: skip
+        rows = (
+            [json.loads(line) for line in results.read_text().splitlines()]
+            if results.exists()
+            else []
+        )
+    header = {"proof": "proof", "figure": "figure", "value": "value", "target": "target"}
+    widths = {k: max(len(str(r[k])) for r in [header, *rows]) for k in header}
+    print()
+    for n, row in enumerate([header, *rows]):
+        print(" | ".join(str(row[k]).ljust(widths[k]) for k in header).rstrip())
+        if n == 0:
+            print("-+-".join("-" * widths[k] for k in header))
+    print(f"\ntests exit {tests_rc}, load benchmark exit {load_rc}")
+    return tests_rc or load_rc
+
+
+COMMANDS = {"demo": demo, "test": test, "lint": lint, "proof": proof}
 
 
 def main(argv: list[str]) -> int:
