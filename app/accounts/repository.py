@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -77,6 +78,56 @@ async def subaccount_ids_of(session: AsyncSession, account_id: str) -> list[str]
         .order_by(Subaccount.subaccount_id)
     )
     return list(rows)
+
+
+@dataclass(frozen=True)
+class SubaccountState:
+    """A subaccount's open positions ``(instrument, size, entry_price, isolated_margin)``,
+    balances and chosen leverage, as plain exact values."""
+
+    positions: list[tuple[str, Decimal, Decimal, Decimal]]
+    balances: dict[str, Decimal]
+    leverage: dict[str, Decimal]
+
+
+_STATE_SQL = """
+SELECT 'p', instrument, size, entry_price, isolated_margin
+  FROM positions WHERE subaccount_id = $1 AND size <> 0
+UNION ALL SELECT 'b', asset, amount, NULL, NULL FROM balances WHERE subaccount_id = $1
+UNION ALL SELECT 'l', instrument, leverage, NULL, NULL FROM leverage WHERE subaccount_id = $1
+ORDER BY 1, 2
+"""
+
+
+async def state_of(session: AsyncSession, subaccount_id: str) -> SubaccountState:
+    """Positions, balances and leverage in one round trip (every check reads them; on
+    PostgreSQL straight from asyncpg, without the ORM's per-row cost)."""
+    if dialect_name(session) != "postgresql":
+        positions = await positions_of(session, subaccount_id)
+        return SubaccountState(
+            positions=[
+                (p.instrument, p.size, p.entry_price, p.isolated_margin)
+                for p in positions.values()
+                if p.size != 0
+            ],
+            balances={a: b.amount for a, b in (await balances_of(session, subaccount_id)).items()},
+            leverage={
+                i: x.leverage for i, x in (await leverage_of(session, subaccount_id)).items()
+            },
+        )
+    if session.new or session.dirty or session.deleted:
+        await session.flush()  # the raw read must see this transaction's own changes
+    state = SubaccountState([], {}, {})
+    for kind, name, value, entry, allocated in await _driver_fetch(
+        session, _STATE_SQL, subaccount_id
+    ):
+        if kind == "p":
+            state.positions.append((name, value, entry, allocated))
+        elif kind == "b":
+            state.balances[name] = value
+        else:
+            state.leverage[name] = value
+    return state
 
 
 async def leverage_of(session: AsyncSession, subaccount_id: str) -> dict[str, Leverage]:

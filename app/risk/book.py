@@ -125,14 +125,9 @@ async def load_book(
 ) -> Book:
     """The subaccount's state and the marks it needs (and those of ``also_instruments``, the
     instruments of orders being checked)."""
-    positions = await accounts_repository.positions_of(session, subaccount.subaccount_id)
-    balances = await accounts_repository.balances_of(session, subaccount.subaccount_id)
-    leverage = await accounts_repository.leverage_of(session, subaccount.subaccount_id)
-    holdings = tuple(
-        Holding(p.instrument, p.size, p.entry_price, p.isolated_margin)
-        for p in positions.values()
-        if p.size != 0
-    )
+    state = await accounts_repository.state_of(session, subaccount.subaccount_id)
+    holdings = tuple(Holding(*position) for position in state.positions)
+    balances = state.balances
     instruments = await instruments_repository.get_instruments(
         session, [*(h.instrument for h in holdings), *also_instruments]
     )
@@ -163,10 +158,10 @@ async def load_book(
         margin_mode=subaccount.margin_mode,
         settlement=settlement,
         holdings=holdings,
-        balances={asset: row.amount for asset, row in balances.items()},
+        balances=balances,
         instruments=instruments,
         assets=assets,
-        leverage={symbol: row.leverage for symbol, row in leverage.items()},
+        leverage=state.leverage,
         marks=marks,
     )
 
