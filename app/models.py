@@ -7,6 +7,7 @@ def load_all_models() -> None:
     import app.accounts.models
     import app.audit.models
     import app.auth.models
+    import app.core.reference
     import app.instruments.models
     import app.marketdata.models
     import app.pretrade.models

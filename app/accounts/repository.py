@@ -19,7 +19,7 @@ from app.accounts.models import (
     TradingState,
     Transfer,
 )
-from app.core.db import dialect_name
+from app.core.db import dialect_name, driver_fetch
 
 
 async def get_account(session: AsyncSession, account_id: str) -> Account | None:
@@ -118,7 +118,7 @@ async def state_of(session: AsyncSession, subaccount_id: str) -> SubaccountState
     if session.new or session.dirty or session.deleted:
         await session.flush()  # the raw read must see this transaction's own changes
     state = SubaccountState([], {}, {})
-    for kind, name, value, entry, allocated in await _driver_fetch(
+    for kind, name, value, entry, allocated in await driver_fetch(
         session, _STATE_SQL, subaccount_id
     ):
         if kind == "p":
@@ -244,17 +244,6 @@ async def subaccounts_holding(session: AsyncSession, symbols: Sequence[str]) -> 
     return sorted(row[0] for row in rows)
 
 
-async def _driver_fetch(session: AsyncSession, sql: str, *args: Any) -> Sequence[Any]:
-    """Rows straight from asyncpg on the session's own connection (same transaction): the
-    whole-book views read 100,000s of rows, where SQLAlchemy's per-row processing dominates."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    rows: Sequence[Any] = await driver.fetch(sql, *args)
-    return rows
-
-
 async def position_float_rows(
     session: AsyncSession, subaccount_ids: Sequence[str] | None
 ) -> Sequence[Any]:
@@ -266,8 +255,8 @@ async def position_float_rows(
             " isolated_margin::float8 FROM positions WHERE size <> 0"
         )
         if subaccount_ids is None:
-            return await _driver_fetch(session, sql)
-        return await _driver_fetch(
+            return await driver_fetch(session, sql)
+        return await driver_fetch(
             session, sql + " AND subaccount_id = ANY($1)", list(subaccount_ids)
         )
     query = select(
@@ -289,8 +278,8 @@ async def balance_float_rows(
     if dialect_name(session) == "postgresql":
         sql = "SELECT subaccount_id, asset, amount::float8 FROM balances"
         if subaccount_ids is None:
-            return await _driver_fetch(session, sql)
-        return await _driver_fetch(
+            return await driver_fetch(session, sql)
+        return await driver_fetch(
             session, sql + " WHERE subaccount_id = ANY($1)", list(subaccount_ids)
         )
     query = select(Balance.subaccount_id, Balance.asset, cast(Balance.amount, Float))

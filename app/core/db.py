@@ -6,6 +6,7 @@ Money is ``NUMERIC`` on PostgreSQL and exact decimal text on SQLite (whose NUMER
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -83,6 +84,18 @@ JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
 def dialect_name(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
+
+
+async def driver_fetch(session: AsyncSession, sql: str, *args: Any) -> Sequence[Any]:
+    """Rows straight from asyncpg on the session's own connection (same transaction), for the
+    hot and bulk reads where SQLAlchemy's per-statement and per-row processing dominates.
+    PostgreSQL only: callers keep an ORM path for SQLite."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    rows: Sequence[Any] = await driver.fetch(sql, *args)
+    return rows
 
 
 def is_sqlite(url: str) -> bool:

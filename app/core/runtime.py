@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.cache import Cache
 from app.core.config import Settings
 from app.core.metrics import Metrics
+from app.core.reference import ReferenceCache
 
 
 @dataclass
@@ -21,3 +22,5 @@ class Runtime:
     bootstrap_key_hash: str | None
     cache_shared: bool
     """True when the cache is Redis (shared by every process), False when in-process."""
+    reference: ReferenceCache = field(default_factory=ReferenceCache)
+    """Instruments, assets and risk parameters, as current as PostgreSQL (app/core/reference.py)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -108,9 +108,13 @@ class _Thresholds:
 
 
 async def _thresholds(
-    session: AsyncSession, runtime: Runtime, symbols: Sequence[str]
+    session: AsyncSession,
+    runtime: Runtime,
+    symbols: Sequence[str],
+    instruments: Mapping[str, Instrument] | None = None,
 ) -> dict[str, _Thresholds]:
-    instruments = await instruments_repository.get_instruments(session, symbols)
+    if instruments is None:
+        instruments = await instruments_repository.get_instruments(session, symbols)
     return {
         symbol: _Thresholds(
             instruments_service.stale_after_s(instruments.get(symbol), runtime.settings),
@@ -208,15 +212,19 @@ async def post_marks(
 
 
 async def current_marks(
-    session: AsyncSession, runtime: Runtime, symbols: Sequence[str]
+    session: AsyncSession,
+    runtime: Runtime,
+    symbols: Sequence[str],
+    instruments: Mapping[str, Instrument] | None = None,
 ) -> dict[str, Mark]:
-    """The judged mark of each symbol that has one (symbols never marked are absent)."""
+    """The judged mark of each symbol that has one (symbols never marked are absent).
+    ``instruments``, when the caller has them, saves reading them again."""
     now = utcnow()
     symbols = sorted(set(symbols))
     sources = await _load_sources(session, runtime, symbols)
     present = [s for s in symbols if s in sources]
     history = await _load_history(runtime, present, now)
-    thresholds = await _thresholds(session, runtime, present)
+    thresholds = await _thresholds(session, runtime, present, instruments)
     result = {}
     for symbol in present:
         mark = judge(

@@ -28,7 +28,6 @@ from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.engine import RiskParameters
 from app.engine.rounding import summary_to_decimals
-from app.instruments import repository as instruments_repository
 from app.instruments import service as instruments_service
 from app.marketdata import service as marketdata
 from app.marketdata.marks import age_ms
@@ -47,6 +46,7 @@ from app.pretrade.schemas import (
 from app.pretrade.simulate import BookStatus, Execution, Leg, Level, execute
 from app.risk import service as risk
 from app.risk.book import Book, MarkUsed, SimulatedFill, load_book
+from app.risk.reference import reference
 
 log = logging.getLogger("preflight.pretrade")
 ZERO = Decimal(0)
@@ -191,8 +191,9 @@ async def load_context(
 ) -> Context:
     account = await accounts_repository.get_account(session, subaccount.account_id)
     assert account is not None
-    book = await load_book(session, runtime, subaccount, instruments)
-    parameters = await risk.parameters(session)
+    known = await reference(session, runtime)
+    book = await load_book(session, runtime, subaccount, instruments, known)
+    parameters = known.parameters
     held = await repository.active_reservations(session, [subaccount.subaccount_id], now)
     midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     books = {}
@@ -422,10 +423,12 @@ async def _subaccount(
     return subaccount
 
 
-async def _known_instruments(session: AsyncSession, symbols: Sequence[tuple[str, str]]) -> None:
-    found = await instruments_repository.get_instruments(session, [s for _, s in symbols])
+async def _known_instruments(
+    session: AsyncSession, runtime: Runtime, symbols: Sequence[tuple[str, str]]
+) -> None:
+    known = (await reference(session, runtime)).instruments
     for field, symbol in symbols:
-        if symbol not in found:
+        if symbol not in known:
             raise InvalidInput(field, f"unknown instrument {symbol!r}")
 
 
@@ -438,7 +441,9 @@ async def check(
 ) -> CheckOut:
     subaccount = await _subaccount(session, principal, body.subaccount_id)
     await _known_instruments(
-        session, [(f"orders[{i}].instrument", o.instrument) for i, o in enumerate(body.orders)]
+        session,
+        runtime,
+        [(f"orders[{i}].instrument", o.instrument) for i, o in enumerate(body.orders)],
     )
     if body.reserve:
         # Reserving checks on one account queue here, across processes: the second sees the
@@ -585,7 +590,7 @@ async def max_size(
     """The largest multiple of ``lot_size`` the check accepts now, found by search: the check
     passes at that size and fails one lot above, naming the rule that binds."""
     subaccount = await _subaccount(session, principal, body.subaccount_id)
-    await _known_instruments(session, [("instrument", body.instrument)])
+    await _known_instruments(session, runtime, [("instrument", body.instrument)])
     ctx = await load_context(session, runtime, subaccount, [body.instrument], utcnow())
     lot = ctx.book.instruments[body.instrument].lot_size
 

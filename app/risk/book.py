@@ -17,9 +17,9 @@ from app.core.runtime import Runtime
 from app.engine import Collateral, Positions, RiskArrays, RiskParameters, TierTable
 from app.engine.rounding import requirement_to_decimal
 from app.engine.tiers import position_margins
-from app.instruments import repository as instruments_repository
 from app.instruments.models import Asset, Instrument
 from app.marketdata import service as marketdata
+from app.risk.reference import Reference, reference
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,26 @@ async def load_book(
     runtime: Runtime,
     subaccount: Subaccount,
     also_instruments: Sequence[str] = (),
+    reference_data: Reference | None = None,
 ) -> Book:
     """The subaccount's state and the marks it needs (and those of ``also_instruments``, the
-    instruments of orders being checked)."""
+    instruments of orders being checked). Instruments and assets come from the reference
+    cache (``reference_data`` when the caller already holds it)."""
     state = await accounts_repository.state_of(session, subaccount.subaccount_id)
     holdings = tuple(Holding(*position) for position in state.positions)
     balances = state.balances
-    instruments = await instruments_repository.get_instruments(
-        session, [*(h.instrument for h in holdings), *also_instruments]
-    )
-    assets = {a.symbol: a for a in await instruments_repository.list_assets(session)}
-    settlement = next((a.symbol for a in assets.values() if a.is_settlement), "")
+    known = (await reference(session, runtime)) if reference_data is None else reference_data
+    instruments = {
+        symbol: known.instruments[symbol]
+        for symbol in dict.fromkeys([*(h.instrument for h in holdings), *also_instruments])
+        if symbol in known.instruments
+    }
+    assets = known.assets
+    settlement = known.settlement
     priced_assets = [a for a in balances if a in assets and not assets[a].is_settlement]
-    judged = await marketdata.current_marks(session, runtime, [*instruments, *priced_assets])
+    judged = await marketdata.current_marks(
+        session, runtime, [*instruments, *priced_assets], known.instruments
+    )
     marks: dict[str, MarkUsed] = {}
     entries = {h.instrument: h.entry_price for h in holdings}
     for symbol in instruments:

@@ -1,0 +1,115 @@
+"""Reference data (instruments, assets, risk parameters) is cached in each process, and a change
+made through any process is seen by the very next request of every other (app/core/reference.py).
+
+Two real server processes on one database. By hand (BTC-PERP, contract size 1, IM 10 %, no
+book posted, so a limit order fills at its limit price 60,000):
+
+- buy 0.1 at 60,000: notional 6,000; taker fee 0.0005 · 6,000 = 3; IM 600.
+- with taker fee 0.001: fee 6.   With a 20 % initial margin tier: IM 1,200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_KEY, Api
+from tests.factories import BTC_PERP, deposit, desk, marks
+from tests.servers import server_env, start_server
+
+ORDER = {"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "limit",
+         "limit_price": "60000"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def servers(postgres_url: str, redis_url: str) -> Iterator[tuple[str, str]]:
+    running = [start_server(server_env(postgres_url, redis_url)) for _ in range(2)]
+    try:
+        yield running[0].url, running[1].url
+    finally:
+        for server in running:
+            server.close()
+
+
+@pytest.fixture
+async def apis(clean: None, servers: tuple[str, str]) -> AsyncIterator[tuple[Api, Api]]:
+    async with (
+        httpx.AsyncClient(base_url=servers[0], timeout=30) as a,
+        httpx.AsyncClient(base_url=servers[1], timeout=30) as b,
+    ):
+        yield Api(a, ADMIN_KEY), Api(b, ADMIN_KEY)
+
+
+async def _check(api: Api, order: dict[str, Any] = ORDER) -> dict[str, Any]:
+    body: dict[str, Any] = await api.ok(
+        "POST", "/v1/pretrade/check", json={"subaccount_id": "sub-cross", "orders": [order]}
+    )
+    return body
+
+
+async def test_an_instrument_changed_on_one_process_is_used_by_the_next_check_on_the_other(
+    apis: tuple[Api, Api],
+) -> None:
+    a, b = apis
+    await desk(a)
+    await deposit(a, "sub-cross", "10000")
+    await marks(a, {"BTC-PERP": "60000"})
+    first = await _check(b)  # B has now loaded and cached the reference data
+    assert Decimal(first["executions"][0]["fee"]) == 3
+    assert Decimal(first["after"]["initial_margin"]) == 600
+
+    await a.ok(
+        "PUT",
+        "/v1/instruments/BTC-PERP",
+        json={
+            **BTC_PERP,
+            "taker_fee_rate": "0.001",
+            "margin_tiers": [{"notional_floor": "0", "initial_margin_fraction": "0.2"}],
+        },
+    )
+    second = await _check(b)
+    assert Decimal(second["executions"][0]["fee"]) == 6
+    assert Decimal(second["after"]["initial_margin"]) == 1200
+
+
+async def test_an_instrument_created_on_one_process_is_known_at_once_to_the_other(
+    apis: tuple[Api, Api],
+) -> None:
+    a, b = apis
+    await desk(a)
+    await deposit(a, "sub-cross", "10000")
+    sol = {**ORDER, "instrument": "SOL-PERP", "size": "1", "limit_price": "150"}
+    unknown = await b.post(
+        "/v1/pretrade/check", json={"subaccount_id": "sub-cross", "orders": [sol]}
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["field"] == "orders[0].instrument"
+
+    await a.ok("PUT", "/v1/instruments/SOL-PERP", json={**BTC_PERP, "underlying": "SOL"})
+    await marks(a, {"SOL-PERP": "150"})
+    known = await _check(b, sol)
+    # 1 · 150 = 150 notional: fee 0.0005 · 150 = 0.075, IM 15.
+    assert Decimal(known["executions"][0]["fee"]) == Decimal("0.075")
+    assert Decimal(known["after"]["initial_margin"]) == 15
+
+
+async def test_risk_parameters_put_on_one_process_apply_at_once_on_the_other(
+    apis: tuple[Api, Api],
+) -> None:
+    """A market order with no book fills at the mark moved by ``default_slippage`` against the
+    taker: 60,000 · (1 + s). With s = 0.01 → 60,600; notional 0.1 · 60,600 = 6,060, fee 3.03."""
+    a, b = apis
+    await desk(a)
+    await deposit(a, "sub-cross", "10000")
+    await marks(a, {"BTC-PERP": "60000"})
+    market = {"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "market"}
+    await _check(b, market)
+    parameters = await a.ok("GET", "/v1/risk/parameters")
+    await a.ok("PUT", "/v1/risk/parameters", json={**parameters, "default_slippage": 0.01})
+    after = await _check(b, market)
+    assert Decimal(after["executions"][0]["avg_price"]) == 60600
+    assert Decimal(after["executions"][0]["fee"]) == Decimal("3.03")
