@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 from enum import Enum
 
 import numpy as np
@@ -40,6 +40,8 @@ SNAP_ABSOLUTE = 1e-12
 """…and the absolute distance that always counts as noise (cancellation near zero)."""
 
 _PRECISION = 80  # digits: amounts up to 10^70 at 6 dp without Decimal overflow
+_CONTEXT = Context(prec=_PRECISION)
+_ONE = Decimal(1)
 
 
 class Direction(Enum):
@@ -59,9 +61,9 @@ def _plain(value: Decimal) -> Decimal:
     """Drop trailing zeros without exponent notation (65000.000000 → 65000, −0 → 0)."""
     if value == 0:
         return Decimal(0)
-    if value == value.to_integral_value():
-        return value.quantize(Decimal(1))
-    return value.normalize()
+    if value == value.to_integral_value(context=_CONTEXT):
+        return value.quantize(_ONE, context=_CONTEXT)
+    return value.normalize(_CONTEXT)
 
 
 def to_decimal(value: float, direction: Direction, decimals: int = 6) -> Decimal:
@@ -69,14 +71,14 @@ def to_decimal(value: float, direction: Direction, decimals: int = 6) -> Decimal
     rounded in ``direction``. ValueError for nan or ±inf (money is never undefined)."""
     if not math.isfinite(value):
         raise ValueError(f"cannot convert {value!r} to a decimal amount")
-    with localcontext() as ctx:
-        ctx.prec = _PRECISION
-        exact = Decimal(value)
-        quantum = Decimal(1).scaleb(-decimals)
-        nearest = exact.quantize(quantum, rounding=ROUND_HALF_EVEN)
-        if abs(exact - nearest) <= Decimal(snap_tolerance(value, decimals)):
-            return _plain(nearest)
-        return _plain(exact.quantize(quantum, rounding=direction.value))
+    # Every operation names the wide context: a float's exact expansion has up to ~60 digits,
+    # and the default context (28) would round it before we choose the direction.
+    exact = Decimal(value)
+    quantum = _ONE.scaleb(-decimals, _CONTEXT)
+    nearest = exact.quantize(quantum, rounding=ROUND_HALF_EVEN, context=_CONTEXT)
+    if _CONTEXT.abs(_CONTEXT.subtract(exact, nearest)) <= Decimal(snap_tolerance(value, decimals)):
+        return _plain(nearest)
+    return _plain(exact.quantize(quantum, rounding=direction.value, context=_CONTEXT))
 
 
 def requirement_to_decimal(value: float, decimals: int = 6) -> Decimal:
