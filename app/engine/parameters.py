@@ -72,6 +72,9 @@ class RiskParameters:
             correlations[canonical] = value
         object.__setattr__(self, "correlations", correlations)
         self._validate()
+        # Not a field (to_dict/from_dict and equality ignore it): arrays already built, per
+        # universe. One parameters object serves every check until the parameters change.
+        object.__setattr__(self, "_arrays_built", {})
 
     def _validate(self) -> None:
         def check(name: str, value: float, lo: float, hi: float, hi_open: bool = False) -> None:
@@ -124,6 +127,9 @@ class RiskParameters:
         semi-definite (the directional charge would not be a real number for some book).
         """
         names = tuple(universe)
+        built: dict[tuple[str, ...], RiskArrays] = self._arrays_built  # type: ignore[attr-defined]
+        if names in built:
+            return built[names]
         if len(set(names)) != len(names):
             raise ValueError("universe lists an underlying twice")
         u = len(names)
@@ -133,7 +139,7 @@ class RiskParameters:
                 corr[i, j] = corr[j, i] = self.correlation(names[i], names[j])
         if u and float(np.linalg.eigvalsh(corr).min()) < -1e-10:
             raise ValueError(f"correlation matrix over {names} is not positive semi-definite")
-        return RiskArrays(
+        arrays = RiskArrays(
             universe=names,
             scan_range=np.array([self.scan_range(n) for n in names], dtype=np.float64),
             spread_rate=np.array([self.spread_rate(n) for n in names], dtype=np.float64),
@@ -142,6 +148,12 @@ class RiskParameters:
             im_multiplier=self.im_multiplier,
             withdrawal_floor=self.withdrawal_floor,
         )
+        for array in (arrays.scan_range, arrays.spread_rate, arrays.correlation):
+            array.flags.writeable = False  # shared by every later call
+        if len(built) >= 1024:  # books over many different underlyings: stay bounded
+            built.clear()
+        built[names] = arrays
+        return arrays
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every parameter (numbers as JSON numbers)."""
