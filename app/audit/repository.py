@@ -3,11 +3,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEntry
-from app.core.db import dialect_name
+from app.core.db import dialect_name, driver_fetch
 
 # Any constant works; it names "the audit chain" among PostgreSQL advisory locks.
 _CHAIN_LOCK_KEY = 0x50524546
@@ -16,10 +16,18 @@ _CHAIN_LOCK_KEY = 0x50524546
 async def lock_chain(session: AsyncSession) -> None:
     """Serialise appends until this transaction ends (SQLite's BEGIN IMMEDIATE already does)."""
     if dialect_name(session) == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
+        # Every check appends: straight to asyncpg, without the ORM's per-statement cost.
+        await driver_fetch(session, "SELECT pg_advisory_xact_lock($1)", _CHAIN_LOCK_KEY)
 
 
 async def chain_head(session: AsyncSession) -> tuple[int, str] | None:
+    """The last entry's ``(seq, hash)``. Read after taking the lock, in its own statement, so
+    that it sees the previous holder's committed append."""
+    if dialect_name(session) == "postgresql":
+        rows = await driver_fetch(
+            session, "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+        )
+        return None if not rows else (int(rows[0][0]), str(rows[0][1]))
     row = (
         await session.execute(
             select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)

@@ -6,11 +6,17 @@ Errors from Redis surface as :class:`CacheUnavailable`; callers fall back to Pos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 import redis.asyncio as redis_asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+_T = TypeVar("_T")
 
 
 class CacheUnavailable(Exception):
@@ -41,7 +47,25 @@ class Cache(Protocol):
     async def close(self) -> None: ...
 
 
+RETRY_AFTER_S = 1.0
+"""After a failure, calls fail fast for this long; then one call at a time probes Redis."""
+
+
 class RedisCache:
+    """Redis, guarded for when it is unreachable (refused, hung, partitioned):
+
+    - **Fail fast.** Every socket operation is bounded (0.5 s), and after a failure calls raise
+      :class:`CacheUnavailable` at once for ``RETRY_AFTER_S``; then a single call probes Redis
+      while the others keep failing fast. A hung Redis costs one timeout per interval, not one
+      per call (a check makes several). ``ping`` (readiness) always probes.
+    - **Missed writes are forgotten.** ``hset_many`` and ``set_many`` write last values, which
+      the database also holds. A key whose write failed may hold an older value when Redis
+      answers again (a restart that loads its dump, a partition that heals), so such keys are
+      deleted before anything else is done there: readers fall back to the database until the
+      next write refills them. (Sorted sets only gain members; a missed add loses nothing the
+      next read could be misled by.)
+    """
+
     def __init__(self, url: str) -> None:
         self._client = redis_asyncio.Redis.from_url(
             url,
@@ -49,69 +73,112 @@ class RedisCache:
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
             health_check_interval=10,
+            # One immediate retry on a broken connection (a pooled one that died with a Redis
+            # restart); none on a timeout, which would only double the wait on a hung Redis.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self._down_until = 0.0
+        self._missed: dict[str, int] = {}  # key → the failure that last missed it
+        self._failures = 0
+
+    def _admit(self) -> bool:
+        if not self._down_until:
+            return True
+        now = time.monotonic()
+        if now < self._down_until:
+            return False
+        self._down_until = now + RETRY_AFTER_S  # this call probes; the others keep failing fast
+        return True
+
+    async def _run(
+        self, op: Callable[[], Awaitable[_T]], writes: Iterable[str] = (), *, probe: bool = False
+    ) -> _T:
+        if not (probe or self._admit()):
+            self._miss(writes)
+            raise CacheUnavailable("Redis failed just now; not retried yet")
+        try:
+            if self._missed:
+                missed = dict(self._missed)
+                await self._client.delete(*missed)
+                for key, failure in missed.items():
+                    if self._missed.get(key) == failure:  # not missed again meanwhile
+                        del self._missed[key]
+            result = await op()
+        except (RedisError, OSError) as exc:
+            self._miss(writes)
+            self._down_until = time.monotonic() + RETRY_AFTER_S
+            raise CacheUnavailable(str(exc)) from exc
+        self._down_until = 0.0
+        return result
+
+    def _miss(self, keys: Iterable[str]) -> None:
+        self._failures += 1
+        for key in keys:
+            self._missed[key] = self._failures
 
     async def ping(self) -> None:
-        try:
+        async def op() -> None:
             await self._client.ping()
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(str(exc)) from exc
+
+        await self._run(op, probe=True)
 
     async def hset_many(self, items: Sequence[tuple[str, dict[str, str]]]) -> None:
-        try:
+        async def op() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key, mapping in items:
                     pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(str(exc)) from exc
+
+        await self._run(op, [key for key, _ in items])
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, str]]:
-        try:
+        async def op() -> list[dict[str, str]]:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hgetall(key)
                 return list(await pipe.execute())
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(str(exc)) from exc
+
+        return await self._run(op)
 
     async def zadd_many(
         self, items: Sequence[tuple[str, dict[str, float]]], keep_after: float
     ) -> None:
-        try:
+        async def op() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key, members in items:
                     pipe.zadd(key, dict(members))
                     pipe.zremrangebyscore(key, "-inf", f"({keep_after}")
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(str(exc)) from exc
+
+        await self._run(op)
 
     async def zrange_many(self, keys: Sequence[str], min_score: float) -> list[list[str]]:
-        try:
+        async def op() -> list[list[str]]:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.zrangebyscore(key, min_score, "+inf")
                 return [list(members) for members in await pipe.execute()]
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(str(exc)) from exc
+
+        return await self._run(op)
 
     async def set_many(self, items: Sequence[tuple[str, str]]) -> None:
         if not items:
             return
-        try:
+
+        async def op() -> None:
             await self._client.mset(dict(items))
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(str(exc)) from exc
+
+        await self._run(op, [key for key, _ in items])
 
     async def get_many(self, keys: Sequence[str]) -> list[str | None]:
         if not keys:
             return []
-        try:
+
+        async def op() -> list[str | None]:
             values = await self._client.mget(list(keys))
             return [None if v is None else str(v) for v in values]
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(str(exc)) from exc
+
+        return await self._run(op)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -20,6 +20,9 @@ class CheckRecord(Base):
     response: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
+    # The order-rate window read from PostgreSQL while Redis is down (repository).
+    __table_args__ = (Index("ix_checks_subaccount_id_created_at", "subaccount_id", "created_at"),)
+
 
 class OrderId(Base):
     """A ``client_order_id`` a subaccount has used, and the check that used it."""

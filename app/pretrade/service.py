@@ -46,7 +46,7 @@ from app.pretrade.schemas import (
 from app.pretrade.simulate import BookStatus, Execution, Leg, Level, execute
 from app.risk import service as risk
 from app.risk.book import Book, MarkUsed, SimulatedFill, load_book
-from app.risk.reference import reference
+from app.risk.reference import Reference, reference
 
 log = logging.getLogger("preflight.pretrade")
 ZERO = Decimal(0)
@@ -99,15 +99,28 @@ def _rate_key(kind: str, ident: str) -> str:
     return f"pf:rate:{kind}:{ident}"
 
 
-async def _recent_orders(runtime: Runtime, keys: Sequence[str], now_ms: float) -> list[int]:
+async def _recent_orders(
+    session: AsyncSession, runtime: Runtime, subaccount: Subaccount, now: datetime
+) -> tuple[int, int]:
+    """Orders accepted in the last second for the subaccount and for its account."""
+    now_ms = now.timestamp() * 1000
+    keys = [_rate_key("sub", subaccount.subaccount_id), _rate_key("acct", subaccount.account_id)]
     try:
         members = await runtime.cache.zrange_many(keys, now_ms - RATE_WINDOW_MS)
+        return len(members[0]), len(members[1])
     except CacheUnavailable:
-        # Without the shared window the rate cannot be counted; the check still answers
-        # (api.md: Redis down is degraded, not down). Every other rule still applies.
         runtime.metrics.dependency_errors.labels("redis").inc()
-        return [0 for _ in keys]
-    return [len(m) for m in members]
+    # Without Redis's shared window the cap still holds: count this second's accepted checks
+    # in PostgreSQL (every process writes them there too).
+    since = now - timedelta(milliseconds=RATE_WINDOW_MS)
+    return (
+        await repository.accepted_orders_since(
+            session, since=since, subaccount_id=subaccount.subaccount_id
+        ),
+        await repository.accepted_orders_since(
+            session, since=since, account_id=subaccount.account_id
+        ),
+    )
 
 
 async def _states(
@@ -188,10 +201,10 @@ async def load_context(
     subaccount: Subaccount,
     instruments: Sequence[str],
     now: datetime,
+    known: Reference,
 ) -> Context:
     account = await accounts_repository.get_account(session, subaccount.account_id)
     assert account is not None
-    known = await reference(session, runtime)
     book = await load_book(session, runtime, subaccount, instruments, known)
     parameters = known.parameters
     held = await repository.active_reservations(session, [subaccount.subaccount_id], now)
@@ -207,11 +220,7 @@ async def load_context(
             books[symbol] = VisibleBook(
                 "fresh" if fresh else "stale", tuple(visible.bids), tuple(visible.asks)
             )
-    recent, account_recent = await _recent_orders(
-        runtime,
-        [_rate_key("sub", subaccount.subaccount_id), _rate_key("acct", account.account_id)],
-        now.timestamp() * 1000,
-    )
+    recent, account_recent = await _recent_orders(session, runtime, subaccount, now)
     siblings, strategy_gross = Totals(), ZERO
     if account.limits:
         siblings, strategy_gross = await _siblings(
@@ -423,12 +432,9 @@ async def _subaccount(
     return subaccount
 
 
-async def _known_instruments(
-    session: AsyncSession, runtime: Runtime, symbols: Sequence[tuple[str, str]]
-) -> None:
-    known = (await reference(session, runtime)).instruments
+def _known_instruments(known: Reference, symbols: Sequence[tuple[str, str]]) -> None:
     for field, symbol in symbols:
-        if symbol not in known:
+        if symbol not in known.instruments:
             raise InvalidInput(field, f"unknown instrument {symbol!r}")
 
 
@@ -440,10 +446,10 @@ async def check(
     session: AsyncSession, runtime: Runtime, principal: Principal, body: CheckIn
 ) -> CheckOut:
     subaccount = await _subaccount(session, principal, body.subaccount_id)
-    await _known_instruments(
-        session,
-        runtime,
-        [(f"orders[{i}].instrument", o.instrument) for i, o in enumerate(body.orders)],
+    # Read once per check: the process cache is as current as this read (app/core/reference.py).
+    known = await reference(session, runtime)
+    _known_instruments(
+        known, [(f"orders[{i}].instrument", o.instrument) for i, o in enumerate(body.orders)]
     )
     if body.reserve:
         # Reserving checks on one account queue here, across processes: the second sees the
@@ -459,7 +465,9 @@ async def check(
         raise Conflict("a client_order_id of this basket was already checked with other content")
 
     now = utcnow()
-    ctx = await load_context(session, runtime, subaccount, [o.instrument for o in body.orders], now)
+    ctx = await load_context(
+        session, runtime, subaccount, [o.instrument for o in body.orders], now, known
+    )
     outcome = evaluate_basket(ctx, body.orders, reserving=body.reserve)
     reasons = outcome.reasons
     accepted = outcome.accepted
@@ -590,8 +598,9 @@ async def max_size(
     """The largest multiple of ``lot_size`` the check accepts now, found by search: the check
     passes at that size and fails one lot above, naming the rule that binds."""
     subaccount = await _subaccount(session, principal, body.subaccount_id)
-    await _known_instruments(session, runtime, [("instrument", body.instrument)])
-    ctx = await load_context(session, runtime, subaccount, [body.instrument], utcnow())
+    known = await reference(session, runtime)
+    _known_instruments(known, [("instrument", body.instrument)])
+    ctx = await load_context(session, runtime, subaccount, [body.instrument], utcnow(), known)
     lot = ctx.book.instruments[body.instrument].lot_size
 
     def attempt(lots: int, liquidation: bool = False) -> Outcome:
