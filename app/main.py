@@ -21,6 +21,7 @@ from app.core.logging import configure_logging
 from app.core.metrics import Metrics
 from app.core.ops import router as ops_router
 from app.core.runtime import Runtime
+from app.core.types import exact_decimal_arithmetic
 from app.instruments.router import router as instruments_router
 from app.marketdata.router import router as marketdata_router
 from app.pretrade.router import router as pretrade_router
@@ -32,6 +33,7 @@ API_VERSION = "0.1.0"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    exact_decimal_arithmetic()
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     metrics = Metrics()

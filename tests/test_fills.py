@@ -115,3 +115,25 @@ async def test_a_batch_with_one_bad_fill_applies_none(admin: Api) -> None:
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "fills[1].instrument"
     assert await _position(admin) is None
+
+
+async def test_balance_keeps_every_digit_of_a_realised_pnl(admin: Api) -> None:
+    """Regression, found by the replay above: balances are exact (api.md, Conventions), so a
+    large balance must keep every digit of a realised PnL, not round to 28 significant digits.
+
+    Deposit 100,000,000 USDC. Buy 1 BTC-PERP @ 60,000, buy 2 @ 60,001: the weighted entry
+    180,002 / 3 = 60,000.666… does not terminate and rounds up for a long at 18 places to
+    60,000.666666666666666667. Sell 0.001 @ 60,000.5 realises
+    0.001 · (60,000.5 − 60,000.666666666666666667) = −0.000166666666666666667, so the balance is
+    100,000,000 − 0.000166666666666666667 = 99,999,999.999833333333333333333 (30 digits)."""
+    await desk(admin)
+    await deposit(admin, "sub-cross", "100000000")
+    buys = [fill("e1", "buy", "1", "60000"), fill("e2", "buy", "2", "60001")]
+    await admin.ok("POST", "/v1/fills", json={"fills": buys})
+    body = await admin.ok(
+        "POST", "/v1/fills", json={"fills": [fill("e3", "sell", "0.001", "60000.5")]}
+    )
+    assert body["fills"][0]["entry_price"] == "60000.666666666666666667"
+    assert body["fills"][0]["realized_pnl"] == "-0.000166666666666666667"
+    balances = await admin.ok("GET", "/v1/subaccounts/sub-cross/balances")
+    assert balances["balances"]["USDC"] == "99999999.999833333333333333333"

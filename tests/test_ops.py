@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 
 from app.core.config import Settings
 from app.main import create_app
+from tests import services
 from tests.conftest import ADMIN_KEY, Api
+from tests.factories import BTC_PERP, deposit, desk, marks
 
 
 async def test_healthz_and_readyz_need_no_key(raw_client: httpx.AsyncClient) -> None:
@@ -96,3 +99,54 @@ async def test_checks_and_reads_past_the_in_flight_limit_are_refused_at_once(
         listed = await client.get("/v1/accounts", headers=headers)
         assert listed.status_code == 200, listed.text
         assert [a["account_id"] for a in listed.json()["accounts"]] == ["acct-1"]
+
+
+async def test_no_free_database_connection_is_503_overloaded_not_500(
+    clean: None, settings: Settings
+) -> None:
+    """A process whose every pooled connection stays busy past the pool timeout (5 s) answers
+    503 OVERLOADED with Retry-After, and the requests holding the connections still finish.
+    Here the pool has 1 + 1 overflow connections, and two reserving checks hold both while they
+    wait for the account's row lock, which the test holds."""
+    app = create_app(settings.model_copy(update={"db_pool_size": 1}))
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    check = {
+        "subaccount_id": "sub-cross",
+        "orders": [{"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "market"}],
+        "reserve": True,
+    }
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pf") as client,
+    ):
+        admin = Api(client, ADMIN_KEY)
+        await desk(admin)
+        # The wait below outlasts the default 5 s freshness; staleness is not tested here.
+        await admin.ok("PUT", "/v1/instruments/BTC-PERP", json={**BTC_PERP, "stale_after_s": "60"})
+        await deposit(admin, "sub-cross", "100000")
+        await marks(admin, {"BTC-PERP": "60000"})
+        holder = await asyncpg.connect(services.asyncpg_dsn(settings.database_url))
+        try:
+            locked = holder.transaction()
+            await locked.start()
+            await holder.execute("SELECT 1 FROM accounts WHERE account_id = 'acct-1' FOR UPDATE")
+            waiting = [
+                asyncio.create_task(client.post("/v1/pretrade/check", json=check, headers=headers))
+                for _ in range(2)
+            ]
+            for _ in range(500):  # both checks are queued on the row lock, holding a connection
+                blocked = await holder.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                if blocked == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert blocked == 2
+            refused = await client.get("/v1/accounts", headers=headers)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["code"] == "OVERLOADED"
+            await locked.rollback()
+        finally:
+            await holder.close()
+        for response in await asyncio.gather(*waiting):
+            assert response.status_code == 200, response.text
+            assert response.json()["decision"] == "accept"

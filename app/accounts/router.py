@@ -30,18 +30,28 @@ from app.accounts.schemas import (
 )
 from app.auth.dependencies import Admin, LeverageWriter, Reader, RiskWriter, VenueWriter
 from app.core.deps import RuntimeDep, SessionDep
+from app.core.http import problem_responses
 from app.core.types import ID_PATTERN
 from app.risk import margin_calls
 from app.risk import service as risk
 
-router = APIRouter(prefix="/v1", tags=["accounts"])
+router = APIRouter(prefix="/v1", tags=["accounts"], responses=problem_responses(401, 403, 503))
+REPLAYED = "Already existed with the same content (a replay); nothing changed"
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 # --- accounts ---------------------------------------------------------------------------------
 
 
-@router.post("/accounts", response_model=AccountOut, status_code=201)
+@router.post(
+    "/accounts",
+    response_model=AccountOut,
+    status_code=201,
+    responses={
+        200: {"model": AccountOut, "description": REPLAYED},
+        **problem_responses(400, 409, 422),
+    },
+)
 async def create_account(
     body: AccountIn, response: Response, principal: Admin, session: SessionDep
 ) -> AccountOut:
@@ -56,13 +66,19 @@ async def list_accounts(principal: Reader, session: SessionDep) -> AccountList:
     return AccountList(accounts=[await service.account_out(session, a) for a in accounts])
 
 
-@router.get("/accounts/{account_id}", response_model=AccountOut)
+@router.get(
+    "/accounts/{account_id}", response_model=AccountOut, responses=problem_responses(404, 422)
+)
 async def get_account(principal: Reader, session: SessionDep, account_id: PathId) -> AccountOut:
     account = await service.get_account(session, principal, account_id)
     return await service.account_out(session, account)
 
 
-@router.put("/accounts/{account_id}/limits", response_model=AccountOut)
+@router.put(
+    "/accounts/{account_id}/limits",
+    response_model=AccountOut,
+    responses=problem_responses(400, 404, 409, 422),
+)
 async def put_account_limits(
     body: AccountLimitsIn, principal: RiskWriter, session: SessionDep, account_id: PathId
 ) -> AccountOut:
@@ -74,7 +90,15 @@ async def put_account_limits(
 # --- subaccounts ------------------------------------------------------------------------------
 
 
-@router.post("/subaccounts", response_model=SubaccountOut, status_code=201)
+@router.post(
+    "/subaccounts",
+    response_model=SubaccountOut,
+    status_code=201,
+    responses={
+        200: {"model": SubaccountOut, "description": REPLAYED},
+        **problem_responses(400, 404, 409, 422),
+    },
+)
 async def create_subaccount(
     body: SubaccountIn, response: Response, principal: Admin, session: SessionDep
 ) -> SubaccountOut:
@@ -83,7 +107,7 @@ async def create_subaccount(
     return await service.subaccount_out(session, subaccount)
 
 
-@router.get("/subaccounts", response_model=SubaccountList)
+@router.get("/subaccounts", response_model=SubaccountList, responses=problem_responses(422))
 async def list_subaccounts(
     principal: Reader,
     session: SessionDep,
@@ -93,7 +117,11 @@ async def list_subaccounts(
     return SubaccountList(subaccounts=[await service.subaccount_out(session, s) for s in rows])
 
 
-@router.get("/subaccounts/{subaccount_id}", response_model=SubaccountOut)
+@router.get(
+    "/subaccounts/{subaccount_id}",
+    response_model=SubaccountOut,
+    responses=problem_responses(404, 422),
+)
 async def get_subaccount(
     principal: Reader, session: SessionDep, subaccount_id: PathId
 ) -> SubaccountOut:
@@ -101,7 +129,11 @@ async def get_subaccount(
     return await service.subaccount_out(session, subaccount)
 
 
-@router.patch("/subaccounts/{subaccount_id}", response_model=SubaccountOut)
+@router.patch(
+    "/subaccounts/{subaccount_id}",
+    response_model=SubaccountOut,
+    responses=problem_responses(400, 404, 409, 422),
+)
 async def update_subaccount(
     body: SubaccountPatch,
     principal: Admin,
@@ -116,7 +148,11 @@ async def update_subaccount(
     return await service.subaccount_out(session, subaccount)
 
 
-@router.put("/subaccounts/{subaccount_id}/limits", response_model=SubaccountOut)
+@router.put(
+    "/subaccounts/{subaccount_id}/limits",
+    response_model=SubaccountOut,
+    responses=problem_responses(400, 404, 409, 422),
+)
 async def put_subaccount_limits(
     body: SubaccountLimitsIn, principal: RiskWriter, session: SessionDep, subaccount_id: PathId
 ) -> SubaccountOut:
@@ -125,7 +161,11 @@ async def put_subaccount_limits(
     return await service.subaccount_out(session, subaccount)
 
 
-@router.put("/subaccounts/{subaccount_id}/leverage", response_model=SubaccountOut)
+@router.put(
+    "/subaccounts/{subaccount_id}/leverage",
+    response_model=SubaccountOut,
+    responses=problem_responses(400, 404, 409, 422),
+)
 async def set_leverage(
     body: LeverageIn, principal: LeverageWriter, session: SessionDep, subaccount_id: PathId
 ) -> SubaccountOut:
@@ -137,7 +177,9 @@ async def set_leverage(
 # --- trading states ---------------------------------------------------------------------------
 
 
-@router.put("/trading-state", response_model=TradingStateOut)
+@router.put(
+    "/trading-state", response_model=TradingStateOut, responses=problem_responses(400, 409, 422)
+)
 async def set_trading_state(
     body: TradingStateIn, principal: RiskWriter, session: SessionDep
 ) -> TradingStateOut:
@@ -152,7 +194,15 @@ async def list_trading_states(principal: Reader, session: SessionDep) -> Trading
 # --- state from the venue ---------------------------------------------------------------------
 
 
-@router.post("/subaccounts/{subaccount_id}/transfers", response_model=TransferOut, status_code=201)
+@router.post(
+    "/subaccounts/{subaccount_id}/transfers",
+    response_model=TransferOut,
+    status_code=201,
+    responses={
+        200: {"model": TransferOut, "description": REPLAYED},
+        **problem_responses(400, 404, 409, 422),
+    },
+)
 async def record_transfer(
     body: TransferIn,
     response: Response,
@@ -170,7 +220,7 @@ async def record_transfer(
     return venue.transfer_out(transfer)
 
 
-@router.post("/fills", response_model=FillsOut)
+@router.post("/fills", response_model=FillsOut, responses=problem_responses(400, 404, 409, 422))
 async def record_fills(
     body: FillsIn, principal: VenueWriter, session: SessionDep, runtime: RuntimeDep
 ) -> FillsOut:
@@ -179,7 +229,11 @@ async def record_fills(
     return FillsOut(fills=[venue.fill_out(f) for f in fills])
 
 
-@router.put("/subaccounts/{subaccount_id}/snapshot", response_model=PositionsOut)
+@router.put(
+    "/subaccounts/{subaccount_id}/snapshot",
+    response_model=PositionsOut,
+    responses=problem_responses(400, 404, 409, 422),
+)
 async def load_snapshot(
     body: SnapshotIn,
     principal: VenueWriter,
@@ -193,7 +247,11 @@ async def load_snapshot(
     return await venue.positions_out(session, subaccount)
 
 
-@router.get("/subaccounts/{subaccount_id}/positions", response_model=PositionsOut)
+@router.get(
+    "/subaccounts/{subaccount_id}/positions",
+    response_model=PositionsOut,
+    responses=problem_responses(404, 422),
+)
 async def get_positions(
     principal: Reader, session: SessionDep, subaccount_id: PathId
 ) -> PositionsOut:
@@ -201,7 +259,11 @@ async def get_positions(
     return await venue.positions_out(session, subaccount)
 
 
-@router.get("/subaccounts/{subaccount_id}/balances", response_model=BalancesOut)
+@router.get(
+    "/subaccounts/{subaccount_id}/balances",
+    response_model=BalancesOut,
+    responses=problem_responses(404, 422),
+)
 async def get_balances(
     principal: Reader, session: SessionDep, subaccount_id: PathId
 ) -> BalancesOut:
@@ -209,7 +271,11 @@ async def get_balances(
     return await venue.balances_out(session, subaccount)
 
 
-@router.post("/subaccounts/{subaccount_id}/reconcile", response_model=ReconcileOut)
+@router.post(
+    "/subaccounts/{subaccount_id}/reconcile",
+    response_model=ReconcileOut,
+    responses=problem_responses(400, 404, 409, 422),
+)
 async def reconcile_snapshot(
     body: SnapshotIn, principal: VenueWriter, session: SessionDep, subaccount_id: PathId
 ) -> ReconcileOut:

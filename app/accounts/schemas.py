@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from app.core.types import (
     DecimalValue,
@@ -16,9 +16,12 @@ from app.core.types import (
     Timestamp,
 )
 
+# PostgreSQL text cannot hold NUL (a 500 at the INSERT): refused up front, named.
+NO_NUL = r"^[^\x00]*$"
 MarginMode = Literal["isolated", "cross", "portfolio"]
 DEFAULT_WARN_AT = Decimal("0.8")
-PositiveCount = Annotated[int, Field(gt=0, le=1_000_000)]
+# Strict: a JSON integer (lax parsing took true as 1 and "5" as 5).
+PositiveCount = Annotated[int, Field(gt=0, le=1_000_000, strict=True)]
 
 
 # --- accounts and subaccounts ------------------------------------------------------------
@@ -26,7 +29,7 @@ PositiveCount = Annotated[int, Field(gt=0, le=1_000_000)]
 
 class AccountIn(StrictIn):
     account_id: Identifier
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
 
 
 class SubaccountIn(StrictIn):
@@ -50,7 +53,7 @@ class LimitIn(StrictIn):
 
 
 class CountLimitIn(StrictIn):
-    value: int = Field(gt=0, le=1_000_000)
+    value: PositiveCount
     warn_at: Fraction = DEFAULT_WARN_AT
 
 
@@ -152,10 +155,19 @@ class LeverageIn(StrictIn):
 
 
 class TradingStateIn(StrictIn):
+    # The rule of ``_id_matches_scope`` in the schema: ``id`` names the scope, except global.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"scope": {"const": "global"}}, "required": ["scope"]},
+            "then": {"properties": {"id": {"type": "null"}}},
+            "else": {"required": ["id"], "properties": {"id": {"not": {"type": "null"}}}},
+        }
+    )
+
     scope: Literal["global", "account", "subaccount", "instrument"]
     id: Identifier | None = None
     state: Literal["active", "reduce_only", "halted"]
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, pattern=NO_NUL)
 
     @model_validator(mode="after")
     def _id_matches_scope(self) -> Self:
@@ -182,6 +194,18 @@ class TradingStateList(BaseModel):
 
 
 class TransferIn(StrictIn):
+    # The rule of ``_destination`` in the schema: only a transfer names a destination.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "transfer"}}, "required": ["kind"]},
+            "then": {
+                "required": ["to_subaccount_id"],
+                "properties": {"to_subaccount_id": {"not": {"type": "null"}}},
+            },
+            "else": {"properties": {"to_subaccount_id": {"type": "null"}}},
+        }
+    )
+
     transfer_id: Identifier
     asset: Identifier
     amount: PositiveDecimal

@@ -9,9 +9,10 @@ from app.audit import service
 from app.audit.schemas import AuditEntryOut, AuditPage, VerificationOut
 from app.auth.dependencies import AuditReader
 from app.core.deps import RuntimeDep, SessionDep
+from app.core.http import problem_responses
 from app.core.types import ID_PATTERN, Timestamp
 
-router = APIRouter(prefix="/v1", tags=["audit"])
+router = APIRouter(prefix="/v1", tags=["audit"], responses=problem_responses(401, 403, 503))
 
 Since = Annotated[
     Timestamp | None, Query(description="Entries created at or after this time (RFC 3339)")
@@ -21,14 +22,15 @@ Until = Annotated[
 ]
 
 
-@router.get("/audit", response_model=AuditPage)
+@router.get("/audit", response_model=AuditPage, responses=problem_responses(422))
 async def list_audit(
     principal: AuditReader,
     session: SessionDep,
     since: Since = None,
     until: Until = None,
     subaccount_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
+    # No NUL: PostgreSQL text cannot hold one (the query answered 500).
+    kind: Annotated[str | None, Query(max_length=32, pattern=r"^[^\x00]*$")] = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
@@ -63,7 +65,8 @@ async def verify_audit(principal: AuditReader, session: SessionDep) -> Verificat
             "content": {
                 "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/AuditEntryOut"}}
             },
-        }
+        },
+        **problem_responses(422),
     },
 )
 async def export_audit(

@@ -12,8 +12,12 @@ from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import Forbidden, Unauthorized
 
 
-def require(roles: frozenset[Role]) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that authenticates the bearer key and admits only ``roles``."""
+def require(
+    roles: frozenset[Role], *, unscoped: bool = False
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates the bearer key and admits only ``roles``; with
+    ``unscoped``, only keys that are not limited to some accounts (api.md, Auth: outside its
+    scope a key writes nothing, and a write every account shares reaches outside any scope)."""
 
     async def authorized(request: Request, runtime: RuntimeDep, session: SessionDep) -> Principal:
         header = request.headers.get("authorization", "")
@@ -25,6 +29,11 @@ def require(roles: frozenset[Role]) -> Callable[..., Awaitable[Principal]]:
         )
         if principal.role not in roles:
             raise Forbidden(f"the {principal.role.value} role may not do this")
+        if unscoped and principal.accounts is not None:
+            raise Forbidden(
+                "a key scoped to accounts cannot change what every account shares "
+                "(reference data, risk parameters, market data)"
+            )
         return principal
 
     return authorized
@@ -36,5 +45,8 @@ Reader = Annotated[Principal, Depends(require(principal_roles.READERS))]
 RiskWriter = Annotated[Principal, Depends(require(principal_roles.RISK_WRITERS))]
 VenueWriter = Annotated[Principal, Depends(require(principal_roles.VENUE_WRITERS))]
 LeverageWriter = Annotated[Principal, Depends(require(principal_roles.LEVERAGE_WRITERS))]
-MarketWriter = Annotated[Principal, Depends(require(principal_roles.MARKET_WRITERS))]
 AuditReader = Annotated[Principal, Depends(require(principal_roles.AUDIT_READERS))]
+# Writes every account shares (reference data, risk parameters, marks and books): a key scoped
+# to some accounts must not move the others'.
+SharedAdmin = Annotated[Principal, Depends(require(principal_roles.ADMINS, unscoped=True))]
+MarketWriter = Annotated[Principal, Depends(require(principal_roles.MARKET_WRITERS, unscoped=True))]

@@ -6,11 +6,17 @@ from app.auth import service
 from app.auth.dependencies import Admin
 from app.auth.schemas import ApiKeyIn, ApiKeyList, ApiKeyOut, CreatedApiKeyOut
 from app.core.deps import SessionDep
+from app.core.http import problem_responses
 
-router = APIRouter(prefix="/v1", tags=["auth"])
+router = APIRouter(prefix="/v1", tags=["auth"], responses=problem_responses(401, 403, 503))
 
 
-@router.post("/api-keys", response_model=CreatedApiKeyOut, status_code=201)
+@router.post(
+    "/api-keys",
+    response_model=CreatedApiKeyOut,
+    status_code=201,
+    responses=problem_responses(400, 422),
+)
 async def create_key(body: ApiKeyIn, principal: Admin, session: SessionDep) -> CreatedApiKeyOut:
     created = await service.create(
         session, principal.actor, body.role, body.accounts, body.label, principal.accounts
@@ -25,7 +31,9 @@ async def list_keys(principal: Admin, session: SessionDep) -> ApiKeyList:
     return ApiKeyList(api_keys=[ApiKeyOut.model_validate(r, from_attributes=True) for r in rows])
 
 
-@router.delete("/api-keys/{key_id}", response_model=ApiKeyOut)
+@router.delete(
+    "/api-keys/{key_id}", response_model=ApiKeyOut, responses=problem_responses(404, 422)
+)
 async def revoke_key(
     principal: Admin, session: SessionDep, key_id: str = Path(max_length=32)
 ) -> ApiKeyOut:

@@ -11,7 +11,8 @@ class ApiKeyIn(StrictIn):
     accounts: list[Identifier] | None = Field(
         None, max_length=1000, description="Account scope; absent means every account"
     )
-    label: str | None = Field(None, max_length=200)
+    # PostgreSQL text cannot hold NUL (a 500 at the INSERT): refused up front, named.
+    label: str | None = Field(None, max_length=200, pattern=r"^[^\x00]*$")
 
 
 class ApiKeyOut(BaseModel):

@@ -21,9 +21,10 @@ class Settings(BaseSettings):
     """Bootstrap admin API key, accepted alongside keys created through the API."""
     db_pool_size: int = 20
     """Connections per process; size it to the concurrency (a small pool collapses under load)."""
-    max_in_flight: int = Field(default=64, ge=1)
-    """API requests one process works on at once; more are refused at once with 503
-    ``OVERLOADED`` and ``Retry-After`` (see app/core/admission.py)."""
+    max_in_flight: int = Field(default=32, ge=1)
+    """Checks and reads one process works on at once; more are refused at once with 503
+    ``OVERLOADED`` and ``Retry-After`` (app/core/admission.py). At ~60 checks/s per process,
+    32 in flight is about half a second of queue; keep it below the pool (2 × db_pool_size)."""
     log_level: str = "INFO"
     log_json: bool = True
 

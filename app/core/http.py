@@ -11,8 +11,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PreflightError
@@ -34,6 +37,62 @@ _HTTP_CODES = {
     422: "VALIDATION_ERROR",
     503: "UNAVAILABLE",
 }
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="The request field at fault, e.g. ``fills[3].size``")
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details with a machine ``code``: the body of every error."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="e.g. VALIDATION_ERROR, NOT_FOUND, CONFLICT, UNAVAILABLE")
+    errors: list[FieldError] | None = Field(
+        None, description="Validation errors only: each bad field and what is wrong with it"
+    )
+
+
+_PROBLEM_DESCRIPTIONS = {
+    400: "The body could not be decoded (e.g. it is not UTF-8)",
+    401: "Missing or invalid API key",
+    403: "The key's role may not do this",
+    404: "Not found, or outside the key's account scope (not revealed)",
+    409: "Conflicts with the current state: an idempotency id reused with other content, "
+    "a rule of this resource, or a concurrent write (retry)",
+    422: "Invalid input: ``errors`` names each bad field",
+    503: "PostgreSQL is unreachable: nothing was written; retry after ``Retry-After`` seconds",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each answered as problem details.
+
+    FastAPI files a response ``model`` under the route's own media type (``application/json``);
+    the body is sent as ``application/problem+json``, which is listed with the same schema."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        response: dict[str, Any] = {
+            "model": Problem,
+            "description": _PROBLEM_DESCRIPTIONS[status],
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
+        if status == 503:
+            response["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying",
+                    "required": True,
+                    "schema": {"type": "integer"},
+                }
+            }
+        responses[status] = response
+    return responses
 
 
 def problem(
@@ -100,23 +159,48 @@ async def _preflight_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the path supports. Starlette's 405 names only the methods of the first
+    route whose path matched, but FastAPI has one route per method (RFC 9110 §15.5.6: the
+    ``Allow`` of a 405 lists all of them). Asks the router, method by method."""
+    allowed = []
+    for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     detail = str(exc.detail)
-    return problem(exc.status_code, code, detail, detail, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return problem(exc.status_code, code, detail, detail, headers)
+
+
+# SQLSTATEs that say the database is away, not that the request is wrong: class 08 (connection
+# exception) and 57P01–57P03 (admin shutdown, crash shutdown, cannot connect now: a server
+# stopping or starting). asyncpg reports these as plain errors, not OperationalError.
+_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 
 
 def _is_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNREACHABLE_SQLSTATES):
+            return True
     return isinstance(exc, OSError | TimeoutError)
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    metrics: Metrics = request.app.state.metrics
+    metrics: Metrics = request.app.state.runtime.metrics
     if isinstance(exc, IntegrityError):
         # Two requests raced for the same identifier; the loser may retry and be replayed.
         return problem(409, "CONFLICT", "Conflict", "a concurrent write conflicted; retry")
@@ -133,6 +217,19 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     raise exc
 
 
+async def _no_free_connection(request: Request, exc: Exception) -> JSONResponse:
+    """Every pooled connection stayed busy for the pool's timeout: the process is overloaded,
+    not broken. Nothing was written (the request never reached the database)."""
+    request.app.state.runtime.metrics.requests_shed.inc()
+    return problem(
+        503,
+        "OVERLOADED",
+        "Service overloaded",
+        "no database connection became free in time; retry",
+        {"Retry-After": "1"},
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     if _is_unreachable(exc):
         return await _database_error(request, exc)
@@ -145,6 +242,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PreflightError, _preflight_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    # A refused or timed-out connection to PostgreSQL surfaces as a bare OSError (TimeoutError is
+    # one). Answered here, not by the catch-all below: Starlette re-raises whatever reaches that
+    # one after answering, and uvicorn then closes the client's keep-alive connection.
+    app.add_exception_handler(OSError, _database_error)
+    app.add_exception_handler(PoolTimeout, _no_free_connection)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

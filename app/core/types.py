@@ -7,8 +7,10 @@ float64 comparisons stay meaningful.
 
 from __future__ import annotations
 
+import decimal
+import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import (
@@ -58,12 +60,26 @@ def parse_decimal(value: Any) -> Decimal:
     return parsed.copy_abs() if parsed == 0 else parsed
 
 
+EXACT_DIGITS = 80
+"""Significant digits of every Decimal operation: accepted amounts have at most 18 digits on
+either side of the point, so their sums and products fit without rounding."""
+_WIDE = Context(prec=EXACT_DIGITS)
+
+
+def exact_decimal_arithmetic() -> None:
+    """Money is exact: Decimal arithmetic anywhere in the service runs at ``EXACT_DIGITS``.
+    Python's default context keeps 28 digits and would silently round, e.g. a balance of 10^8
+    plus a realised PnL of 10^-4 carried to 18 places. Sets the template new contexts copy
+    (threads, tasks) and the context already current."""
+    decimal.DefaultContext.prec = EXACT_DIGITS
+    decimal.getcontext().prec = EXACT_DIGITS
+
+
 def format_decimal(value: Decimal) -> str:
     """Plain notation, no exponent, no trailing zeros: ``Decimal("6.50E+4")`` → ``"65000"``."""
     if value == 0:
         return "0"
-    with localcontext(prec=80):  # normalize() would otherwise round to 28 digits
-        return format(value.normalize(), "f")
+    return format(value.normalize(_WIDE), "f")
 
 
 def _positive(value: Decimal) -> Decimal:
@@ -106,10 +122,25 @@ Money = Annotated[Decimal, _to_string, _decimal_schema]
 """A decimal in a response."""
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def rfc3339_only(value: Any) -> Any:
+    """A timestamp is an RFC 3339 string: no Unix seconds (a number, or digits in a query)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("expected an RFC 3339 timestamp, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
 def to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a time zone (RFC 3339), e.g. 2026-01-01T00:00:00Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise ValueError("out of range once converted to UTC") from None
 
 
 def format_timestamp(value: datetime) -> str:
@@ -118,6 +149,7 @@ def format_timestamp(value: datetime) -> str:
 
 Timestamp = Annotated[
     datetime,
+    BeforeValidator(rfc3339_only),
     AfterValidator(to_utc),
     PlainSerializer(format_timestamp, return_type=str, when_used="json"),
 ]

@@ -140,9 +140,11 @@ def summary_to_decimals(
     for name in _DOWN:
         out[name] = equity_to_decimal(_amount(fields[name]), decimals)
     if MarginMode(mode) is MarginMode.ISOLATED:
-        free = _dec(out["collateral_value"]) - _dec(out["reserved_initial_margin"])
+        free = _CONTEXT.subtract(
+            _dec(out["collateral_value"]), _dec(out["reserved_initial_margin"])
+        )
     else:
-        free = _dec(out["equity"]) - _dec(out["initial_margin"])
+        free = _CONTEXT.subtract(_dec(out["equity"]), _dec(out["initial_margin"]))
     out["free_collateral"] = _plain(free)
     out["withdrawable"] = _plain(min(_dec(out["withdrawable"]), max(Decimal(0), free)))
     for name in RATIO_FIELDS:

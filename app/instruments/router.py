@@ -4,8 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from app.auth.dependencies import Admin, Reader
+from app.auth.dependencies import Reader, SharedAdmin
 from app.core.deps import RuntimeDep, SessionDep
+from app.core.http import problem_responses
 from app.core.types import ID_PATTERN
 from app.instruments import service
 from app.instruments.schemas import (
@@ -17,13 +18,23 @@ from app.instruments.schemas import (
     InstrumentOut,
 )
 
-router = APIRouter(prefix="/v1", tags=["reference data"])
+router = APIRouter(
+    prefix="/v1", tags=["reference data"], responses=problem_responses(401, 403, 503)
+)
+CREATED = "Created (200 when it existed and was updated)"
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-@router.put("/assets/{symbol}", response_model=AssetOut)
+@router.put(
+    "/assets/{symbol}",
+    response_model=AssetOut,
+    responses={
+        201: {"model": AssetOut, "description": CREATED},
+        **problem_responses(400, 409, 422),
+    },
+)
 async def put_asset(
-    body: AssetIn, response: Response, principal: Admin, session: SessionDep, symbol: PathId
+    body: AssetIn, response: Response, principal: SharedAdmin, session: SessionDep, symbol: PathId
 ) -> AssetOut:
     asset, created = await service.put_asset(session, principal.actor, symbol, body)
     response.status_code = 201 if created else 200
@@ -35,16 +46,23 @@ async def list_assets(principal: Reader, session: SessionDep) -> AssetList:
     return AssetList(assets=[service.asset_out(a) for a in await service.list_assets(session)])
 
 
-@router.get("/assets/{symbol}", response_model=AssetOut)
+@router.get("/assets/{symbol}", response_model=AssetOut, responses=problem_responses(404, 422))
 async def get_asset(principal: Reader, session: SessionDep, symbol: PathId) -> AssetOut:
     return service.asset_out(await service.get_asset(session, symbol))
 
 
-@router.put("/instruments/{symbol}", response_model=InstrumentOut)
+@router.put(
+    "/instruments/{symbol}",
+    response_model=InstrumentOut,
+    responses={
+        201: {"model": InstrumentOut, "description": CREATED},
+        **problem_responses(400, 409, 422),
+    },
+)
 async def put_instrument(
     body: InstrumentIn,
     response: Response,
-    principal: Admin,
+    principal: SharedAdmin,
     session: SessionDep,
     runtime: RuntimeDep,
     symbol: PathId,
@@ -62,7 +80,9 @@ async def list_instruments(
     return InstrumentList(instruments=[service.instrument_out(i, runtime.settings) for i in rows])
 
 
-@router.get("/instruments/{symbol}", response_model=InstrumentOut)
+@router.get(
+    "/instruments/{symbol}", response_model=InstrumentOut, responses=problem_responses(404, 422)
+)
 async def get_instrument(
     principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: PathId
 ) -> InstrumentOut:

@@ -4,7 +4,7 @@ import itertools
 from decimal import Decimal
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from app.core.types import (
     DecimalValue,
@@ -21,7 +21,7 @@ from app.core.types import (
 class AssetIn(StrictIn):
     collateral_weight: Fraction = Field(description="0–1; the haircut is 1 − weight")
     underlying: Identifier | None = Field(None, description="Risk factor it moves with, e.g. BTC")
-    is_settlement: bool = False
+    is_settlement: StrictBool = False
 
     @model_validator(mode="after")
     def _settlement_shape(self) -> Self:
@@ -59,6 +59,22 @@ class MarginTierOut(BaseModel):
 
 
 class InstrumentIn(StrictIn):
+    # The kind rules of ``_consistent`` in the schema: a future has an expiry and no funding
+    # interval; a perpetual has no expiry.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "future"}}, "required": ["kind"]},
+            "then": {
+                "required": ["expiry"],
+                "properties": {
+                    "expiry": {"not": {"type": "null"}},
+                    "funding_interval_s": {"type": "null"},
+                },
+            },
+            "else": {"properties": {"expiry": {"type": "null"}}},
+        }
+    )
+
     kind: Literal["perpetual", "future"]
     underlying: Identifier
     contract_size: PositiveDecimal = Decimal(1)
@@ -70,7 +86,7 @@ class InstrumentIn(StrictIn):
     price_band: PositiveDecimal | None = Field(None, description="max |limit − mark| / mark")
     max_order_notional: PositiveDecimal | None = None
     expiry: Timestamp | None = Field(None, description="Required for futures")
-    funding_interval_s: int | None = Field(None, gt=0, le=7 * 24 * 3600)
+    funding_interval_s: int | None = Field(None, gt=0, le=7 * 24 * 3600, strict=True)
     stale_after_s: PositiveDecimal | None = Field(None, description="Default 5")
     max_twap_deviation: PositiveDecimal | None = Field(None, description="Default 0.05")
 

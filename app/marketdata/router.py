@@ -6,16 +6,19 @@ from fastapi import APIRouter, Path
 
 from app.auth.dependencies import MarketWriter, Reader
 from app.core.deps import RuntimeDep, SessionDep
+from app.core.http import problem_responses
 from app.core.types import ID_PATTERN
 from app.marketdata import service
 from app.marketdata.schemas import BookIn, BookOut, MarkList, MarkOut, MarksAccepted, MarksIn
 from app.risk import margin_calls
 
-router = APIRouter(prefix="/v1", tags=["market data"])
+router = APIRouter(prefix="/v1", tags=["market data"], responses=problem_responses(401, 403, 503))
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-@router.post("/marks", response_model=MarksAccepted)
+@router.post(
+    "/marks", response_model=MarksAccepted, responses=problem_responses(400, 404, 409, 422)
+)
 async def post_marks(
     body: MarksIn, principal: MarketWriter, session: SessionDep, runtime: RuntimeDep
 ) -> MarksAccepted:
@@ -30,14 +33,16 @@ async def list_marks(principal: Reader, session: SessionDep, runtime: RuntimeDep
     return MarkList(marks=[service.mark_out(m) for m in await service.all_marks(session, runtime)])
 
 
-@router.get("/marks/{symbol}", response_model=MarkOut)
+@router.get("/marks/{symbol}", response_model=MarkOut, responses=problem_responses(404, 422))
 async def get_mark(
     principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: PathId
 ) -> MarkOut:
     return service.mark_out(await service.get_mark(session, runtime, symbol))
 
 
-@router.put("/books/{symbol}", response_model=BookOut)
+@router.put(
+    "/books/{symbol}", response_model=BookOut, responses=problem_responses(400, 404, 409, 422)
+)
 async def put_book(
     body: BookIn,
     principal: MarketWriter,
@@ -49,7 +54,7 @@ async def put_book(
     return await service.book_out(session, runtime, symbol)
 
 
-@router.get("/books/{symbol}", response_model=BookOut)
+@router.get("/books/{symbol}", response_model=BookOut, responses=problem_responses(404, 422))
 async def get_book(
     principal: Reader, session: SessionDep, runtime: RuntimeDep, symbol: PathId
 ) -> BookOut:

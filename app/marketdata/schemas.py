@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import itertools
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, WithJsonSchema, model_validator
 
 from app.core.types import (
     DecimalValue,
@@ -83,10 +83,28 @@ class BookIn(StrictIn):
         return self
 
 
+# A level is two decimal strings. Spelled as an array of exactly two (the same thing for two
+# items of one type) rather than ``prefixItems``: Schemathesis 4 rewrites ``prefixItems`` in a
+# response schema to draft-4 ``items: [...]`` and then refuses the schema under OpenAPI 3.1.
+LevelOut = Annotated[
+    tuple[Money, Money],
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "examples": ["65000.5"]},
+            "minItems": 2,
+            "maxItems": 2,
+            "description": "[price, size]",
+        },
+        mode="serialization",
+    ),
+]
+
+
 class BookOut(BaseModel):
     symbol: str
-    bids: list[tuple[Money, Money]]
-    asks: list[tuple[Money, Money]]
+    bids: list[LevelOut]
+    asks: list[LevelOut]
     ts: Timestamp
     age_ms: int
     status: str = Field(description="fresh | stale")

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path
 
 from app.auth.dependencies import Reader, VenueWriter
 from app.core.deps import RuntimeDep, SessionDep
+from app.core.http import problem_responses
 from app.core.types import ID_PATTERN, utcnow
 from app.pretrade import reservations, service
 from app.pretrade.schemas import (
@@ -17,11 +18,13 @@ from app.pretrade.schemas import (
     ReservationOut,
 )
 
-router = APIRouter(prefix="/v1", tags=["pre-trade"])
+router = APIRouter(prefix="/v1", tags=["pre-trade"], responses=problem_responses(401, 403, 503))
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-@router.post("/pretrade/check", response_model=CheckOut)
+@router.post(
+    "/pretrade/check", response_model=CheckOut, responses=problem_responses(400, 404, 409, 422)
+)
 async def check(
     body: CheckIn, principal: VenueWriter, session: SessionDep, runtime: RuntimeDep
 ) -> CheckOut:
@@ -29,14 +32,20 @@ async def check(
     return await service.check(session, runtime, principal, body)
 
 
-@router.post("/pretrade/max-size", response_model=MaxSizeOut)
+@router.post(
+    "/pretrade/max-size", response_model=MaxSizeOut, responses=problem_responses(400, 404, 409, 422)
+)
 async def max_size(
     body: MaxSizeIn, principal: VenueWriter, session: SessionDep, runtime: RuntimeDep
 ) -> MaxSizeOut:
     return await service.max_size(session, runtime, principal, body)
 
 
-@router.get("/subaccounts/{subaccount_id}/reservations", response_model=ReservationList)
+@router.get(
+    "/subaccounts/{subaccount_id}/reservations",
+    response_model=ReservationList,
+    responses=problem_responses(404, 422),
+)
 async def list_reservations(
     principal: Reader, session: SessionDep, subaccount_id: PathId
 ) -> ReservationList:
@@ -48,7 +57,11 @@ async def list_reservations(
     )
 
 
-@router.delete("/reservations/{reservation_id}", response_model=ReservationOut)
+@router.delete(
+    "/reservations/{reservation_id}",
+    response_model=ReservationOut,
+    responses=problem_responses(404, 409, 422),
+)
 async def release_reservation(
     principal: VenueWriter, session: SessionDep, reservation_id: Annotated[str, Path(max_length=32)]
 ) -> ReservationOut:

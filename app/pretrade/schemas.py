@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from app.core.types import Identifier, Money, PositiveDecimal, StrictIn, Timestamp
 from app.risk.schemas import MarginSummaryOut, MarkUsedOut, PositionMarginOut
@@ -31,6 +31,19 @@ ReasonCode = Literal[
 ]
 
 
+# The rule of ``check_limit_price`` in the schema, so a client (and a generator) can see it.
+LIMIT_PRICE_RULE = ConfigDict(
+    json_schema_extra={
+        "if": {"properties": {"type": {"const": "limit"}}, "required": ["type"]},
+        "then": {
+            "required": ["limit_price"],
+            "properties": {"limit_price": {"not": {"type": "null"}}},
+        },
+        "else": {"properties": {"limit_price": {"type": "null"}}},
+    }
+)
+
+
 def check_limit_price(order_type: str, limit_price: Decimal | None) -> None:
     """A limit order names its price; a market order has none."""
     if order_type == "limit" and limit_price is None:
@@ -40,6 +53,8 @@ def check_limit_price(order_type: str, limit_price: Decimal | None) -> None:
 
 
 class OrderIn(StrictIn):
+    model_config = LIMIT_PRICE_RULE
+
     client_order_id: Identifier | None = Field(
         None, description="Idempotency id: a replay answers the first check"
     )
@@ -49,7 +64,7 @@ class OrderIn(StrictIn):
     type: Literal["market", "limit"]
     limit_price: PositiveDecimal | None = None
     time_in_force: Literal["gtc", "ioc", "fok"] = "gtc"
-    reduce_only: bool = False
+    reduce_only: StrictBool = False
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> Self:
@@ -60,8 +75,9 @@ class OrderIn(StrictIn):
 class CheckIn(StrictIn):
     subaccount_id: Identifier
     orders: list[OrderIn] = Field(min_length=1, max_length=50)
-    reserve: bool = False
-    reservation_ttl_s: int = Field(60, gt=0, le=86_400)
+    # Strict: JSON true/false and integers only, as documented (lax parsing took "yes", 1, "60").
+    reserve: StrictBool = False
+    reservation_ttl_s: int = Field(60, gt=0, le=86_400, strict=True)
 
     @model_validator(mode="after")
     def _distinct_order_ids(self) -> Self:
@@ -107,6 +123,8 @@ class CheckOut(BaseModel):
 
 
 class MaxSizeIn(StrictIn):
+    model_config = LIMIT_PRICE_RULE
+
     subaccount_id: Identifier
     instrument: Identifier
     side: Literal["buy", "sell"]

@@ -5,8 +5,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from app.auth.dependencies import Admin, Reader, RiskWriter
+from app.auth.dependencies import Reader, RiskWriter, SharedAdmin
 from app.core.deps import RuntimeDep, SessionDep
+from app.core.http import problem_responses
 from app.core.types import ID_PATTERN
 from app.risk import margin_calls, overview, reports, service, stress
 from app.risk.schemas import (
@@ -23,18 +24,26 @@ from app.risk.schemas import (
     SubaccountMarginOut,
 )
 
-router = APIRouter(prefix="/v1", tags=["risk"])
+router = APIRouter(prefix="/v1", tags=["risk"], responses=problem_responses(401, 403, 503))
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-@router.get("/subaccounts/{subaccount_id}/margin", response_model=SubaccountMarginOut)
+@router.get(
+    "/subaccounts/{subaccount_id}/margin",
+    response_model=SubaccountMarginOut,
+    responses=problem_responses(404, 422),
+)
 async def subaccount_margin(
     principal: Reader, session: SessionDep, runtime: RuntimeDep, subaccount_id: PathId
 ) -> SubaccountMarginOut:
     return await service.subaccount_margin(session, runtime, principal.accounts, subaccount_id)
 
 
-@router.get("/accounts/{account_id}/margin", response_model=AccountMarginOut)
+@router.get(
+    "/accounts/{account_id}/margin",
+    response_model=AccountMarginOut,
+    responses=problem_responses(404, 422),
+)
 async def account_margin(
     principal: Reader, session: SessionDep, runtime: RuntimeDep, account_id: PathId
 ) -> AccountMarginOut:
@@ -46,14 +55,18 @@ async def get_parameters(principal: Reader, session: SessionDep) -> dict[str, An
     return (await service.parameters(session)).to_dict()
 
 
-@router.put("/risk/parameters", response_model=RiskParametersBody)
+@router.put(
+    "/risk/parameters",
+    response_model=RiskParametersBody,
+    responses=problem_responses(400, 409, 422),
+)
 async def put_parameters(
-    body: RiskParametersBody, principal: Admin, session: SessionDep
+    body: RiskParametersBody, principal: SharedAdmin, session: SessionDep
 ) -> dict[str, Any]:
     return (await service.put_parameters(session, principal.actor, body.root)).to_dict()
 
 
-@router.get("/risk/overview", response_model=OverviewOut)
+@router.get("/risk/overview", response_model=OverviewOut, responses=problem_responses(422))
 async def risk_overview(
     principal: Reader,
     session: SessionDep,
@@ -80,7 +93,11 @@ async def risk_overview(
     )
 
 
-@router.post("/subaccounts/{subaccount_id}/stress", response_model=StressOut)
+@router.post(
+    "/subaccounts/{subaccount_id}/stress",
+    response_model=StressOut,
+    responses=problem_responses(400, 404, 422),
+)
 async def subaccount_stress(
     body: StressIn,
     principal: Reader,
@@ -93,14 +110,14 @@ async def subaccount_stress(
     )
 
 
-@router.post("/risk/stress", response_model=BookStressOut)
+@router.post("/risk/stress", response_model=BookStressOut, responses=problem_responses(400, 422))
 async def book_stress(
     body: BookStressIn, principal: Reader, session: SessionDep, runtime: RuntimeDep
 ) -> BookStressOut:
     return await stress.book_stress(session, runtime, principal.accounts, body.scenario)
 
 
-@router.get("/margin-calls", response_model=MarginCallList)
+@router.get("/margin-calls", response_model=MarginCallList, responses=problem_responses(422))
 async def list_margin_calls(
     principal: Reader,
     session: SessionDep,
@@ -112,7 +129,11 @@ async def list_margin_calls(
     return MarginCallList(margin_calls=[margin_calls.margin_call_out(c) for c in calls])
 
 
-@router.post("/margin-calls/{call_id}/ack", response_model=MarginCallOut)
+@router.post(
+    "/margin-calls/{call_id}/ack",
+    response_model=MarginCallOut,
+    responses=problem_responses(404, 409, 422),
+)
 async def acknowledge_margin_call(
     principal: RiskWriter, session: SessionDep, call_id: Annotated[str, Path(max_length=32)]
 ) -> MarginCallOut:
@@ -122,7 +143,7 @@ async def acknowledge_margin_call(
 @router.get(
     "/reports/margin",
     response_model=MarginReportOut,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {}}}, **problem_responses(404, 422)},
 )
 async def margin_report(
     request: Request,

@@ -4,7 +4,7 @@ import math
 from datetime import date as date_type
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictFloat, field_validator
 
 from app.core.types import Identifier, Money, StrictIn, Timestamp
 
@@ -109,8 +109,10 @@ class OverviewOut(BaseModel):
 
 
 class ScenarioIn(StrictIn):
-    name: str = Field(min_length=1, max_length=100)
-    shocks: dict[Identifier, float] = Field(
+    # No NUL: the name is echoed, and audited where a scenario is stored.
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00]*$")
+    # Strict: a JSON number only (lax float would take true/false as 1/0 and "0.1" strings).
+    shocks: dict[Identifier, StrictFloat] = Field(
         description='Relative move per underlying, e.g. {"BTC": -0.2}; unlisted ones do not move'
     )
 

@@ -16,12 +16,20 @@ The numbers, by hand (BTC-PERP: one tier, IMF 10 %, contract size 1, taker fee 0
   So exactly K = 10 orders fit, and the 11th is rejected with INSUFFICIENT_MARGIN.
 - Every accepted check reports ``after.free_collateral`` = F(n) for its own n: if the checks
   are serialised, the K accepted answers are exactly {F(1), …, F(10)}, each once.
+
+Proof 2 (issue 6) repeats the burst for rounds: 64 concurrent reserving checks, alternating
+between the two servers, exactly K = 10 accepted, reserved IM 10 · 600 = 6,000 and free collateral
+F(10) = 270 on both servers; then every reservation is released (DELETE /v1/reservations/{id}),
+both servers are back at reserved IM 0 and free collateral F(0) = 6,300, and the next round starts.
+An over-commit is a round with more than K accepted, or a negative free collateral seen anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
@@ -30,11 +38,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, Api
+from tests.conftest import Api
 from tests.factories import BTC_PERP, deposit, desk, marks
-from tests.servers import server_env, start_server
+from tests.proof.conftest import Figures, scale
+from tests.servers import ADMIN_KEY, server_env, start_server
 
+PROOF = "2 concurrency"
 REQUEST_TIMEOUT_S = 60.0
+ROUNDS = scale(ci=3, full=1000)
 
 PRICE = Decimal("60000")
 SIZE = Decimal("0.1")
@@ -157,7 +168,12 @@ def _split(responses: list[httpx.Response]) -> tuple[list[dict[str, Any]], list[
 
 @contextlib.asynccontextmanager
 async def _clients(urls: tuple[str, str]) -> Any:
-    limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
+    # Idle connections are dropped after 1 s, well before the server's 5 s keep-alive timeout:
+    # a request never races the server closing an idle connection under it ("Server disconnected
+    # without sending a response"), which a slow round used to meet.
+    limits = httpx.Limits(
+        max_connections=BURST, max_keepalive_connections=BURST, keepalive_expiry=1.0
+    )
     async with (
         httpx.AsyncClient(base_url=urls[0], timeout=REQUEST_TIMEOUT_S, limits=limits) as a,
         httpx.AsyncClient(base_url=urls[1], timeout=REQUEST_TIMEOUT_S, limits=limits) as b,
@@ -281,3 +297,104 @@ async def test_withdrawal_cannot_take_reserved_collateral(
         summary = (await b.ok("GET", "/v1/subaccounts/sub-cross/margin"))["summary"]
         assert Decimal(summary["free_collateral"]) == 0
         assert Decimal(summary["reserved_initial_margin"]) == 600 * K
+
+
+# --- proof 2: rounds -------------------------------------------------------------------------
+
+
+async def _timed_reserve(api: Api, coid: str, latencies: list[float]) -> httpx.Response:
+    started = time.perf_counter()
+    response = await _reserve(api, coid)
+    latencies.append(time.perf_counter() - started)
+    return response
+
+
+async def _views(api: Api) -> list[dict[str, Any]]:
+    """What this server reports for the subaccount: a check's ``before`` and GET …/margin."""
+    before = (await _probe(api))["before"]
+    summary = (await api.ok("GET", "/v1/subaccounts/sub-cross/margin"))["summary"]
+    return [before, summary]
+
+
+async def _assert_empty(api: Api) -> None:
+    """Nothing reserved on this server: no active reservation, reserved IM 0, F(0) = 6,300."""
+    assert await _active(api) == []
+    for view in await _views(api):
+        assert Decimal(view["reserved_initial_margin"]) == 0, view
+        assert Decimal(view["free_collateral"]) == DEPOSIT, view
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+async def test_rounds_of_concurrent_reserving_checks_never_overcommit(
+    clean: None, servers: tuple[str, str], figures: Figures
+) -> None:
+    """Proof 2: ROUNDS rounds of 64 concurrent reserving checks over both servers. Every round
+    exactly K = 10 are accepted, with after-free-collateral {F(1), …, F(10)} (serialised), and
+    both servers then count reserved IM 6,000 and free collateral F(10) = 270; releasing them all
+    brings both back to 0 and 6,300. Over-commits over all rounds: 0."""
+    rounds_done = sent = overcommits = 0
+    latencies: list[float] = []
+    busy_s = 0.0
+    try:
+        async with _clients(servers) as apis:
+            await _seed(apis[0])
+            for n in range(ROUNDS):
+                await marks(apis[n % 2], {"BTC-PERP": str(PRICE)})  # fresh for this round
+                for api in apis:
+                    await _assert_empty(api)
+
+                started = time.perf_counter()
+                sent += BURST
+                responses = await asyncio.gather(
+                    *(_timed_reserve(apis[i % 2], f"r{n}-{i}", latencies) for i in range(BURST))
+                )
+                busy_s += time.perf_counter() - started
+                accepted, rejected = _split(list(responses))
+                views = [view for api in apis for view in await _views(api)]
+                free_seen = [Decimal(x["after"]["free_collateral"]) for x in accepted]
+                free_seen += [Decimal(view["free_collateral"]) for view in views]
+                if len(accepted) > K or min(free_seen) < 0:
+                    overcommits += 1
+
+                assert len(accepted) == K, (n, free_seen)
+                assert sorted(Decimal(x["after"]["free_collateral"]) for x in accepted) == sorted(
+                    _free_after(i) for i in range(1, K + 1)
+                ), n
+                for body in rejected:
+                    assert [r["code"] for r in body["reasons"]] == ["INSUFFICIENT_MARGIN"], body
+                    assert body["reservation_id"] is None
+                for view in views:  # both servers, check and margin view: 10 · 600 and 270
+                    assert Decimal(view["reserved_initial_margin"]) == 600 * K, (n, view)
+                    assert Decimal(view["free_collateral"]) == _free_after(K), (n, view)
+                ids = {x["reservation_id"] for x in accepted}
+                for api in apis:
+                    assert {r["reservation_id"] for r in await _active(api)} == ids, n
+
+                # Release every reservation, alternating servers; the next round starts empty.
+                released = await asyncio.gather(
+                    *(
+                        apis[i % 2].ok("DELETE", f"/v1/reservations/{reservation_id}")
+                        for i, reservation_id in enumerate(sorted(ids))
+                    )
+                )
+                assert [r["status"] for r in released] == ["released"] * K
+                rounds_done += 1
+            for api in apis:
+                await _assert_empty(api)
+    finally:
+        figures.record("rounds (64 concurrent clients, 2 servers)", rounds_done, ROUNDS)
+        figures.record("reserving checks sent", sent)
+        figures.record("over-commits", overcommits, 0)
+        if latencies:
+            figures.record("reserving checks/s (both servers)", f"{len(latencies) / busy_s:.1f}")
+            figures.record(
+                "reserving check p50 / p99 (ms)",
+                f"{_percentile(latencies, 0.5) * 1000:.0f} / "
+                f"{_percentile(latencies, 0.99) * 1000:.0f}",
+            )
+    assert overcommits == 0
