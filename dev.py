@@ -127,10 +127,10 @@ def proof(args: list[str]) -> int:
         )
         load_rc = 0
         if not args:
-            say("$ bench/load.py --rate 500 --duration 60")
+            say("$ bench/load.py --rate 500 --duration 60 --workers 2 (the production shape)")
             load_rc = subprocess.call(
                 [str(PYTHON), "bench/load.py", "--rate", "500", "--duration", "60",
-                 "--results", str(results)],
+                 "--workers", "2", "--results", str(results)],
                 cwd=ROOT,
                 env=env,
             )  # fmt: skip
