@@ -186,8 +186,19 @@ async def lock_account(session: AsyncSession, account_id: str) -> None:
 async def realized_since(
     session: AsyncSession, subaccount_id: str, since: datetime, settlement: str
 ) -> Decimal:
-    """Realised PnL of fills dated at or after ``since``, net of fees paid in ``settlement``
-    (summed here, exactly: SQLite would sum decimal text as floats)."""
+    """Realised PnL of fills dated at or after ``since``, net of fees paid in ``settlement``.
+    Summed by PostgreSQL (NUMERIC sums are exact), in one row however many fills the day has;
+    on SQLite here, since it would sum decimal text as floats."""
+    if dialect_name(session) == "postgresql":
+        summed = await driver_fetch(
+            session,
+            "SELECT coalesce(sum(realized_pnl - CASE WHEN fee_asset = $3 THEN fee ELSE 0 END), 0)"
+            " FROM fills WHERE subaccount_id = $1 AND ts >= $2",
+            subaccount_id,
+            since,
+            settlement,
+        )
+        return Decimal(summed[0][0])
     rows = await session.execute(
         select(Fill.realized_pnl, Fill.fee, Fill.fee_asset).where(
             Fill.subaccount_id == subaccount_id, Fill.ts >= since
