@@ -3,13 +3,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth import principal as principal_roles
 from app.auth import service
 from app.auth.principal import Principal, Role
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import Forbidden, Unauthorized
+
+# Declares the scheme in the OpenAPI document; the 401 for a missing or malformed header is ours
+# (problem details), so it does not raise.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer pf_…`")
 
 
 def require(
@@ -19,14 +24,15 @@ def require(
     ``unscoped``, only keys that are not limited to some accounts (api.md, Auth: outside its
     scope a key writes nothing, and a write every account shares reaches outside any scope)."""
 
-    async def authorized(request: Request, runtime: RuntimeDep, session: SessionDep) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
+    async def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        runtime: RuntimeDep,
+        session: SessionDep,
+    ) -> Principal:
+        presented = credentials.credentials.strip() if credentials is not None else ""
+        if not presented:
             raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-        principal = await service.authenticate(
-            session, presented.strip(), runtime.bootstrap_key_hash
-        )
+        principal = await service.authenticate(session, presented, runtime.bootstrap_key_hash)
         if principal.role not in roles:
             raise Forbidden(f"the {principal.role.value} role may not do this")
         if unscoped and principal.accounts is not None:
