@@ -268,6 +268,34 @@ async def test_a_reducing_basket_passes_under_water_but_never_when_halted(admin:
     assert codes(halted) == ["HALTED"]
 
 
+async def test_a_halt_applies_exactly_to_its_scope(trader: Api) -> None:
+    """An account, subaccount or instrument halt stops the orders it governs and no others:
+    acct-1 owns sub-cross, acct-2 owns other-sub (both funded, 20,000 USDC)."""
+    await deposit(trader, "other-sub", "20000")
+    small = order(size="0.1", limit_price="60000")
+    eth = order(instrument="ETH-PERP", size="1", limit_price="3000")
+    await marks(trader, {"BTC-PERP": "60000", "ETH-PERP": "3000"})
+
+    async def halt(scope: str, ident: str, state: str) -> None:
+        body = {"scope": scope, "id": ident, "state": state, "reason": "scope test"}
+        await trader.ok("PUT", "/v1/trading-state", json=body)
+
+    await halt("account", "acct-1", "halted")
+    assert codes(await check(trader, small)) == ["HALTED"]
+    assert codes(await check(trader, small, subaccount="other-sub")) == []
+    await halt("account", "acct-1", "active")
+
+    await halt("subaccount", "other-sub", "halted")
+    assert codes(await check(trader, small)) == []
+    assert codes(await check(trader, small, subaccount="other-sub")) == ["HALTED"]
+    await halt("subaccount", "other-sub", "active")
+
+    await halt("instrument", "ETH-PERP", "halted")
+    assert codes(await check(trader, small)) == []
+    assert codes(await check(trader, eth)) == ["HALTED"]
+    assert codes(await check(trader, eth, subaccount="other-sub")) == ["HALTED"]
+
+
 async def test_loss_limit_counts_todays_realised_and_open_pnl(trader: Api) -> None:
     today = datetime.now(UTC).isoformat()
     fills = [fill("l1", "buy", "1", "60500", ts=today), fill("l2", "sell", "1", "60000", ts=today)]

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, cast, delete, exists, select
+from sqlalchemy import Float, and_, cast, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import (
@@ -144,6 +144,23 @@ async def get_trading_state(
 async def list_trading_states(session: AsyncSession) -> Sequence[TradingState]:
     query = select(TradingState).order_by(TradingState.scope, TradingState.scope_id)
     return (await session.scalars(query)).all()
+
+
+async def trading_states_over(
+    session: AsyncSession, account_id: str, subaccount_id: str, instruments: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """``(scope, scope_id, state)`` of the states that govern an order of this subaccount in
+    these instruments: global, its account, itself, the instruments (by the primary key, so
+    the read stays small however many states other subaccounts carry)."""
+    query = select(TradingState.scope, TradingState.scope_id, TradingState.state).where(
+        or_(
+            TradingState.scope == "global",
+            and_(TradingState.scope == "account", TradingState.scope_id == account_id),
+            and_(TradingState.scope == "subaccount", TradingState.scope_id == subaccount_id),
+            and_(TradingState.scope == "instrument", TradingState.scope_id.in_(list(instruments))),
+        )
+    )
+    return [(row.scope, row.scope_id, row.state) for row in await session.execute(query)]
 
 
 async def balances_of(session: AsyncSession, subaccount_id: str) -> dict[str, Balance]:

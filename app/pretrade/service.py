@@ -127,15 +127,10 @@ async def _states(
     session: AsyncSession, subaccount: Subaccount, instruments: Sequence[str]
 ) -> dict[str, str]:
     states = {}
-    for row in await accounts_repository.list_trading_states(session):
-        if row.scope == "global":
-            states["global"] = row.state
-        elif row.scope == "account" and row.scope_id == subaccount.account_id:
-            states["account"] = row.state
-        elif row.scope == "subaccount" and row.scope_id == subaccount.subaccount_id:
-            states["subaccount"] = row.state
-        elif row.scope == "instrument" and row.scope_id in instruments:
-            states[f"instrument:{row.scope_id}"] = row.state
+    for scope, scope_id, state in await accounts_repository.trading_states_over(
+        session, subaccount.account_id, subaccount.subaccount_id, instruments
+    ):
+        states[f"instrument:{scope_id}" if scope == "instrument" else scope] = state
     return states
 
 
