@@ -48,15 +48,15 @@ async def authenticate(
     if bootstrap_hash is not None and hmac.compare_digest(presented_hash, bootstrap_hash):
         return Principal(BOOTSTRAP_KEY_ID, Role.ADMIN, None)
     key_id = _parse(presented)
-    record = await repository.get(session, key_id) if key_id else None
+    record = await repository.key_record(session, key_id) if key_id else None
     # Compare even when nothing was found, so timing does not reveal which ids exist.
     stored = record.key_hash if record is not None else "0" * 64
-    if not hmac.compare_digest(presented_hash, stored) or record is None:
+    if not hmac.compare_digest(presented_hash, stored) or record is None or key_id is None:
         raise Unauthorized("missing or invalid API key")
-    if record.revoked_at is not None:
+    if record.revoked:
         raise Unauthorized("this API key was revoked")
     accounts = None if record.accounts is None else frozenset(record.accounts)
-    return Principal(record.key_id, Role(record.role), accounts)
+    return Principal(key_id, Role(record.role), accounts)
 
 
 def _within(scope: frozenset[str] | None, accounts: Sequence[str] | None) -> bool:
