@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,7 @@ from bench.pretrade import (
 )
 
 PROOF = "7 load"
+REASON_CODE = re.compile(rb'"code":"([A-Z_]+)"')
 IDLE_REUSE_S = 4.0
 
 
@@ -60,6 +62,7 @@ class Outcome:
     """Of every request answered 200, from its scheduled send time."""
     accepted: int = 0
     rejected: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
     overloaded: int = 0
     other_status: dict[str, int] = field(default_factory=dict)
     timeouts: int = 0
@@ -163,6 +166,9 @@ async def generate(
                 outcome.accepted += 1
             else:
                 outcome.rejected += 1
+                for code in set(REASON_CODE.findall(body)):
+                    name = code.decode()
+                    outcome.reject_reasons[name] = outcome.reject_reasons.get(name, 0) + 1
         elif status == 503 and b'"OVERLOADED"' in body:
             outcome.overloaded += 1
         else:
@@ -299,7 +305,8 @@ def main() -> None:
     rows = [
         ("offered", f"{outcome.offered} checks at {args.rate:g}/s for {args.duration:g} s"),
         ("answered 200", f"{answered} ({answered / args.duration:.0f}/s): "
-                         f"{outcome.accepted} accept, {outcome.rejected} reject"),
+                         f"{outcome.accepted} accept, {outcome.rejected} reject "
+                         f"{outcome.reject_reasons}"),
         ("latency of 200s (from schedule)", f"p50 {p50:.1f} ms, p90 "
          f"{percentile(outcome.latencies_ms, 0.90):.1f} ms, p99 {p99:.1f} ms, max "
          f"{max(outcome.latencies_ms, default=float('nan')):.1f} ms"),
