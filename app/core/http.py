@@ -65,7 +65,8 @@ _PROBLEM_DESCRIPTIONS = {
     409: "Conflicts with the current state: an idempotency id reused with other content, "
     "a rule of this resource, or a concurrent write (retry)",
     422: "Invalid input: ``errors`` names each bad field",
-    503: "PostgreSQL is unreachable: nothing was written; retry after ``Retry-After`` seconds",
+    503: "PostgreSQL is unreachable (UNAVAILABLE) or the process is overloaded (OVERLOADED): "
+    "nothing was written; retry after ``Retry-After`` seconds",
 }
 
 
