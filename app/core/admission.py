@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.core.http import problem
+from app.core.http import overloaded
 from app.core.metrics import Metrics
 
 
@@ -34,12 +34,8 @@ class AdmissionMiddleware:
         sheddable = scope["method"] == "GET" or scope["path"].startswith("/v1/pretrade/")
         if sheddable and self.in_flight >= self.max_in_flight:
             self.metrics.requests_shed.inc()
-            response = problem(
-                503,
-                "OVERLOADED",
-                "Service overloaded",
-                f"more than {self.max_in_flight} requests in flight in this process; retry",
-                {"Retry-After": "1"},
+            response = overloaded(
+                f"more than {self.max_in_flight} requests in flight in this process; retry"
             )
             await response(scope, receive, send)
             return

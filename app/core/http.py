@@ -218,17 +218,17 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     raise exc
 
 
+def overloaded(detail: str) -> JSONResponse:
+    """503 ``OVERLOADED`` with ``Retry-After``: the process refused work it could not serve in
+    time, and wrote nothing."""
+    return problem(503, "OVERLOADED", "Service overloaded", detail, {"Retry-After": "1"})
+
+
 async def _no_free_connection(request: Request, exc: Exception) -> JSONResponse:
     """Every pooled connection stayed busy for the pool's timeout: the process is overloaded,
     not broken. Nothing was written (the request never reached the database)."""
     request.app.state.runtime.metrics.requests_shed.inc()
-    return problem(
-        503,
-        "OVERLOADED",
-        "Service overloaded",
-        "no database connection became free in time; retry",
-        {"Retry-After": "1"},
-    )
+    return overloaded("no database connection became free in time; retry")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

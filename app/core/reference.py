@@ -41,21 +41,18 @@ async def reference_token(session: AsyncSession) -> int | None:
 
 
 class ReferenceCache:
-    """Named values derived from reference tables, each kept with the token it was loaded at."""
+    """A value derived from the reference tables, kept with the token it was loaded at."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[int, Any]] = {}
+        self._entry: tuple[int, Any] | None = None
 
-    async def get(
-        self, session: AsyncSession, name: str, load: Callable[[AsyncSession], Awaitable[T]]
-    ) -> T:
+    async def get(self, session: AsyncSession, load: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """``load(session)``'s value, reused while the token stays the same."""
         token = await reference_token(session)
-        entry = self._entries.get(name)
-        if token is not None and entry is not None and entry[0] == token:
-            return cast(T, entry[1])
+        if token is not None and self._entry is not None and self._entry[0] == token:
+            return cast(T, self._entry[1])
         value = await load(session)
         # A session holding unflushed changes might hand the loader its own uncommitted view.
         if token is not None and not (session.new or session.dirty or session.deleted):
-            self._entries[name] = (token, value)
+            self._entry = (token, value)
         return value

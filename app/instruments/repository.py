@@ -4,7 +4,6 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.util import identity_key
 
 from app.instruments.models import Asset, Instrument
 
@@ -26,20 +25,10 @@ async def get_instrument(session: AsyncSession, symbol: str) -> Instrument | Non
 
 
 async def get_instruments(session: AsyncSession, symbols: Sequence[str]) -> dict[str, Instrument]:
-    """The instruments of ``symbols`` that exist. Those this session already loaded come from
-    its identity map (one check asks for its instruments three times; one SELECT is enough)."""
-    wanted = set(symbols)
-    found: dict[str, Instrument] = {}
-    identity_map = session.sync_session.identity_map
-    for symbol in wanted:
-        loaded = identity_map.get(identity_key(Instrument, symbol))
-        if isinstance(loaded, Instrument):
-            found[symbol] = loaded
-    missing = wanted - found.keys()
-    if missing:
-        rows = await session.scalars(select(Instrument).where(Instrument.symbol.in_(missing)))
-        found.update((row.symbol, row) for row in rows)
-    return found
+    if not symbols:
+        return {}
+    rows = await session.scalars(select(Instrument).where(Instrument.symbol.in_(set(symbols))))
+    return {row.symbol: row for row in rows}
 
 
 async def list_instruments(session: AsyncSession) -> Sequence[Instrument]:

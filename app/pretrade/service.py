@@ -161,7 +161,7 @@ async def _siblings(
     session: AsyncSession,
     runtime: Runtime,
     context_subaccount: Subaccount,
-    parameters: RiskParameters,
+    known: Reference,
     since: datetime,
     now: datetime,
 ) -> tuple[Totals, Decimal]:
@@ -174,13 +174,15 @@ async def _siblings(
         if sibling.subaccount_id == context_subaccount.subaccount_id:
             continue
         held = await repository.active_reservations(session, [sibling.subaccount_id], now)
-        book = (await load_book(session, runtime, sibling)).with_fills(reservations.as_fills(held))
-        evaluation = risk.evaluate(book, parameters, liquidation=False)
+        book = (await load_book(session, runtime, sibling, (), known)).with_fills(
+            reservations.as_fills(held)
+        )
+        evaluation = risk.evaluate(book, known.parameters, liquidation=False)
         realized = await accounts_repository.realized_since(
             session, sibling.subaccount_id, since, book.settlement
         )
         sibling_totals = replace(
-            totals(book, evaluation, parameters.settlement_decimals),
+            totals(book, evaluation, known.parameters.settlement_decimals),
             realized_today=realized,
             open_orders=reservations.open_orders(held),
         )
@@ -219,7 +221,7 @@ async def load_context(
     siblings, strategy_gross = Totals(), ZERO
     if account.limits:
         siblings, strategy_gross = await _siblings(
-            session, runtime, subaccount, parameters, midnight, now
+            session, runtime, subaccount, known, midnight, now
         )
     return Context(
         subaccount=subaccount,

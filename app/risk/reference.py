@@ -53,4 +53,4 @@ async def _load(session: AsyncSession) -> Reference:
 
 
 async def reference(session: AsyncSession, runtime: Runtime) -> Reference:
-    return await runtime.reference.get(session, "reference", _load)
+    return await runtime.reference.get(session, _load)
