@@ -227,6 +227,11 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
+def _seen_both(run: Run, expected: str, price: Decimal, after: float = 0.0) -> int:
+    """The fewer, of adding and of reducing answers, judged ``expected`` on that post."""
+    return min(_seen(run, kind, expected, price, after) for kind in ("add", "reduce"))
+
+
 def _seen(run: Run, kind: str, expected: str, price: Decimal, after: float = 0.0) -> int:
     """How many answers of ``kind`` were judged ``expected`` on the post at ``price``."""
     count = 0
@@ -352,9 +357,7 @@ async def test_checks_keep_answering_from_postgresql_while_redis_is_down(
             # 1. Redis up: both baskets accepted on the fresh mark.
             await _until(
                 "accepts before the outage",
-                lambda: (
-                    min(_seen(run, k, "fresh", p0.price) for k in ("add", "reduce")) >= PER_PHASE
-                ),
+                lambda: _seen_both(run, "fresh", p0.price) >= PER_PHASE,
                 run,
             )
             rate_capped_before = await _rate_capped(api, run, "60050")
@@ -372,8 +375,7 @@ async def test_checks_keep_answering_from_postgresql_while_redis_is_down(
                 "fresh, then stale, answers on the mark posted before the outage",
                 lambda: (
                     _seen(run, "add", "fresh", p1.price, run.down) >= 1
-                    and min(_seen(run, k, "stale", p1.price, run.down) for k in ("add", "reduce"))
-                    >= PER_PHASE
+                    and _seen_both(run, "stale", p1.price, run.down) >= PER_PHASE
                 ),
                 run,
             )
@@ -387,9 +389,8 @@ async def test_checks_keep_answering_from_postgresql_while_redis_is_down(
             await _until(
                 "fresh, then stale, answers on the mark posted during the outage",
                 lambda: (
-                    min(_seen(run, k, "fresh", p2.price) for k in ("add", "reduce")) >= 1
-                    and min(_seen(run, k, "stale", p2.price) for k in ("add", "reduce"))
-                    >= PER_PHASE
+                    _seen_both(run, "fresh", p2.price) >= 1
+                    and _seen_both(run, "stale", p2.price) >= PER_PHASE
                 ),
                 run,
             )
@@ -410,10 +411,7 @@ async def test_checks_keep_answering_from_postgresql_while_redis_is_down(
             p3 = await _post_marks(api, run, "60300")
             await _until(
                 "accepts after Redis returned",
-                lambda: (
-                    min(_seen(run, k, "fresh", p3.price, p3.acked) for k in ("add", "reduce"))
-                    >= PER_PHASE
-                ),
+                lambda: _seen_both(run, "fresh", p3.price, p3.acked) >= PER_PHASE,
                 run,
             )
         finally:
@@ -542,9 +540,7 @@ async def test_a_hung_redis_costs_checks_no_more_than_its_timeout(
         try:
             await _until(
                 "accepts before the hang",
-                lambda: (
-                    min(_seen(run, k, "fresh", p0.price) for k in ("add", "reduce")) >= PER_PHASE
-                ),
+                lambda: _seen_both(run, "fresh", p0.price) >= PER_PHASE,
                 run,
             )
             os.kill(pid, signal.SIGSTOP)
@@ -555,10 +551,7 @@ async def test_a_hung_redis_costs_checks_no_more_than_its_timeout(
                 assert ready == {"status": "degraded", "database": "ok", "cache": "degraded"}
                 await _until(
                     "answers on the mark posted during the hang",
-                    lambda: (
-                        min(_seen(run, k, "fresh", p1.price, p1.acked) for k in ("add", "reduce"))
-                        >= PER_PHASE
-                    ),
+                    lambda: _seen_both(run, "fresh", p1.price, p1.acked) >= PER_PHASE,
                     run,
                 )
             finally:
@@ -571,19 +564,13 @@ async def test_a_hung_redis_costs_checks_no_more_than_its_timeout(
             ready_at = time.time()
             await _until(
                 "answers after the hang",
-                lambda: (
-                    min(_seen(run, k, "fresh", p1.price, ready_at) for k in ("add", "reduce"))
-                    >= PER_PHASE
-                ),
+                lambda: _seen_both(run, "fresh", p1.price, ready_at) >= PER_PHASE,
                 run,
             )
             p2 = await _post_marks(api, run, "60200")
             await _until(
                 "answers on a mark posted after the hang",
-                lambda: (
-                    min(_seen(run, k, "fresh", p2.price, p2.acked) for k in ("add", "reduce"))
-                    >= PER_PHASE
-                ),
+                lambda: _seen_both(run, "fresh", p2.price, p2.acked) >= PER_PHASE,
                 run,
             )
         finally:
