@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -132,3 +133,13 @@ def start_server(env: dict[str, str], *, workers: int = 1) -> ServerProcess:
         if attempt == 3:
             raise AssertionError(f"server exited:\n{output}")
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], *, workers: int = 1) -> Iterator[ServerProcess]:
+    """A ready server (``start_server``), closed on the way out."""
+    server = start_server(env, workers=workers)
+    try:
+        yield server
+    finally:
+        server.close()

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, Api
 from tests.factories import BTC_PERP, deposit, desk, marks
-from tests.servers import server_env, start_server
+from tests.servers import server_env, serving
 
 ORDER = {"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "limit",
          "limit_price": "60000"}  # fmt: skip
@@ -27,12 +27,9 @@ ORDER = {"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "limit"
 
 @pytest.fixture(scope="module")
 def servers(postgres_url: str, redis_url: str) -> Iterator[tuple[str, str]]:
-    running = [start_server(server_env(postgres_url, redis_url)) for _ in range(2)]
-    try:
-        yield running[0].url, running[1].url
-    finally:
-        for server in running:
-            server.close()
+    env = server_env(postgres_url, redis_url)
+    with serving(env) as a, serving(env) as b:
+        yield a.url, b.url
 
 
 @pytest.fixture

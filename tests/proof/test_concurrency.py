@@ -41,7 +41,7 @@ import pytest
 from tests.conftest import Api
 from tests.factories import BTC_PERP, deposit, desk, marks
 from tests.proof.conftest import Figures, scale
-from tests.servers import ADMIN_KEY, server_env, start_server
+from tests.servers import ADMIN_KEY, server_env, serving
 
 PROOF = "2 concurrency"
 REQUEST_TIMEOUT_S = 60.0
@@ -63,12 +63,8 @@ def servers(postgres_url: str, redis_url: str) -> Iterator[tuple[str, str]]:
     # (32 per process) a burst split evenly fits exactly, and any uneven moment would shed one
     # with 503 OVERLOADED. Shedding is proven in tests/test_ops.py; here it only adds noise.
     env = server_env(postgres_url, redis_url, PREFLIGHT_MAX_IN_FLIGHT="128")
-    running = [start_server(env) for _ in range(2)]
-    try:
-        yield running[0].url, running[1].url
-    finally:
-        for server in running:
-            server.close()
+    with serving(env) as a, serving(env) as b:
+        yield a.url, b.url
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from tests.servers import (
     READY_DEADLINE_S,
     ServerProcess,
     server_env,
-    start_server,
+    serving,
 )
 
 PROOF = "3 crash safety"
@@ -429,11 +429,8 @@ async def _check_after_restart(
 
 @pytest.fixture
 def server(clean: None, postgres_url: str, redis_url: str) -> Any:
-    running = start_server(server_env(postgres_url, redis_url))
-    try:
+    with serving(server_env(postgres_url, redis_url)) as running:
         yield running
-    finally:
-        running.close()
 
 
 async def test_fills_survive_kill_9_exactly_once_and_positions_equal_the_replay(

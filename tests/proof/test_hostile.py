@@ -41,7 +41,7 @@ from app.core.config import Settings
 from tests.conftest import Api, empty_everything
 from tests.factories import BTC_PERP, ETH_PERP, deposit, desk, fill, marks
 from tests.proof.conftest import Figures, scale
-from tests.servers import ADMIN_KEY, ROOT, ServerProcess, server_env, start_server
+from tests.servers import ADMIN_KEY, ROOT, ServerProcess, server_env, serving
 
 PROOF = "1 hostile input"
 
@@ -312,11 +312,8 @@ async def hostile_server(
 ) -> AsyncIterator[ServerProcess]:
     """A server process on the run's PostgreSQL and Redis, emptied first."""
     await empty_everything(settings)
-    server = start_server(server_env(postgres_url, redis_url))
-    try:
+    with serving(server_env(postgres_url, redis_url)) as server:
         yield server
-    finally:
-        server.close()
 
 
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(

@@ -50,7 +50,7 @@ from app.core.migrations import upgrade
 from tests.conftest import Api, empty_everything
 from tests.factories import BTC_PERP, ETH_PERP, deposit, desk, fill, marks
 from tests.proof.conftest import Figures, scale
-from tests.servers import ADMIN_KEY, ServerProcess, server_env, start_server
+from tests.servers import ADMIN_KEY, ServerProcess, server_env, serving
 from tests.services import PostgresCluster, asyncpg_dsn, create_database
 
 PROOF = "5 PostgreSQL outage"
@@ -224,11 +224,8 @@ def database(cluster: PostgresCluster) -> str:
 
 @pytest.fixture(scope="module")
 def running(database: str, redis_url: str) -> Iterator[ServerProcess]:
-    process = start_server(server_env(database, redis_url))
-    try:
+    with serving(server_env(database, redis_url)) as process:
         yield process
-    finally:
-        process.close()
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ from app.core.config import Settings
 from tests.conftest import Api, empty_everything
 from tests.factories import BTC_PERP, deposit, desk, fill
 from tests.proof.conftest import Figures, scale
-from tests.servers import ADMIN_KEY, ServerProcess, server_env, start_server
+from tests.servers import ADMIN_KEY, ServerProcess, server_env, serving
 from tests.services import RedisServer
 
 PROOF = "4 Redis outage"
@@ -275,11 +275,8 @@ def own_redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="module")
 def running(postgres_url: str, own_redis: RedisServer) -> Iterator[ServerProcess]:
     """One server process for the module, on the run's database and the test's own Redis."""
-    process = start_server(server_env(postgres_url, own_redis.url))
-    try:
+    with serving(server_env(postgres_url, own_redis.url)) as process:
         yield process
-    finally:
-        process.close()
 
 
 @pytest.fixture
