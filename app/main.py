@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from app.accounts.router import router as accounts_router
 from app.audit.router import router as audit_router
+from app.audit.sealer import seal_forever
 from app.auth.router import router as auth_router
 from app.core.admission import AdmissionMiddleware
 from app.core.cache import create_cache
@@ -54,7 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None,
             cache_shared=settings.redis_url is not None,
         )
-        workers = [asyncio.create_task(capture_forever(app.state.runtime))]
+        workers = [
+            asyncio.create_task(capture_forever(app.state.runtime)),
+            asyncio.create_task(seal_forever(app.state.runtime)),
+        ]
         if settings.webhook_url:
             workers.append(
                 asyncio.create_task(deliver_forever(app.state.runtime, settings.webhook_url))

@@ -3,7 +3,11 @@
 ``desk()`` writes eight entries, in this order (worked out from tests/factories.py):
 1–2 ``asset.put`` (USDC, BTC), 3–4 ``instrument.put`` (BTC-PERP, ETH-PERP), 5–6
 ``account.created`` (acct-1, acct-2), 7 ``subaccount.created`` sub-cross (acct-1), 8
-``subaccount.created`` other-sub (acct-2). Reference data and keys belong to no account."""
+``subaccount.created`` other-sub (acct-2). Reference data and keys belong to no account.
+
+Writes insert their entries unsealed; the sealer numbers and links them a few milliseconds after
+they commit, and every read seals first. A test that tampers with a row by its seq reads first
+(:func:`sealed`), so that the row it names has been sealed."""
 
 from __future__ import annotations
 
@@ -71,8 +75,34 @@ def field_errors(response: Any) -> list[str]:
 
 
 def recomputed_hash(line: dict[str, Any]) -> str:
+    """For an entry whose stored payload is canonical JSON (every ``record``): the parsed
+    entry re-serialised is the hashed text."""
     hashed = {k: v for k, v in line.items() if k not in ("prev_hash", "hash")}
     return hashlib.sha256((line["prev_hash"] + canonical_json(hashed)).encode()).hexdigest()
+
+
+def hashed_entry(raw_line: str) -> str:
+    """What an exported line's hash covers, whatever its payload: the line without its
+    ``"hash":…,`` member (the first, before the payload) and its ``"prev_hash":…,`` member (the
+    last, after it), the payload's bytes untouched (README, Audit)."""
+    line = json.loads(raw_line)
+    without_hash = raw_line.replace(f'"hash":"{line["hash"]}",', "", 1)
+    before, found, after = without_hash.rpartition(f'"prev_hash":"{line["prev_hash"]}",')
+    assert found, raw_line
+    return before + after
+
+
+def line_hash(raw_line: str) -> str:
+    prev_hash = json.loads(raw_line)["prev_hash"]
+    return hashlib.sha256((prev_hash + hashed_entry(raw_line)).encode()).hexdigest()
+
+
+async def sealed(api: Api, head_seq: int) -> dict[str, Any]:
+    """Read the chain (which seals every committed entry) and check it is whole up to
+    ``head_seq``: after this, a row can be named by its seq."""
+    result: dict[str, Any] = await api.ok("GET", "/v1/audit/verify")
+    assert (result["ok"], result["head_seq"]) == (True, head_seq), result
+    return result
 
 
 async def small_desk(admin: Api) -> None:
@@ -219,6 +249,7 @@ async def test_verify_an_untouched_chain(admin: Api) -> None:
 
 async def test_verify_names_a_row_edited_in_sql(admin: Api, sql: Sql) -> None:
     await desk(admin)
+    await sealed(admin, 8)
     await sql("UPDATE audit_log SET payload = :p WHERE seq = 3", p='{"forged":true}')
     result = await admin.ok("GET", "/v1/audit/verify")
     assert (result["ok"], result["entries"], result["first_bad_seq"]) == (False, 2, 3)
@@ -230,6 +261,7 @@ async def test_verify_names_a_row_edited_in_sql(admin: Api, sql: Sql) -> None:
 
 async def test_verify_names_a_payload_that_is_no_longer_json(admin: Api, sql: Sql) -> None:
     await desk(admin)
+    await sealed(admin, 8)
     await sql("UPDATE audit_log SET payload = 'not json' WHERE seq = 6")
     result = await admin.ok("GET", "/v1/audit/verify")
     assert (result["ok"], result["entries"], result["first_bad_seq"]) == (False, 5, 6)
@@ -239,6 +271,7 @@ async def test_verify_names_a_payload_that_is_no_longer_json(admin: Api, sql: Sq
 
 async def test_verify_names_the_gap_left_by_a_deleted_middle_row(admin: Api, sql: Sql) -> None:
     await desk(admin)
+    await sealed(admin, 8)
     await sql("DELETE FROM audit_log WHERE seq = 4")
     result = await admin.ok("GET", "/v1/audit/verify")
     assert (result["ok"], result["entries"], result["first_bad_seq"]) == (False, 3, 5)
@@ -248,8 +281,7 @@ async def test_a_deleted_last_row_shows_only_as_a_lower_head(admin: Api, sql: Sq
     """The walk cannot see a truncated tail: the chain that is left is intact. What tells is a
     head noted down earlier that the chain no longer reaches."""
     await desk(admin)
-    noted = await admin.ok("GET", "/v1/audit/verify")
-    assert (noted["ok"], noted["head_seq"]) == (True, 8)
+    noted = await sealed(admin, 8)
     await sql("DELETE FROM audit_log WHERE seq = 8")
     after = await admin.ok("GET", "/v1/audit/verify")
     assert (after["ok"], after["entries"], after["first_bad_seq"]) == (True, 7, None)
@@ -272,9 +304,11 @@ async def test_export_streams_every_entry_as_a_verifiable_line(admin: Api) -> No
     previous = GENESIS_HASH
     for raw, line in zip(raw_lines, lines, strict=True):
         assert set(line) == ENTRY_FIELDS
+        # Every payload here was written by record(), as canonical JSON: so is each line.
         assert raw == canonical_json(line), "each line is canonical JSON"
         assert line["prev_hash"] == previous
-        assert line["hash"] == recomputed_hash(line), f"seq {line['seq']} does not recompute"
+        assert line["hash"] == line_hash(raw), f"seq {line['seq']} does not recompute"
+        assert line["hash"] == recomputed_hash(line)
         previous = line["hash"]
     # The lines are the list's entries, field for field.
     listed = (await auditor.ok("GET", "/v1/audit"))["entries"]

@@ -1,13 +1,19 @@
-"""The hash chain: ``hash = sha256(prev_hash ‖ canonical JSON of the entry)``.
+"""The hash chain: ``hash = sha256(prev_hash ‖ entry)``.
 
-The canonical JSON of an entry has sorted keys, no whitespace, UTF-8, decimals as plain strings
-and times as RFC 3339 UTC — anyone can recompute it from an exported line.
+``entry`` is the JSON object of the entry's fields — ``account_id``, ``actor_key_id``,
+``created_at``, ``kind``, ``payload``, ``seq``, ``subaccount_id`` — with sorted keys, no
+whitespace, UTF-8, decimals as plain strings and times as RFC 3339 UTC, and with the payload
+spliced in exactly as it is stored (never parsed and re-serialised): an edit of a stored payload
+that only moves whitespace or reorders keys changes the hash. A payload written by
+:func:`canonical_json` makes ``entry`` the canonical JSON of the whole object, so chains hashed
+before payloads were spliced still verify.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -38,6 +44,13 @@ def canonical_json(value: Any) -> str:
     )
 
 
+def with_payload(fields: Mapping[str, Any], payload: str) -> str:
+    """The canonical JSON object of ``fields`` plus a ``"payload"`` member whose value is the
+    JSON text ``payload``, byte for byte."""
+    members = {**{key: canonical_json(value) for key, value in fields.items()}, "payload": payload}
+    return "{" + ",".join(f"{canonical_json(key)}:{members[key]}" for key in sorted(members)) + "}"
+
+
 def entry_hash(
     *,
     prev_hash: str,
@@ -49,15 +62,15 @@ def entry_hash(
     payload: str,
     created_at: datetime,
 ) -> str:
-    entry = canonical_json(
+    entry = with_payload(
         {
             "seq": seq,
             "kind": kind,
             "actor_key_id": actor_key_id,
             "account_id": account_id,
             "subaccount_id": subaccount_id,
-            "payload": json.loads(payload),
             "created_at": format_timestamp(created_at),
-        }
+        },
+        payload,
     )
     return hashlib.sha256((prev_hash + entry).encode()).hexdigest()

@@ -26,6 +26,7 @@ Until = Annotated[
 async def list_audit(
     principal: AuditReader,
     session: SessionDep,
+    runtime: RuntimeDep,
     since: Since = None,
     until: Until = None,
     subaccount_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
@@ -35,6 +36,7 @@ async def list_audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     query = service.AuditQuery(principal.accounts, subaccount_id, kind, since, until)
+    await service.seal_for_reading(session, runtime.session_factory)
     rows, next_cursor = await service.list_entries(session, query, cursor, limit)
     return AuditPage(
         entries=[AuditEntryOut.model_validate(service.entry_document(row)) for row in rows],
@@ -43,7 +45,10 @@ async def list_audit(
 
 
 @router.get("/audit/verify", response_model=VerificationOut)
-async def verify_audit(principal: AuditReader, session: SessionDep) -> VerificationOut:
+async def verify_audit(
+    principal: AuditReader, session: SessionDep, runtime: RuntimeDep
+) -> VerificationOut:
+    await service.seal_for_reading(session, runtime.session_factory)
     report = await service.verify_chain(session)
     head_seq, head_hash = report.last_good or (None, None)
     return VerificationOut(
@@ -60,8 +65,10 @@ async def verify_audit(principal: AuditReader, session: SessionDep) -> Verificat
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "One canonical JSON entry per line, in sequence order, up to the head "
-            "of the chain when the export began",
+            "description": "One entry per line, in sequence order, up to the head of the chain "
+            "when the export began: canonical JSON with the payload's stored text spliced in as "
+            "it is, so that the line without its `hash` and `prev_hash` members is the entry "
+            "that was hashed",
             "content": {
                 "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/AuditEntryOut"}}
             },
@@ -73,6 +80,7 @@ async def export_audit(
     principal: AuditReader, runtime: RuntimeDep, since: Since = None, until: Until = None
 ) -> StreamingResponse:
     query = service.AuditQuery(principal.accounts, since=since, until=until)
-    # The request's session is closed before the body streams: the lines open their own.
+    # The request's session is closed before the body streams: the lines open their own (and
+    # seal what was committed before reading).
     lines = service.export_lines(runtime.session_factory, query)
     return StreamingResponse(lines, media_type="application/x-ndjson")

@@ -8,9 +8,11 @@ from app.core.types import Timestamp
 
 
 class AuditEntryOut(BaseModel):
-    """One link of the chain. Without ``prev_hash`` and ``hash`` it is the entry that was hashed:
-    ``hash = sha256(prev_hash ‖ canonical JSON of {seq, kind, actor_key_id, account_id,
-    subaccount_id, payload, created_at})`` (sorted keys, no whitespace, UTF-8)."""
+    """One link of the chain: ``hash = sha256(prev_hash ‖ entry)``, where ``entry`` is the JSON
+    object of {seq, kind, actor_key_id, account_id, subaccount_id, payload, created_at} with
+    sorted keys, no whitespace, UTF-8, and the payload's stored text spliced in byte for byte.
+    An export line carries that text as it is stored (the line without ``prev_hash`` and
+    ``hash`` is ``entry``); a listed entry carries it parsed."""
 
     seq: int
     kind: str

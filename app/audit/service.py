@@ -1,5 +1,6 @@
 """Appending to, reading and verifying the audit log. Every write calls :func:`record` in its
-own transaction, so an entry exists exactly when the change it describes was committed."""
+own transaction, so an entry exists exactly when the change it describes was committed; the
+sealer (app/audit/sealer.py) links it into the hash chain after that commit."""
 
 from __future__ import annotations
 
@@ -13,25 +14,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit import repository
-from app.audit.chain import GENESIS_HASH, canonical_json, entry_hash
+from app.audit import repository, sealer
+from app.audit.chain import GENESIS_HASH, canonical_json, entry_hash, with_payload
 from app.audit.models import AuditEntry
+from app.core.db import dialect_name
 from app.core.errors import InvalidInput
-from app.core.types import utcnow
-
-
-def hash_of(entry: AuditEntry) -> str:
-    """The entry's link in the chain, from its stored fields."""
-    return entry_hash(
-        prev_hash=entry.prev_hash,
-        seq=entry.seq,
-        kind=entry.kind,
-        actor_key_id=entry.actor_key_id,
-        account_id=entry.account_id,
-        subaccount_id=entry.subaccount_id,
-        payload=entry.payload,
-        created_at=entry.created_at,
-    )
+from app.core.types import format_timestamp, utcnow
 
 
 @dataclass(frozen=True)
@@ -47,26 +35,55 @@ async def record(
     *,
     account_id: str | None = None,
     subaccount_id: str | None = None,
-) -> AuditEntry:
-    await repository.lock_chain(session)
-    head = await repository.chain_head(session)
-    seq, prev_hash = (1, GENESIS_HASH) if head is None else (head[0] + 1, head[1])
-    created_at = utcnow()
-    body = canonical_json(payload)
-    entry = AuditEntry(
-        seq=seq,
+) -> None:
+    """Append an entry for a change made in this session's transaction (stored as canonical
+    JSON)."""
+    await record_text(
+        session,
+        kind,
+        actor,
+        canonical_json(payload),
+        account_id=account_id,
+        subaccount_id=subaccount_id,
+    )
+
+
+async def record_text(
+    session: AsyncSession,
+    kind: str,
+    actor: Actor,
+    payload_text: str,
+    *,
+    account_id: str | None = None,
+    subaccount_id: str | None = None,
+) -> None:
+    """:func:`record` for a payload already serialised (a JSON object, e.g. the bytes of a
+    response): stored and hashed exactly as given. The entry is inserted unsealed — no lock, no
+    read — and sealed into the chain a few milliseconds after this transaction commits."""
+    await repository.append(
+        session,
         kind=kind,
         actor_key_id=actor.key_id,
         account_id=account_id,
         subaccount_id=subaccount_id,
-        payload=body,
-        created_at=created_at,
-        prev_hash=prev_hash,
+        payload=payload_text,
+        created_at=utcnow(),
     )
-    entry.hash = hash_of(entry)
-    repository.add(session, entry)
-    await session.flush()
-    return entry
+    sealer.appended(session)
+
+
+async def seal_for_reading(
+    session: AsyncSession, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """Seal every committed entry before a read, so that the reader sees each one committed
+    before its request. On PostgreSQL in a transaction of its own, committed before the read:
+    the chain's lock is not held while a verify walks the whole chain. On SQLite in the
+    request's: its transaction already holds the one writer lock another would wait for."""
+    if dialect_name(session) == "sqlite":
+        await sealer.seal(session)
+        return
+    async with session_factory() as own, own.begin():
+        await sealer.seal(own)
 
 
 @dataclass(frozen=True)
@@ -77,8 +94,10 @@ class Verification:
 
 
 async def verify(session: AsyncSession) -> Verification:
-    """Re-walk the chain: each entry must link to its predecessor and hash to its stored hash,
-    and sequence numbers must run without gaps (a deleted row breaks the chain)."""
+    """Seal what is committed, then re-walk the chain: each entry must link to its predecessor
+    and hash to its stored hash, and sequence numbers must run from 1 without gaps (a deleted
+    row breaks the chain)."""
+    await sealer.seal(session)
     return (await verify_chain(session)).verification
 
 
@@ -90,23 +109,27 @@ class ChainReport:
 
 
 async def verify_chain(session: AsyncSession) -> ChainReport:
-    """:func:`verify`, also naming where the intact part of the chain ends. Walking alone cannot
-    see rows removed from the tail; comparing this head with one noted down earlier can."""
-    expected_prev, expected_seq, count = GENESIS_HASH, 1, 0
+    """:func:`verify` over the sealed entries as they are (seal first), also naming where the
+    intact part of the chain ends. Walking alone cannot see rows removed from the tail;
+    comparing this head with one noted down earlier can."""
+    expected_prev, count = GENESIS_HASH, 0
     last_good: tuple[int, str] | None = None
     async for entry in repository.walk(session):
-        try:
-            recomputed = hash_of(entry)
-        except ValueError:  # a payload edited into something that is not JSON
-            recomputed = None
-        if (
-            entry.seq != expected_seq
-            or entry.prev_hash != expected_prev
-            or recomputed != entry.hash
-        ):
+        # Over the stored payload text, whatever it holds (JSON or not): nothing is parsed.
+        recomputed = entry_hash(
+            prev_hash=expected_prev,
+            seq=count + 1,
+            kind=entry.kind,
+            actor_key_id=entry.actor_key_id,
+            account_id=entry.account_id,
+            subaccount_id=entry.subaccount_id,
+            payload=entry.payload,
+            created_at=entry.created_at,
+        )
+        if entry.seq != count + 1 or entry.prev_hash != expected_prev or entry.hash != recomputed:
             return ChainReport(Verification(False, count, entry.seq), last_good)
-        expected_prev, expected_seq, count = entry.hash, entry.seq + 1, count + 1
-        last_good = (entry.seq, entry.hash)
+        expected_prev, count = recomputed, count + 1
+        last_good = (count, recomputed)
     return ChainReport(Verification(True, count, None), last_good)
 
 
@@ -144,19 +167,33 @@ def decode_cursor(cursor: str) -> int:
     return int(text)
 
 
+def _sealed_seq(entry: AuditEntry) -> int:
+    assert entry.seq is not None, "readers see sealed entries only"
+    return entry.seq
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """The JSON object ``text`` holds, or None (strict JSON: no NaN or Infinity)."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def parsed_payload(entry: AuditEntry) -> dict[str, Any] | str:
     """The payload as the JSON object it was stored as; the raw text if a row was edited into
     something else (verify names that row)."""
-    try:
-        value = json.loads(entry.payload)
-    except ValueError:
-        return entry.payload
-    return value if isinstance(value, dict) else entry.payload
+    value = _json_object(entry.payload)
+    return entry.payload if value is None else value
 
 
 def entry_document(entry: AuditEntry) -> dict[str, Any]:
-    """An entry as it is read and exported; without ``prev_hash`` and ``hash`` it is exactly what
-    was hashed: ``hash = sha256(prev_hash ‖ canonical_json(those fields))``."""
+    """An entry as it is listed (the payload parsed)."""
     return {
         "seq": entry.seq,
         "kind": entry.kind,
@@ -168,6 +205,27 @@ def entry_document(entry: AuditEntry) -> dict[str, Any]:
         "prev_hash": entry.prev_hash,
         "hash": entry.hash,
     }
+
+
+def export_line(entry: AuditEntry) -> str:
+    """An entry as one exported line: canonical JSON with the payload's stored text spliced in
+    byte for byte, so that the line without its ``hash`` and ``prev_hash`` members is exactly
+    the entry that was hashed. A payload edited into something that is not a JSON object is
+    exported as a JSON string of its text (the line stays JSON; verify names the row)."""
+    stored = entry.payload
+    return with_payload(
+        {
+            "seq": entry.seq,
+            "kind": entry.kind,
+            "actor_key_id": entry.actor_key_id,
+            "account_id": entry.account_id,
+            "subaccount_id": entry.subaccount_id,
+            "created_at": format_timestamp(entry.created_at),
+            "prev_hash": entry.prev_hash,
+            "hash": entry.hash,
+        },
+        stored if _json_object(stored) is not None else canonical_json(stored),
+    )
 
 
 async def _page(
@@ -196,20 +254,24 @@ async def _page(
 async def list_entries(
     session: AsyncSession, query: AuditQuery, cursor: str | None, limit: int
 ) -> tuple[list[AuditEntry], str | None]:
-    """One page in sequence order, and the cursor of the next (None on the last page)."""
+    """One page of sealed entries in sequence order, and the cursor of the next (None on the
+    last page). Call :func:`seal_for_reading` first."""
     after = 0 if cursor is None else decode_cursor(cursor)
     rows = await _page(session, query, after=after, limit=limit + 1)
     if len(rows) > limit:
-        return rows[:limit], encode_cursor(rows[limit - 1].seq)
+        return rows[:limit], encode_cursor(_sealed_seq(rows[limit - 1]))
     return rows, None
 
 
 async def export_lines(
     session_factory: async_sessionmaker[AsyncSession], query: AuditQuery, page_size: int = 1000
 ) -> AsyncIterator[str]:
-    """Canonical JSON lines up to the head the export started at, read one page per short
-    transaction of its own: a slow reader holds no transaction (or SQLite's writer lock) open,
-    and the request's session is closed before a streamed body runs."""
+    """Lines (:func:`export_line`) up to the head the export started at, after sealing what was
+    committed, read one page per short transaction of its own: a slow reader holds no
+    transaction (or SQLite's writer lock) open, and the request's session is closed before a
+    streamed body runs."""
+    async with session_factory() as session, session.begin():
+        await sealer.seal(session)
     after, through = 0, None
     while True:
         async with session_factory() as session, session.begin():
@@ -219,9 +281,9 @@ async def export_lines(
                     return
                 through = head[0]
             rows = await _page(session, query, after=after, limit=page_size, through=through)
-            lines = "".join(canonical_json(entry_document(row)) + "\n" for row in rows)
+            lines = "".join(export_line(row) + "\n" for row in rows)
         if lines:
             yield lines
         if len(rows) < page_size:
             return
-        after = rows[-1].seq
+        after = _sealed_seq(rows[-1])
