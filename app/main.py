@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy import event
 
 from app.accounts.router import router as accounts_router
 from app.audit.router import router as audit_router
@@ -16,7 +17,7 @@ from app.auth.router import router as auth_router
 from app.core.admission import AdmissionMiddleware
 from app.core.cache import create_cache
 from app.core.config import Settings
-from app.core.db import create_engine, create_session_factory
+from app.core.db import create_engine, create_hot_store, create_session_factory
 from app.core.http import RequestContextMiddleware, install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
@@ -42,18 +43,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url, settings.db_pool_size)
-        cache = create_cache(settings.redis_url)
+        session_factory = create_session_factory(engine)
+        # A request in flight holds at most one connection: as many as admission lets in, so
+        # no check waits for a connection (a smaller pool collapsed under load), and no more
+        # than the ORM's pool may open (PostgreSQL's connection slots are shared).
+        hot = await create_hot_store(
+            settings.database_url,
+            min(settings.max_in_flight, 2 * settings.db_pool_size),
+            session_factory,
+            metrics.db_statements.inc,
+        )
+        event.listen(engine.sync_engine.pool, "checkout", lambda *_: metrics.db_sessions.inc())
+        cache = create_cache(settings.redis_url, metrics.cache_round_trips.inc)
         admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
         app.state.runtime = Runtime(
             settings=settings,
             engine=engine,
-            session_factory=create_session_factory(engine),
+            session_factory=session_factory,
             cache=cache,
             metrics=metrics,
             bootstrap_key_hash=hashlib.sha256(admin_key.encode()).hexdigest()
             if admin_key
             else None,
             cache_shared=settings.redis_url is not None,
+            hot=hot,
         )
         workers = [
             asyncio.create_task(capture_forever(app.state.runtime)),
@@ -74,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             await cache.close()
+            await hot.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -8,6 +8,7 @@ def load_all_models() -> None:
     import app.audit.models
     import app.auth.models
     import app.core.reference
+    import app.core.versions
     import app.instruments.models
     import app.marketdata.models
     import app.pretrade.models

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.audit.sealer import seal
 from app.core.config import Settings
 from tests.conftest import ADMIN_KEY, Api, empty_everything
 from tests.factories import BTC_PERP, deposit, desk, fill
@@ -39,9 +40,13 @@ async def audit_head(settings: Settings) -> AsyncIterator[AuditHead]:
     engine = create_async_engine(settings.database_url)
 
     async def head() -> tuple[int, str] | None:
-        async with engine.connect() as connection:
+        async with engine.begin() as connection:
+            await seal(connection)  # entries are sealed just after their commit
             result = await connection.execute(
-                text("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                text(
+                    "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL "
+                    "ORDER BY seq DESC LIMIT 1"
+                )
             )
             row = result.first()
             return None if row is None else (int(row[0]), str(row[1]))

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.audit.sealer import seal
 from app.core.config import Settings
 from tests.conftest import Api
 from tests.factories import deposit, desk, fill
@@ -26,10 +27,14 @@ async def audit_head(settings: Settings) -> AsyncIterator[AuditHead]:
     engine = create_async_engine(settings.database_url)
 
     async def head() -> tuple[int, str] | None:
-        async with engine.connect() as connection:
+        async with engine.begin() as connection:
+            await seal(connection)  # entries are sealed just after their commit
             row = (
                 await connection.execute(
-                    text("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                    text(
+                        "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL "
+                        "ORDER BY seq DESC LIMIT 1"
+                    )
                 )
             ).first()
             return None if row is None else (row.seq, row.hash)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,8 @@ from app.accounts.models import (
     TradingState,
     Transfer,
 )
-from app.core.db import dialect_name, driver_fetch
+from app.core import versions
+from app.core.db import HotDb, dialect_name, driver_fetch
 
 
 async def get_account(session: AsyncSession, account_id: str) -> Account | None:
@@ -314,3 +316,50 @@ async def balance_float_rows(
     if subaccount_ids is not None:
         query = query.where(Balance.subaccount_id.in_(list(subaccount_ids)))
     return (await session.execute(query)).all()
+
+
+# --- resident state: each load reads the state and its version token in one snapshot ---------
+
+
+@dataclass(frozen=True)
+class LoadedAccount:
+    token: int | None
+    account: Account
+    subaccount_ids: tuple[str, ...]
+
+
+async def load_account(db: HotDb, account_id: str) -> LoadedAccount | None:
+    """The account, the ids of its subaccounts, and its version token."""
+    if isinstance(db, AsyncSession):
+        token = (await versions.tokens(db, [("account", account_id)])).get(("account", account_id))
+        account = await get_account(db, account_id)
+        if account is None:
+            return None
+        return LoadedAccount(token, account, tuple(await subaccount_ids_of(db, account_id)))
+    rows = await db.fetch(
+        "SELECT a.account_id, a.name, a.limits::text, a.created_at, v.token,"
+        " array(SELECT s.subaccount_id FROM subaccounts s WHERE s.account_id = a.account_id"
+        " ORDER BY s.subaccount_id)"
+        " FROM accounts a LEFT JOIN state_versions v ON v.scope = 'account' AND v.id = a.account_id"
+        " WHERE a.account_id = $1",
+        account_id,
+    )
+    if not rows:
+        return None
+    ident, name, limits, created_at, token, subaccount_ids = rows[0]
+    account = Account(account_id=ident, name=name, limits=json.loads(limits), created_at=created_at)
+    return LoadedAccount(token, account, tuple(subaccount_ids))
+
+
+async def load_trading_states(db: HotDb) -> tuple[int | None, list[tuple[str, str, str]]]:
+    """Every non-default trading state ``(scope, scope_id, state)`` and their version token."""
+    if isinstance(db, AsyncSession):
+        token = (await versions.tokens(db, [versions.TRADING])).get(versions.TRADING)
+        return token, [(r.scope, r.scope_id, r.state) for r in await list_trading_states(db)]
+    rows = await db.fetch(
+        "SELECT (SELECT token FROM state_versions WHERE scope = 'trading' AND id = ''),"
+        " coalesce((SELECT json_agg(json_build_array(scope, scope_id, state))"
+        " FROM trading_states), '[]')::text"
+    )
+    token, states = rows[0]
+    return token, [tuple(state) for state in json.loads(states)]

@@ -96,7 +96,12 @@ def _after_commit(session: Session) -> None:
         wake_sealers()
 
 
-async def seal_forever(runtime: Runtime, every_s: float = 0.025, retry_s: float = 1.0) -> None:
+COALESCE_S = 0.01
+"""After a wake-up, wait this long for more commits: at hundreds of checks a second one pass
+links a batch, instead of one pass (one transaction) per entry."""
+
+
+async def seal_forever(runtime: Runtime, every_s: float = 0.25, retry_s: float = 1.0) -> None:
     """Seal right after each commit of this process that appended, and every ``every_s`` for the
     entries other processes (or raw inserts) left. A pass another process is running is
     skipped, not queued for. Failures (a database outage) are logged once per outage and
@@ -110,6 +115,7 @@ async def seal_forever(runtime: Runtime, every_s: float = 0.025, retry_s: float 
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), every_s)
+                await asyncio.sleep(COALESCE_S)
             wake.clear()
             try:
                 async with runtime.session_factory() as session, session.begin():

@@ -45,11 +45,34 @@ def require(
     return authorized
 
 
+def require_caller(roles: frozenset[Role]) -> Callable[..., Awaitable[service.Caller]]:
+    """``require`` for the pre-trade check: the key comes from the process's copy (no database
+    read on a warm process, no session), and the check confirms its version in its own one
+    read (``service.confirm``)."""
+
+    async def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        runtime: RuntimeDep,
+    ) -> service.Caller:
+        presented = credentials.credentials.strip() if credentials is not None else ""
+        if not presented:
+            raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
+        caller = await service.caller(
+            runtime.hot, runtime.resident, presented, runtime.bootstrap_key_hash
+        )
+        if caller.principal.role not in roles:
+            raise Forbidden(f"the {caller.principal.role.value} role may not do this")
+        return caller
+
+    return authorized
+
+
 # One alias per endpoint family (api.md, Auth); routers declare which one they need.
 Admin = Annotated[Principal, Depends(require(principal_roles.ADMINS))]
 Reader = Annotated[Principal, Depends(require(principal_roles.READERS))]
 RiskWriter = Annotated[Principal, Depends(require(principal_roles.RISK_WRITERS))]
 VenueWriter = Annotated[Principal, Depends(require(principal_roles.VENUE_WRITERS))]
+CheckCaller = Annotated[service.Caller, Depends(require_caller(principal_roles.VENUE_WRITERS))]
 LeverageWriter = Annotated[Principal, Depends(require(principal_roles.LEVERAGE_WRITERS))]
 AuditReader = Annotated[Principal, Depends(require(principal_roles.AUDIT_READERS))]
 # Writes every account shares (reference data, risk parameters, marks and books): a key scoped

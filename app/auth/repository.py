@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -7,7 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiKey
-from app.core.db import dialect_name, driver_fetch
+from app.core import versions
+from app.core.db import HotDb, dialect_name, driver_fetch
 
 
 @dataclass(frozen=True)
@@ -51,3 +53,21 @@ async def list_all(session: AsyncSession) -> Sequence[ApiKey]:
 
 def add(session: AsyncSession, key: ApiKey) -> None:
     session.add(key)
+
+
+async def load_key(db: HotDb, key_id: str) -> tuple[int | None, KeyRecord] | None:
+    """The stored key ``key_id`` with its version token (one snapshot on PostgreSQL)."""
+    if isinstance(db, AsyncSession):
+        token = (await versions.tokens(db, [("key", key_id)])).get(("key", key_id))
+        record = await key_record(db, key_id)
+        return None if record is None else (token, record)
+    rows = await db.fetch(
+        "SELECT k.key_hash, k.role, k.accounts::text, k.revoked_at IS NOT NULL, v.token"
+        " FROM api_keys k LEFT JOIN state_versions v ON v.scope = 'key' AND v.id = k.key_id"
+        " WHERE k.key_id = $1",
+        key_id,
+    )
+    if not rows:
+        return None
+    key_hash, role, accounts, revoked, token = rows[0]
+    return token, KeyRecord(key_hash, role, json.loads(accounts) if accounts else None, revoked)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import redis.asyncio as redis_asyncio
@@ -44,7 +45,74 @@ class Cache(Protocol):
 
     async def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
 
+    async def read_for_check(
+        self, hashes: Sequence[str], strings: Sequence[str], rate: RateCount | None
+    ) -> CheckRead:
+        """One round trip: every field of ``hashes``, the values of ``strings`` and, with
+        ``rate``, the order-rate window counted and (when the caps allow) added to atomically."""
+
+    async def zrem_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Remove members from sorted sets."""
+
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RateCount:
+    """Count-and-add on the order-rate windows of a subaccount and its account: the members
+    are added to both only if ``subaccount + n ≤ subaccount_cap`` and ``account + n ≤
+    account_cap`` (None = no cap), in one atomic step, so concurrent checks cannot pass a cap
+    together."""
+
+    subaccount_key: str
+    account_key: str
+    now_ms: float
+    window_ms: float
+    members: Sequence[str]
+    subaccount_cap: int | None
+    account_cap: int | None
+
+
+@dataclass(frozen=True)
+class RateWindow:
+    subaccount: int
+    """Orders in the subaccount's window before this check."""
+    account: int
+    admitted: bool
+    """The members were added (the caps had room)."""
+
+
+@dataclass(frozen=True)
+class CheckRead:
+    hashes: list[dict[str, str]]
+    strings: list[str | None]
+    rate: RateWindow | None
+
+
+# KEYS: subaccount window, account window. ARGV: now_ms, window_ms, sub cap, account cap
+# (-1 = none), members... Trim, count, and add only when both caps have room.
+_RATE_SCRIPT = """
+local since = tonumber(ARGV[1]) - tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. since)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. since)
+local sub = redis.call('ZCARD', KEYS[1])
+local acct = redis.call('ZCARD', KEYS[2])
+local n = #ARGV - 4
+local sub_cap = tonumber(ARGV[3])
+local acct_cap = tonumber(ARGV[4])
+if (sub_cap >= 0 and sub + n > sub_cap) or (acct_cap >= 0 and acct + n > acct_cap) then
+  return {sub, acct, 0}
+end
+for i = 5, #ARGV do
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+end
+return {sub, acct, 1}
+"""
+
+
+def _cap(value: int | None) -> int:
+    return -1 if value is None else value
 
 
 RETRY_AFTER_S = 1.0
@@ -66,7 +134,8 @@ class RedisCache:
       next read could be misled by.)
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, on_round_trip: Callable[[], None] = lambda: None) -> None:
+        self._on_round_trip = on_round_trip
         self._client = redis_asyncio.Redis.from_url(
             url,
             decode_responses=True,
@@ -96,6 +165,7 @@ class RedisCache:
         if not (probe or self._admit()):
             self._miss(writes)
             raise CacheUnavailable("Redis failed just now; not retried yet")
+        self._on_round_trip()
         try:
             if self._missed:
                 missed = dict(self._missed)
@@ -180,6 +250,46 @@ class RedisCache:
 
         return await self._run(op)
 
+    async def read_for_check(
+        self, hashes: Sequence[str], strings: Sequence[str], rate: RateCount | None
+    ) -> CheckRead:
+        async def op() -> CheckRead:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in hashes:
+                    pipe.hgetall(key)
+                if strings:
+                    pipe.mget(list(strings))
+                if rate is not None:
+                    pipe.eval(
+                        _RATE_SCRIPT,
+                        2,
+                        rate.subaccount_key,
+                        rate.account_key,
+                        f"{rate.now_ms:.3f}",
+                        f"{rate.window_ms:.3f}",
+                        _cap(rate.subaccount_cap),
+                        _cap(rate.account_cap),
+                        *rate.members,
+                    )
+                replies = await pipe.execute()
+            window = None
+            if rate is not None:
+                sub, acct, admitted = replies.pop()
+                window = RateWindow(int(sub), int(acct), bool(admitted))
+            values = replies.pop() if strings else []
+            return CheckRead(list(replies), list(values), window)
+
+        return await self._run(op)
+
+    async def zrem_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> None:
+        async def op() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, members in items:
+                    pipe.zrem(key, *members)
+                await pipe.execute()
+
+        await self._run(op)
+
     async def close(self) -> None:
         await self._client.aclose()
 
@@ -225,9 +335,44 @@ class MemoryCache:
     async def get_many(self, keys: Sequence[str]) -> list[str | None]:
         return [self._strings.get(key) for key in keys]
 
+    async def read_for_check(
+        self, hashes: Sequence[str], strings: Sequence[str], rate: RateCount | None
+    ) -> CheckRead:
+        # No await between reading and adding: atomic within the one process it serves.
+        window = None
+        if rate is not None:
+            since = rate.now_ms - rate.window_ms
+            counts = []
+            for key in (rate.subaccount_key, rate.account_key):
+                scores = self._sorted.setdefault(key, {})
+                for member in [m for m, score in scores.items() if score < since]:
+                    del scores[member]
+                counts.append(len(scores))
+            n = len(rate.members)
+            admitted = not (
+                (rate.subaccount_cap is not None and counts[0] + n > rate.subaccount_cap)
+                or (rate.account_cap is not None and counts[1] + n > rate.account_cap)
+            )
+            if admitted:
+                for key in (rate.subaccount_key, rate.account_key):
+                    self._sorted[key].update(dict.fromkeys(rate.members, rate.now_ms))
+            window = RateWindow(counts[0], counts[1], admitted)
+        return CheckRead(
+            [dict(self._hashes.get(key, {})) for key in hashes],
+            [self._strings.get(key) for key in strings],
+            window,
+        )
+
+    async def zrem_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> None:
+        for key, members in items:
+            scores = self._sorted.get(key, {})
+            for member in members:
+                scores.pop(member, None)
+
     async def close(self) -> None:
         return None
 
 
-def create_cache(url: str | None) -> Cache:
-    return RedisCache(url) if url else MemoryCache()
+def create_cache(url: str | None, on_round_trip: Callable[[], None] = lambda: None) -> Cache:
+    """``on_round_trip`` is called for every round trip to Redis (metrics count them)."""
+    return RedisCache(url, on_round_trip) if url else MemoryCache()

@@ -6,11 +6,13 @@ Money is ``NUMERIC`` on PostgreSQL and exact decimal text on SQLite (whose NUMER
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeAlias
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, Numeric, String, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import (
@@ -125,7 +127,8 @@ def create_engine(url: str, pool_size: int) -> AsyncEngine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs round trips on every checkout, and a dead connection already
+        # fails the request into a 503 (core/http.py) and is discarded.
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
@@ -133,3 +136,78 @@ def create_engine(url: str, pool_size: int) -> AsyncEngine:
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+HotDb: TypeAlias = asyncpg.Connection | AsyncSession
+"""What the pre-trade check reads and writes through: a bare asyncpg connection on PostgreSQL
+(no ORM, no pool reset, no transaction unless asked), a session on SQLite. Repositories
+branch on it, as they branch on the dialect elsewhere."""
+
+CHECK_COMMAND_TIMEOUT_S = 5.0
+IDLE_CONNECTION_S = 2.0
+"""A hung PostgreSQL fails a check within this, not after the driver's default."""
+
+
+async def _keep(connection: asyncpg.Connection) -> None:
+    """Pool reset: nothing. The hot path leaves no session state behind (no LISTEN, no
+    session locks, no SET), and the default reset costs a round trip on every release."""
+
+
+class HotStore:
+    """Connections for the pre-trade check."""
+
+    def __init__(
+        self, pool: asyncpg.Pool | None, session_factory: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self._pool = pool
+        self._session_factory = session_factory
+
+    @asynccontextmanager
+    async def connect(self, *, transaction: bool = False) -> AsyncIterator[HotDb]:
+        """A connection; with ``transaction`` its statements commit together on the way out
+        (rolled back on an error). Without, each statement commits on its own."""
+        if self._pool is None:
+            async with self._session_factory() as session, session.begin():
+                yield session
+            return
+        # As many connections as requests admitted (main.py): waiting here means PostgreSQL is
+        # slow or away, and the timeout answers 503.
+        async with self._pool.acquire(timeout=CHECK_COMMAND_TIMEOUT_S) as connection:
+            if transaction:
+                async with connection.transaction():
+                    yield connection
+            else:
+                yield connection
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+async def create_hot_store(
+    url: str,
+    pool_size: int,
+    session_factory: async_sessionmaker[AsyncSession],
+    on_statement: Callable[[], None],
+) -> HotStore:
+    """``on_statement`` is called for every statement sent (metrics count them)."""
+    if is_sqlite(url):
+        return HotStore(None, session_factory)
+
+    async def count_statements(connection: asyncpg.Connection) -> None:
+        connection.add_query_logger(lambda _: on_statement())
+
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=0,
+        max_size=pool_size,
+        init=count_statements,
+        reset=_keep,
+        # PostgreSQL's connection slots are shared by every process: a burst's connections are
+        # handed back soon after it, not kept idle for the default five minutes.
+        max_inactive_connection_lifetime=IDLE_CONNECTION_S,
+        timeout=CHECK_COMMAND_TIMEOUT_S,
+        command_timeout=CHECK_COMMAND_TIMEOUT_S,
+    )
+    return HotStore(pool, session_factory)

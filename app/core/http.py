@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -186,11 +187,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 # exception) and 57P01–57P03 (admin shutdown, crash shutdown, cannot connect now: a server
 # stopping or starting). asyncpg reports these as plain errors, not OperationalError.
 _UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+# 53300 too_many_connections: the server has no slot for a new connection; retry later.
+_NO_CONNECTION_SLOT = ("53300",)
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError):
+    if isinstance(exc, OperationalError | InterfaceError | asyncpg.InterfaceError):
         return True
+    if isinstance(exc, asyncpg.PostgresError):  # the check's bare driver (core/db.py, HotStore)
+        return str(exc.sqlstate or "").startswith(_UNREACHABLE_SQLSTATES + _NO_CONNECTION_SLOT)
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
@@ -202,7 +207,7 @@ def _is_unreachable(exc: BaseException) -> bool:
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     metrics: Metrics = request.app.state.runtime.metrics
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, IntegrityError | asyncpg.IntegrityConstraintViolationError):
         # Two requests raced for the same identifier; the loser may retry and be replayed.
         return problem(409, "CONFLICT", "Conflict", "a concurrent write conflicted; retry")
     if _is_unreachable(exc):
@@ -243,6 +248,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PreflightError, _preflight_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(asyncpg.PostgresError, _database_error)
+    app.add_exception_handler(asyncpg.InterfaceError, _database_error)
     # A refused or timed-out connection to PostgreSQL surfaces as a bare OSError (TimeoutError is
     # one). Answered here, not by the catch-all below: Starlette re-raises whatever reaches that
     # one after answering, and uvicorn then closes the client's keep-alive connection.

@@ -38,3 +38,18 @@ class Metrics:
             ["dependency"],
             registry=self.registry,
         )
+        self.db_statements = Counter(
+            "preflight_db_statements_total",
+            "Statements sent to PostgreSQL on the pre-trade check's connections",
+            registry=self.registry,
+        )
+        self.db_sessions = Counter(
+            "preflight_db_sessions_total",
+            "Connections the ORM's pool handed out (every other endpoint, and cold loads)",
+            registry=self.registry,
+        )
+        self.cache_round_trips = Counter(
+            "preflight_cache_round_trips_total",
+            "Round trips to Redis",
+            registry=self.registry,
+        )

@@ -46,6 +46,11 @@ class ReferenceCache:
     def __init__(self) -> None:
         self._entry: tuple[int, Any] | None = None
 
+    def at(self, token: int | None) -> Any | None:
+        """The value kept under ``token`` (a token the caller just read), else None."""
+        entry = self._entry
+        return entry[1] if token is not None and entry is not None and entry[0] == token else None
+
     async def get(self, session: AsyncSession, load: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """``load(session)``'s value, reused while the token stays the same."""
         token = await reference_token(session)

@@ -8,8 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.cache import Cache
 from app.core.config import Settings
+from app.core.db import HotStore
 from app.core.metrics import Metrics
 from app.core.reference import ReferenceCache
+from app.core.versions import Resident
 
 
 @dataclass
@@ -22,5 +24,9 @@ class Runtime:
     bootstrap_key_hash: str | None
     cache_shared: bool
     """True when the cache is Redis (shared by every process), False when in-process."""
+    hot: HotStore
+    """The pre-trade check's connections (bare asyncpg on PostgreSQL)."""
+    resident: Resident = field(default_factory=Resident)
+    """Subaccounts, accounts, keys and trading states as of their versions (core/versions.py)."""
     reference: ReferenceCache = field(default_factory=ReferenceCache)
     """Instruments, assets and risk parameters, as current as PostgreSQL (app/core/reference.py)."""

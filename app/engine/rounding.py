@@ -66,9 +66,29 @@ def _plain(value: Decimal) -> Decimal:
     return value.normalize(_CONTEXT)
 
 
+_SHORT_CUT_BELOW = 2.0**31
+"""Below this magnitude an ulp is under 5e-7, so half an ulp is inside every snap tolerance
+(at most 0.25 · 10^-decimals for decimals ≤ 6, and ≥ 512 ulp): see ``to_decimal``."""
+
+
 def to_decimal(value: float, direction: Direction, decimals: int = 6) -> Decimal:
     """``value`` at ``decimals`` places: snapped to the grid if within ``snap_tolerance``, else
-    rounded in ``direction``. ValueError for nan or ±inf (money is never undefined)."""
+    rounded in ``direction``. ValueError for nan or ±inf (money is never undefined).
+
+    Short cut, same result: when the float's shortest repr has at most ``decimals`` places
+    (and ``|value| < 2^31``, ``decimals ≤ 6``), that repr is a grid point within half an ulp of
+    the float — the nearest one, and within the snap tolerance — so it is the answer."""
+    text = repr(value)
+    if decimals <= 6 and -_SHORT_CUT_BELOW < value < _SHORT_CUT_BELOW and "e" not in text:
+        whole, _, fraction = text.partition(".")
+        if fraction == "0":
+            return Decimal(0) if value == 0 else Decimal(whole)
+        if len(fraction) <= decimals:
+            return Decimal(text)
+    return _to_decimal_exact(value, direction, decimals)
+
+
+def _to_decimal_exact(value: float, direction: Direction, decimals: int) -> Decimal:
     if not math.isfinite(value):
         raise ValueError(f"cannot convert {value!r} to a decimal amount")
     # Every operation names the wide context: a float's exact expansion has up to ~60 digits,

@@ -6,7 +6,9 @@
   marks records one point per symbol: at the newest incoming timestamp, the median of the
   sources fresh at that moment. Each point holds until the next (the last until now), and the
   last point before the window counts from the window's start. It is computed in float64: it
-  only decides ``deviating``, and the read path must not grow with the history.
+  only decides ``deviating``. The writer of a point computes the TWAP at that point's time
+  from the history and stores it beside the sources (:class:`TwapState`); a reader extends it
+  to now in O(1), whatever the length of the history (:func:`TwapState.at`).
 - Status: ``stale`` when no source is fresh (the price shown is then the median of every
   source's last value); else ``deviating`` when ``|mark − twap| / twap > max_twap_deviation``;
   else ``fresh``.
@@ -17,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, localcontext
+from decimal import Context, Decimal
 from typing import Literal
 
 MarkStatus = Literal["fresh", "stale", "deviating"]
 TWAP_QUANTUM = Decimal(1).scaleb(-12)
+_WIDE = Context(prec=80)
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,8 @@ def median(values: Sequence[Decimal]) -> Decimal:
     middle = len(ordered) // 2
     if len(ordered) % 2:
         return ordered[middle]
-    with localcontext(prec=80):
-        return (ordered[middle - 1] + ordered[middle]) / 2
+    # Wide enough for any two accepted prices: the mean is exact.
+    return _WIDE.divide(_WIDE.add(ordered[middle - 1], ordered[middle]), 2)
 
 
 def age_ms(now: datetime, ts: datetime) -> int:
@@ -93,16 +96,54 @@ def twap(points: Sequence[tuple[float, float]], now_ms: float, window_ms: float)
     return series[-1][1] if span == 0 else total / span
 
 
+@dataclass(frozen=True)
+class TwapState:
+    """The TWAP as of the last point: ``average`` over the ``span_ms`` (≤ the window) of
+    history before ``at_ms``, where the mark became ``last``."""
+
+    at_ms: float
+    last: float
+    average: float
+    span_ms: float
+
+    def at(self, now_ms: float, window_ms: float) -> float:
+        """The TWAP at ``now``: the last point holds over ``d = now − at``; the history before
+        it keeps its average. Exact while ``span + d ≤ window``; past that, the ``d`` oldest
+        milliseconds leave at the window's average instead of their own value — while the mark
+        is fresh ``d ≤ stale_after`` (seconds against a 300 s window), so the error is at most
+        ``d / window`` of the spread between those and the average."""
+        elapsed = max(0.0, now_ms - self.at_ms)
+        if elapsed >= window_ms:
+            return self.last
+        kept = min(self.span_ms, window_ms - elapsed)
+        if kept + elapsed == 0:
+            return self.last
+        return (self.average * kept + self.last * elapsed) / (kept + elapsed)
+
+
+def twap_state(
+    points: Sequence[tuple[float, float]], at_ms: float, window_ms: float
+) -> TwapState | None:
+    """The state a writer stores after recording the point at ``at_ms``."""
+    ordered = sorted(p for p in points if p[0] <= at_ms)
+    if not ordered:
+        return None
+    average = twap(ordered, at_ms, window_ms)
+    assert average is not None
+    start = max(ordered[0][0], at_ms - window_ms)
+    return TwapState(at_ms, ordered[-1][1], average, at_ms - start)
+
+
 def judge(
     symbol: str,
     sources: Sequence[SourceMark],
-    points: Sequence[tuple[float, float]],
+    recorded: float | None,
     now: datetime,
     stale_after_s: Decimal,
     max_twap_deviation: Decimal,
-    window_ms: float,
 ) -> Mark:
-    """Price, TWAP and status of one symbol from its sources' latest values."""
+    """Price, TWAP and status of one symbol from its sources' latest values and the TWAP
+    ``recorded`` for now (None: no history)."""
     assert sources, "judge needs at least one source"
     limit_ms = stale_after_s * 1000
     views = tuple(
@@ -111,7 +152,6 @@ def judge(
     )
     fresh_prices = [v.price for v in views if v.fresh]
     price = median(fresh_prices) if fresh_prices else median([v.price for v in views])
-    recorded = twap(points, now.timestamp() * 1000, window_ms)
     # No history (e.g. the cache was emptied): nothing to deviate from.
     average = price if recorded is None else Decimal(repr(recorded)).quantize(TWAP_QUANTUM)
     status: MarkStatus

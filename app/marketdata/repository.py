@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import dialect_name
+from app.core.db import HotDb, dialect_name
 from app.marketdata.models import Book, MarkSource
 
 
@@ -60,3 +63,34 @@ async def upsert_book(session: AsyncSession, row: dict[str, Any]) -> None:
 
 async def get_book(session: AsyncSession, symbol: str) -> Book | None:
     return await session.get(Book, symbol)
+
+
+async def source_rows(
+    db: HotDb, symbols: Sequence[str]
+) -> list[tuple[str, str, Decimal, datetime, Decimal | None]]:
+    """``(symbol, source, price, ts, funding_rate)`` of ``symbols``: the check's fallback when
+    the cache cannot answer."""
+    if isinstance(db, AsyncSession):
+        return [
+            (r.symbol, r.source, r.price, r.ts, r.funding_rate)
+            for r in await marks_for(db, symbols)
+        ]
+    rows = await db.fetch(
+        "SELECT symbol, source, price, ts, funding_rate FROM marks WHERE symbol = ANY($1::text[])",
+        list(symbols),
+    )
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+async def book_rows(
+    db: HotDb, symbols: Sequence[str]
+) -> list[tuple[str, list[Any], list[Any], datetime]]:
+    """``(symbol, bids, asks, ts)`` of the stored books of ``symbols``."""
+    if isinstance(db, AsyncSession):
+        rows = await db.scalars(select(Book).where(Book.symbol.in_(list(symbols))))
+        return [(r.symbol, r.bids, r.asks, r.ts) for r in rows]
+    found = await db.fetch(
+        "SELECT symbol, bids::text, asks::text, ts FROM books WHERE symbol = ANY($1::text[])",
+        list(symbols),
+    )
+    return [(r[0], json.loads(r[1]), json.loads(r[2]), r[3]) for r in found]

@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.audit.service import Actor
-from app.core.cache import CacheUnavailable
+from app.core.cache import CacheUnavailable, RateCount, RateWindow
+from app.core.db import HotDb
 from app.core.errors import InvalidInput, NotFound
 from app.core.runtime import Runtime
 from app.core.types import utcnow
@@ -22,21 +23,34 @@ from app.instruments import repository as instruments_repository
 from app.instruments import service as instruments_service
 from app.instruments.models import Instrument
 from app.marketdata import repository
-from app.marketdata.marks import Mark, SourceMark, age_ms, judge, point_at
+from app.marketdata.marks import (
+    Mark,
+    SourceMark,
+    TwapState,
+    age_ms,
+    judge,
+    point_at,
+    twap_state,
+)
 from app.marketdata.schemas import BookIn, BookOut, MarkIn, MarkOut, MarksAccepted, SourceOut
 
 log = logging.getLogger("preflight.marketdata")
 
 
-def _marks_key(symbol: str) -> str:
+def marks_key(symbol: str) -> str:
+    """A hash: each source's latest value, and the TWAP state under ``TWAP_FIELD``."""
     return f"pf:mark:{symbol}"
+
+
+TWAP_FIELD = "~twap"
+"""Not a source: source names start with a letter or digit (ID_PATTERN)."""
 
 
 def _history_key(symbol: str) -> str:
     return f"pf:history:{symbol}"
 
 
-def _book_key(symbol: str) -> str:
+def book_key(symbol: str) -> str:
     return f"pf:book:{symbol}"
 
 
@@ -59,6 +73,25 @@ def _decode(source: str, raw: str) -> SourceMark:
     return SourceMark(source, Decimal(value["p"]), _from_micros(value["t"]), funding)
 
 
+def _encode_twap(state: TwapState) -> str:
+    return json.dumps([state.at_ms, state.last, state.average, state.span_ms])
+
+
+@dataclass(frozen=True)
+class CachedMark:
+    sources: list[SourceMark]
+    twap: TwapState | None
+
+
+def decode_mark_hash(fields: Mapping[str, str]) -> CachedMark | None:
+    """A symbol's cached hash (None when the cache holds no source for it)."""
+    sources = [_decode(source, raw) for source, raw in fields.items() if source != TWAP_FIELD]
+    if not sources:
+        return None
+    raw_twap = fields.get(TWAP_FIELD)
+    return CachedMark(sources, None if raw_twap is None else TwapState(*json.loads(raw_twap)))
+
+
 def _cache_failed(runtime: Runtime, exc: CacheUnavailable) -> None:
     runtime.metrics.dependency_errors.labels("redis").inc()
     log.warning("cache unavailable; using PostgreSQL", extra={"error": str(exc)[:200]})
@@ -66,20 +99,28 @@ def _cache_failed(runtime: Runtime, exc: CacheUnavailable) -> None:
 
 async def _load_sources(
     session: AsyncSession, runtime: Runtime, symbols: Sequence[str]
-) -> dict[str, list[SourceMark]]:
-    """Each symbol's latest value per source: the cache, else PostgreSQL's copy."""
-    found: dict[str, list[SourceMark]] = {}
+) -> dict[str, CachedMark]:
+    """Each symbol's latest value per source and its TWAP state: the cache, else PostgreSQL's
+    copy of the sources (without history there is no TWAP to deviate from)."""
+    found: dict[str, CachedMark] = {}
     try:
-        hashes = await runtime.cache.hgetall_many([_marks_key(s) for s in symbols])
+        hashes = await runtime.cache.hgetall_many([marks_key(s) for s in symbols])
         for symbol, fields in zip(symbols, hashes, strict=True):
-            if fields:
-                found[symbol] = [_decode(source, raw) for source, raw in fields.items()]
+            cached = decode_mark_hash(fields)
+            if cached is not None:
+                found[symbol] = cached
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
-    missing = [s for s in symbols if s not in found]
-    if missing:
-        for row in await repository.marks_for(session, missing):
-            found.setdefault(row.symbol, []).append(
+    found.update(await stored_marks(session, [s for s in symbols if s not in found]))
+    return found
+
+
+async def stored_marks(session: AsyncSession, symbols: Sequence[str]) -> dict[str, CachedMark]:
+    """PostgreSQL's copy of the sources of ``symbols`` (those the cache could not answer)."""
+    found: dict[str, CachedMark] = {}
+    if symbols:
+        for row in await repository.marks_for(session, symbols):
+            found.setdefault(row.symbol, CachedMark([], None)).sources.append(
                 SourceMark(row.source, row.price, row.ts, row.funding_rate)
             )
     return found
@@ -88,12 +129,9 @@ async def _load_sources(
 async def _load_history(
     runtime: Runtime, symbols: Sequence[str], now: datetime
 ) -> dict[str, list[tuple[float, float]]]:
+    """The TWAP points of the last window (the writer's read: it stores the TWAP it finds)."""
     since = now.timestamp() * 1000 - 2 * runtime.settings.twap_window_s * 1000
-    try:
-        members = await runtime.cache.zrange_many([_history_key(s) for s in symbols], since)
-    except CacheUnavailable as exc:
-        _cache_failed(runtime, exc)
-        return {}
+    members = await runtime.cache.zrange_many([_history_key(s) for s in symbols], since)
     history: dict[str, list[tuple[float, float]]] = {}
     for symbol, items in zip(symbols, members, strict=True):
         parts = (member.split("|") for member in items)
@@ -102,7 +140,7 @@ async def _load_history(
 
 
 @dataclass(frozen=True)
-class _Thresholds:
+class Thresholds:
     stale_after_s: Decimal
     max_twap_deviation: Decimal
 
@@ -112,11 +150,11 @@ async def _thresholds(
     runtime: Runtime,
     symbols: Sequence[str],
     instruments: Mapping[str, Instrument] | None = None,
-) -> dict[str, _Thresholds]:
+) -> dict[str, Thresholds]:
     if instruments is None:
         instruments = await instruments_repository.get_instruments(session, symbols)
     return {
-        symbol: _Thresholds(
+        symbol: Thresholds(
             instruments_service.stale_after_s(instruments.get(symbol), runtime.settings),
             instruments_service.max_twap_deviation(instruments.get(symbol), runtime.settings),
         )
@@ -156,7 +194,7 @@ async def post_marks(
                 raise InvalidInput(f"marks[{index}].funding_rate", "applies to perpetuals only")
 
     current = await _load_sources(session, runtime, symbols)
-    latest = {(s, m.source): m for s, ms in current.items() for m in ms}
+    latest = {(s, m.source): m for s, cached in current.items() for m in cached.sources}
     incoming: dict[tuple[str, str], SourceMark] = {}
     superseded = 0
     for mark in marks:
@@ -183,7 +221,7 @@ async def post_marks(
     merged = {**latest, **incoming}
     keep_after_ms = now.timestamp() * 1000 - 2 * runtime.settings.twap_window_s * 1000
     thresholds = await _thresholds(session, runtime, symbols)
-    points: dict[str, dict[str, float]] = {}
+    points: dict[str, tuple[float, float]] = {}
     for symbol in symbols:
         arrived = [m.ts for (s, _), m in incoming.items() if s == symbol]
         if not arrived:
@@ -192,20 +230,38 @@ async def post_marks(
         sources = [m for (s, _), m in merged.items() if s == symbol]
         value = point_at(sources, at, thresholds[symbol].stale_after_s)
         if value is not None:
-            ms = at.timestamp() * 1000
-            points[_history_key(symbol)] = {f"{ms:.0f}|{value}": ms}
+            points[symbol] = (at.timestamp() * 1000, float(value))
+    window_ms = runtime.settings.twap_window_s * 1000
+    twaps: dict[str, TwapState] = {}
+    try:
+        history = await _load_history(runtime, list(points), now)
+        for symbol, point in points.items():
+            state = twap_state([*history[symbol], point], point[0], window_ms)
+            if state is not None:
+                twaps[symbol] = state
+    except CacheUnavailable as exc:
+        _cache_failed(runtime, exc)
     try:
         # Every source of a touched symbol is written, so a cache that was emptied is refilled.
         await runtime.cache.hset_many(
             [
                 (
-                    _marks_key(symbol),
-                    {m.source: _encode(m) for (s, _), m in merged.items() if s == symbol},
+                    marks_key(symbol),
+                    {
+                        **{m.source: _encode(m) for (s, _), m in merged.items() if s == symbol},
+                        **({TWAP_FIELD: _encode_twap(twaps[symbol])} if symbol in twaps else {}),
+                    },
                 )
                 for symbol in symbols
             ]
         )
-        await runtime.cache.zadd_many(list(points.items()), keep_after=keep_after_ms)
+        await runtime.cache.zadd_many(
+            [
+                (_history_key(symbol), {f"{ms:.0f}|{value!r}": ms})
+                for symbol, (ms, value) in points.items()
+            ],
+            keep_after=keep_after_ms,
+        )
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
     return MarksAccepted(accepted=len(marks) - superseded, superseded=superseded)
@@ -221,24 +277,30 @@ async def current_marks(
     ``instruments``, when the caller has them, saves reading them again."""
     now = utcnow()
     symbols = sorted(set(symbols))
-    sources = await _load_sources(session, runtime, symbols)
-    present = [s for s in symbols if s in sources]
-    history = await _load_history(runtime, present, now)
+    cached = await _load_sources(session, runtime, symbols)
+    present = [s for s in symbols if s in cached]
     thresholds = await _thresholds(session, runtime, present, instruments)
-    result = {}
-    for symbol in present:
-        mark = judge(
-            symbol,
-            sources[symbol],
-            history.get(symbol, []),
-            now,
-            thresholds[symbol].stale_after_s,
-            thresholds[symbol].max_twap_deviation,
-            runtime.settings.twap_window_s * 1000,
-        )
-        runtime.metrics.mark_age.labels(symbol).set(mark.age_ms / 1000)
-        result[symbol] = mark
-    return result
+    return {
+        symbol: judge_cached(runtime, symbol, cached[symbol], now, thresholds[symbol])
+        for symbol in present
+    }
+
+
+def judge_cached(
+    runtime: Runtime, symbol: str, cached: CachedMark, now: datetime, thresholds: Thresholds
+) -> Mark:
+    window_ms = runtime.settings.twap_window_s * 1000
+    recorded = None if cached.twap is None else cached.twap.at(now.timestamp() * 1000, window_ms)
+    mark = judge(
+        symbol,
+        cached.sources,
+        recorded,
+        now,
+        thresholds.stale_after_s,
+        thresholds.max_twap_deviation,
+    )
+    runtime.metrics.mark_age.labels(symbol).set(mark.age_ms / 1000)
+    return mark
 
 
 async def all_marks(session: AsyncSession, runtime: Runtime) -> list[Mark]:
@@ -302,7 +364,7 @@ async def put_book(
     await audit.record(session, "book", actor, {"symbol": symbol, **body.model_dump(mode="json")})
     try:
         await runtime.cache.set_many(
-            [(_book_key(symbol), json.dumps({"b": bids, "a": asks, "t": _micros(body.ts)}))]
+            [(book_key(symbol), json.dumps({"b": bids, "a": asks, "t": _micros(body.ts)}))]
         )
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
@@ -311,7 +373,7 @@ async def put_book(
 
 async def get_book(session: AsyncSession, runtime: Runtime, symbol: str) -> OrderBook | None:
     try:
-        [raw] = await runtime.cache.get_many([_book_key(symbol)])
+        [raw] = await runtime.cache.get_many([book_key(symbol)])
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
         raw = None
@@ -346,3 +408,98 @@ async def book_out(session: AsyncSession, runtime: Runtime, symbol: str) -> Book
         age_ms=age,
         status="fresh" if fresh else "stale",
     )
+
+
+# --- the check's read --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckMarket:
+    marks: dict[str, Mark]
+    """Symbols never marked are absent."""
+    books: dict[str, OrderBook]
+    """Instruments without a book are absent."""
+    rate: RateWindow | None
+    """None when the cache could not count."""
+
+
+_parsed_books: dict[str, tuple[str, OrderBook]] = {}
+"""symbol → (the cached text, its parse): a book is parsed once per update, not per check."""
+
+
+def _parse_book(symbol: str, raw: str) -> OrderBook:
+    kept = _parsed_books.get(symbol)
+    if kept is not None and kept[0] == raw:
+        return kept[1]
+    value = json.loads(raw)
+    book = OrderBook(
+        symbol,
+        [(Decimal(p), Decimal(s)) for p, s in value["b"]],
+        [(Decimal(p), Decimal(s)) for p, s in value["a"]],
+        _from_micros(value["t"]),
+    )
+    _parsed_books[symbol] = (raw, book)
+    return book
+
+
+async def read_for_check(
+    db: HotDb,
+    runtime: Runtime,
+    symbols: Sequence[str],
+    books_of: Sequence[str],
+    rate: RateCount | None,
+    instruments: Mapping[str, Instrument],
+    now: datetime,
+) -> CheckMarket:
+    """Marks of ``symbols``, books of ``books_of`` and the order-rate window (counted, and
+    added to where the caps allow) in one cache round trip; PostgreSQL answers what the cache
+    lacks or, while it is down, everything but the window."""
+    cached: dict[str, CachedMark] = {}
+    books: dict[str, OrderBook] = {}
+    window = None
+    try:
+        read = await runtime.cache.read_for_check(
+            [marks_key(s) for s in symbols], [book_key(s) for s in books_of], rate
+        )
+        for symbol, fields in zip(symbols, read.hashes, strict=True):
+            found = decode_mark_hash(fields)
+            if found is not None:
+                cached[symbol] = found
+        for symbol, raw in zip(books_of, read.strings, strict=True):
+            if raw is not None:
+                books[symbol] = _parse_book(symbol, raw)
+        window = read.rate
+    except CacheUnavailable as exc:
+        _cache_failed(runtime, exc)
+    missing = [s for s in symbols if s not in cached]
+    if missing:
+        for symbol, source, price, ts, funding in await repository.source_rows(db, missing):
+            cached.setdefault(symbol, CachedMark([], None)).sources.append(
+                SourceMark(source, price, ts, funding)
+            )
+    unbooked = [s for s in books_of if s not in books]
+    if unbooked:
+        for symbol, bids, asks, ts in await repository.book_rows(db, unbooked):
+            books[symbol] = OrderBook(
+                symbol,
+                [(Decimal(p), Decimal(s)) for p, s in bids],
+                [(Decimal(p), Decimal(s)) for p, s in asks],
+                ts,
+            )
+    marks = {}
+    for symbol, found in cached.items():
+        instrument = instruments.get(symbol)
+        thresholds = Thresholds(
+            instruments_service.stale_after_s(instrument, runtime.settings),
+            instruments_service.max_twap_deviation(instrument, runtime.settings),
+        )
+        marks[symbol] = judge_cached(runtime, symbol, found, now, thresholds)
+    return CheckMarket(marks, books, window)
+
+
+async def forget_orders(runtime: Runtime, keys: Sequence[str], members: Sequence[str]) -> None:
+    """Take back the orders a check counted in the rate windows and then rejected."""
+    try:
+        await runtime.cache.zrem_many([(key, members) for key in keys])
+    except CacheUnavailable as exc:
+        _cache_failed(runtime, exc)

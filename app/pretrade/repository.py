@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Subaccount
-from app.core.db import dialect_name, driver_fetch
+from app.accounts.repository import SubaccountState, get_subaccount, realized_since, state_of
+from app.core import versions
+from app.core.db import HotDb
 from app.pretrade.models import CheckRecord, OrderId, Reservation
 
 
@@ -26,6 +32,26 @@ async def checks_for_order_ids(
         )
     )
     return list((await session.scalars(query)).unique().all())
+
+
+async def earlier_answers(
+    db: HotDb, subaccount_id: str, client_order_ids: Sequence[str]
+) -> list[tuple[str, str]]:
+    """``(request_hash, response JSON)`` of the earlier checks that used any of these
+    ``client_order_id``s on this subaccount."""
+    if isinstance(db, AsyncSession):
+        return [
+            (row.request_hash, json.dumps(row.response))
+            for row in await checks_for_order_ids(db, subaccount_id, client_order_ids)
+        ]
+    rows = await db.fetch(
+        "SELECT DISTINCT c.request_hash, c.response::text FROM checks c"
+        " JOIN check_orders o ON o.check_id = c.check_id"
+        " WHERE o.subaccount_id = $1 AND o.client_order_id = ANY($2::text[])",
+        subaccount_id,
+        list(client_order_ids),
+    )
+    return [(row[0], row[1]) for row in rows]
 
 
 async def active_reservations(
@@ -71,13 +97,13 @@ SELECT coalesce(sum(jsonb_array_length(c.response -> 'executions')), 0)
 
 
 async def accepted_orders_since(
-    session: AsyncSession, *, since: datetime, subaccount_id: str | None = None,
+    session: HotDb, *, since: datetime, subaccount_id: str | None = None,
     account_id: str | None = None,
 ) -> int:  # fmt: skip
     """Orders in the checks accepted since ``since``, of one subaccount or of one account's
     subaccounts: the order-rate window counted from PostgreSQL when Redis cannot count it."""
     assert (subaccount_id is None) != (account_id is None)
-    if dialect_name(session) == "postgresql":
+    if not isinstance(session, AsyncSession):
         if subaccount_id is not None:
             sql = _ACCEPTED_ORDERS_SQL.format(join="", scope="c.subaccount_id")
             ident = subaccount_id
@@ -87,7 +113,7 @@ async def accepted_orders_since(
                 scope="s.account_id",
             )
             ident = str(account_id)
-        rows = await driver_fetch(session, sql, ident, since)
+        rows = await session.fetch(sql, ident, since)
         return int(rows[0][0])
     query = select(CheckRecord.response).where(CheckRecord.created_at >= since)
     if subaccount_id is not None:
@@ -97,3 +123,279 @@ async def accepted_orders_since(
         query = query.where(Subaccount.account_id == account_id)
     responses = (await session.scalars(query)).all()
     return sum(len(r["executions"]) for r in responses if r["decision"] == "accept")
+
+
+# --- the check's reads: versions, and a subaccount's state when they moved ----------------
+
+
+@dataclass(frozen=True)
+class LoadedSubaccount:
+    token: int | None
+    subaccount: Subaccount
+    state: SubaccountState
+    reservations: list[tuple[str, str, list[dict[str, Any]], datetime, datetime]]
+    """Active, unexpired reservations: ``(reservation_id, check_id, legs, created_at,
+    expires_at)`` in creation order."""
+    realized_today: Decimal
+
+
+_SUBACCOUNTS_SQL = """
+SELECT s.subaccount_id, s.account_id, s.margin_mode, s.strategy, s.limits::text,
+       s.created_at, v.token,
+       (SELECT coalesce(json_agg(json_build_array(p.instrument, p.size::text,
+                 p.entry_price::text, p.isolated_margin::text) ORDER BY p.instrument), '[]')
+          FROM positions p WHERE p.subaccount_id = s.subaccount_id AND p.size <> 0)::text,
+       (SELECT coalesce(json_object_agg(b.asset, b.amount::text ORDER BY b.asset), '{}')
+          FROM balances b WHERE b.subaccount_id = s.subaccount_id)::text,
+       (SELECT coalesce(json_object_agg(l.instrument, l.leverage::text), '{}')
+          FROM leverage l WHERE l.subaccount_id = s.subaccount_id)::text,
+       (SELECT coalesce(json_agg(json_build_array(r.reservation_id, r.check_id, r.legs,
+                 r.created_at, r.expires_at) ORDER BY r.created_at), '[]')
+          FROM reservations r WHERE r.subaccount_id = s.subaccount_id
+           AND r.status = 'active' AND r.expires_at > $3)::text,
+       (SELECT coalesce(sum(f.realized_pnl
+                 - CASE WHEN f.fee_asset = $4 THEN f.fee ELSE 0 END), 0)
+          FROM fills f WHERE f.subaccount_id = s.subaccount_id AND f.ts >= $2)::text
+  FROM subaccounts s
+  LEFT JOIN state_versions v ON v.scope = 'subaccount' AND v.id = s.subaccount_id
+ WHERE s.subaccount_id = ANY($1::text[])
+"""
+
+
+async def load_subaccounts(
+    db: HotDb, subaccount_ids: Sequence[str], since: datetime, now: datetime, settlement: str
+) -> list[LoadedSubaccount]:
+    """Each existing subaccount of ``subaccount_ids`` with everything a check reads of it
+    (realised PnL of fills at or after ``since``), and its version token — on PostgreSQL in
+    one statement, one snapshot."""
+    if isinstance(db, AsyncSession):
+        return [
+            loaded
+            for subaccount_id in subaccount_ids
+            if (loaded := await _load_subaccount_orm(db, subaccount_id, since, now, settlement))
+        ]
+    found = []
+    for row in await db.fetch(_SUBACCOUNTS_SQL, list(subaccount_ids), since, now, settlement):
+        subaccount = Subaccount(
+            subaccount_id=row[0],
+            account_id=row[1],
+            margin_mode=row[2],
+            strategy=row[3],
+            limits=json.loads(row[4]),
+            created_at=row[5],
+        )
+        state = SubaccountState(
+            positions=[
+                (name, Decimal(size), Decimal(entry), Decimal(allocated))
+                for name, size, entry, allocated in json.loads(row[7])
+            ],
+            balances={asset: Decimal(amount) for asset, amount in json.loads(row[8]).items()},
+            leverage={name: Decimal(value) for name, value in json.loads(row[9]).items()},
+        )
+        reservations = [
+            (rid, cid, legs, _timestamp(created), _timestamp(expires))
+            for rid, cid, legs, created, expires in json.loads(row[10])
+        ]
+        found.append(LoadedSubaccount(row[6], subaccount, state, reservations, Decimal(row[11])))
+    return found
+
+
+def _timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+async def _load_subaccount_orm(
+    session: AsyncSession, subaccount_id: str, since: datetime, now: datetime, settlement: str
+) -> LoadedSubaccount | None:
+    # The token first: a write landing between the reads leaves a token that is already old.
+    token = (await versions.tokens(session, [("subaccount", subaccount_id)])).get(
+        ("subaccount", subaccount_id)
+    )
+    subaccount = await get_subaccount(session, subaccount_id)
+    if subaccount is None:
+        return None
+    rows = await session.scalars(
+        select(Reservation)
+        .where(
+            Reservation.subaccount_id == subaccount_id,
+            Reservation.status == "active",
+            Reservation.expires_at > now,
+        )
+        .order_by(Reservation.created_at)
+    )
+    return LoadedSubaccount(
+        token,
+        subaccount,
+        await state_of(session, subaccount_id),
+        [(r.reservation_id, r.check_id, r.legs, r.created_at, r.expires_at) for r in rows],
+        await realized_since(session, subaccount_id, since, settlement),
+    )
+
+
+@dataclass(frozen=True)
+class Versions:
+    """What one check learns from PostgreSQL on a warm process."""
+
+    tokens: dict[versions.VersionKey, int]
+    reference: int | None
+    """The reference data token (app/core/reference.py)."""
+    used_order_ids: bool
+    """Some ``client_order_id`` of the basket was already checked on this subaccount."""
+
+
+_VERSIONS_SQL = """
+SELECT v.scope, v.id, v.token FROM unnest($1::text[], $2::text[]) AS k(scope, id)
+  JOIN state_versions v ON v.scope = k.scope AND v.id = k.id
+UNION ALL SELECT 'reference', '', token FROM reference_version WHERE id = 1
+UNION ALL SELECT 'order', client_order_id, 0 FROM check_orders
+ WHERE subaccount_id = $3 AND client_order_id = ANY($4::text[])
+"""
+
+
+async def read_versions(
+    db: HotDb,
+    keys: Sequence[versions.VersionKey],
+    subaccount_id: str,
+    client_order_ids: Sequence[str],
+) -> Versions:
+    """The tokens of ``keys``, the reference token and whether an order id was used: one
+    statement on PostgreSQL."""
+    if isinstance(db, AsyncSession):
+        from app.core.reference import reference_token
+
+        used = bool(await checks_for_order_ids(db, subaccount_id, client_order_ids))
+        return Versions(await versions.tokens(db, keys), await reference_token(db), used)
+    tokens: dict[versions.VersionKey, int] = {}
+    reference, used = None, False
+    rows = await db.fetch(
+        _VERSIONS_SQL,
+        [scope for scope, _ in keys],
+        [ident for _, ident in keys],
+        subaccount_id,
+        list(client_order_ids),
+    )
+    for scope, ident, token in rows:
+        if scope == "reference":
+            reference = token
+        elif scope == "order":
+            used = True
+        else:
+            tokens[(scope, ident)] = token
+    return Versions(tokens, reference, used)
+
+
+async def lock_for_reservation(db: HotDb, subaccount_id: str, account_id: str | None) -> None:
+    """Row-lock the account (when its caps span subaccounts) and the subaccount until commit:
+    reserving checks on them queue here, across processes. Its own statement, before the
+    versions are read: a statement that waited for a lock still reads the snapshot it started
+    with, and would miss what the previous holder committed."""
+    if isinstance(db, AsyncSession):
+        return  # SQLite: BEGIN IMMEDIATE already serialises writers
+    if account_id is not None:
+        await db.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", account_id)
+    await db.execute("SELECT 1 FROM subaccounts WHERE subaccount_id = $1 FOR UPDATE", subaccount_id)
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """Everything one check writes: its answer, its order ids, its reservation, its audit
+    entry (the answer's bytes reused in the payload)."""
+
+    check_id: str
+    subaccount_id: str
+    account_id: str
+    actor_key_id: str | None
+    request_hash: str
+    response_json: str
+    audit_payload: str
+    created_at: datetime
+    client_order_ids: list[str]
+    reservation: tuple[str, list[dict[str, Any]], datetime] | None
+    """``(reservation_id, legs, expires_at)``."""
+
+
+_INSERT_CHECK_SQL = """
+WITH answer AS (
+  INSERT INTO checks (check_id, subaccount_id, request_hash, response, created_at)
+  VALUES ($1, $2, $3, $4::jsonb, $5)
+), orders AS (
+  INSERT INTO check_orders (subaccount_id, client_order_id, check_id)
+  SELECT $2, order_id, $1 FROM unnest($6::text[]) AS order_id
+), held AS (
+  INSERT INTO reservations
+    (reservation_id, check_id, subaccount_id, status, legs, created_at, expires_at)
+  SELECT $7::text, $1, $2, 'active', $8::jsonb, $5, $9 WHERE $7::text IS NOT NULL
+)
+INSERT INTO audit_log (kind, actor_key_id, account_id, subaccount_id, payload, created_at)
+VALUES ('check', $10, $11, $2, $12, $5)
+"""
+
+
+async def insert_check(db: HotDb, row: CheckRow) -> None:
+    """One statement on PostgreSQL: all of it commits, or none (a reused order id is a
+    unique violation, answered 409 and retried into a replay)."""
+    reservation_id, legs, expires_at = row.reservation or (None, None, None)
+    if isinstance(db, AsyncSession):
+        from app.audit import service as audit
+
+        add(
+            db,
+            CheckRecord(
+                check_id=row.check_id,
+                subaccount_id=row.subaccount_id,
+                request_hash=row.request_hash,
+                response=json.loads(row.response_json),
+                created_at=row.created_at,
+            ),
+        )
+        await db.flush()
+        for order_id in row.client_order_ids:
+            add(db, OrderId(subaccount_id=row.subaccount_id, client_order_id=order_id,
+                            check_id=row.check_id))  # fmt: skip
+        if reservation_id is not None and legs is not None and expires_at is not None:
+            add(
+                db,
+                Reservation(
+                    reservation_id=reservation_id,
+                    check_id=row.check_id,
+                    subaccount_id=row.subaccount_id,
+                    status="active",
+                    legs=legs,
+                    created_at=row.created_at,
+                    expires_at=expires_at,
+                    closed_at=None,
+                ),
+            )
+        await db.flush()
+        await audit.record_text(
+            db,
+            "check",
+            audit.Actor(row.actor_key_id),
+            row.audit_payload,
+            account_id=row.account_id,
+            subaccount_id=row.subaccount_id,
+        )
+        return
+    await db.execute(
+        _INSERT_CHECK_SQL,
+        row.check_id,
+        row.subaccount_id,
+        row.request_hash,
+        row.response_json,
+        row.created_at,
+        row.client_order_ids,
+        reservation_id,
+        None if legs is None else json.dumps(legs),
+        expires_at,
+        row.actor_key_id,
+        row.account_id,
+        row.audit_payload,
+    )
+
+
+async def lock_rate_window(db: HotDb, account_id: str) -> None:
+    """While Redis cannot count the order-rate window, checks of one account count it from
+    PostgreSQL one at a time: this lock, held until the check is written, makes the count and
+    the write one step."""
+    if not isinstance(db, AsyncSession):
+        await db.execute("SELECT pg_advisory_xact_lock(hashtext('pf:rate:' || $1))", account_id)

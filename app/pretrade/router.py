@@ -3,8 +3,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from fastapi.responses import Response
 
-from app.auth.dependencies import Reader, VenueWriter
+from app.auth.dependencies import CheckCaller, Reader, VenueWriter
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.http import problem_responses
 from app.core.types import ID_PATTERN, utcnow
@@ -25,20 +26,17 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 @router.post(
     "/pretrade/check", response_model=CheckOut, responses=problem_responses(400, 404, 409, 422)
 )
-async def check(
-    body: CheckIn, principal: VenueWriter, session: SessionDep, runtime: RuntimeDep
-) -> CheckOut:
+async def check(body: CheckIn, caller: CheckCaller, runtime: RuntimeDep) -> Response:
     """Judge a basket of 1–50 legs as one; 200 whether accepted or rejected."""
-    return await service.check(session, runtime, principal, body)
+    # The answer is serialised once: these bytes are also what is stored and audited.
+    return Response(await service.check(runtime, caller, body), media_type="application/json")
 
 
 @router.post(
     "/pretrade/max-size", response_model=MaxSizeOut, responses=problem_responses(400, 404, 409, 422)
 )
-async def max_size(
-    body: MaxSizeIn, principal: VenueWriter, session: SessionDep, runtime: RuntimeDep
-) -> MaxSizeOut:
-    return await service.max_size(session, runtime, principal, body)
+async def max_size(body: MaxSizeIn, caller: CheckCaller, runtime: RuntimeDep) -> MaxSizeOut:
+    return await service.max_size(runtime, caller, body)
 
 
 @router.get(

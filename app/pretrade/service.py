@@ -11,29 +11,34 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
 from app.accounts.models import Account, Subaccount
-from app.audit import service as audit
 from app.audit.chain import canonical_json
+from app.audit.sealer import wake_sealers
+from app.auth import service as auth_service
 from app.auth.principal import Principal
-from app.core.cache import CacheUnavailable
+from app.auth.service import Caller
+from app.core.cache import RateCount, RateWindow
+from app.core.db import HotDb
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.runtime import Runtime
 from app.core.types import utcnow
+from app.core.versions import TRADING, VersionKey
 from app.engine import RiskParameters
-from app.engine.rounding import summary_to_decimals
 from app.instruments import service as instruments_service
 from app.marketdata import service as marketdata
-from app.marketdata.marks import age_ms
+from app.marketdata.marks import Mark, age_ms
 from app.pretrade import repository, reservations
-from app.pretrade.models import CheckRecord, OrderId, Reservation
-from app.pretrade.rules import Basket, OrderView, Totals, judge
+from app.pretrade import state as pretrade_state
+from app.pretrade.models import Reservation
+from app.pretrade.rules import Basket, OrderView, Totals, judge, limit_value
 from app.pretrade.schemas import (
     CheckIn,
     CheckOut,
@@ -44,8 +49,17 @@ from app.pretrade.schemas import (
     Reason,
 )
 from app.pretrade.simulate import BookStatus, Execution, Leg, Level, execute
+from app.pretrade.state import (
+    AccountState,
+    SubaccountState,
+    TradingStates,
+    account_key,
+    known_account,
+    known_subaccount,
+    subaccount_key,
+)
 from app.risk import service as risk
-from app.risk.book import Book, MarkUsed, SimulatedFill, load_book
+from app.risk.book import Book, MarkUsed, SimulatedFill
 from app.risk.reference import Reference, reference
 
 log = logging.getLogger("preflight.pretrade")
@@ -77,6 +91,8 @@ class Context:
     account_recent_orders: int
     siblings: Totals
     strategy_siblings_gross: Decimal
+    memo: dict[object, risk.Evaluation] = field(default_factory=dict)
+    """Evaluations of the book before the basket (``_before``), shared while the state is."""
 
 
 @dataclass(frozen=True)
@@ -95,43 +111,8 @@ class Outcome:
 # --- loading ---------------------------------------------------------------------------------
 
 
-def _rate_key(kind: str, ident: str) -> str:
+def rate_key(kind: str, ident: str) -> str:
     return f"pf:rate:{kind}:{ident}"
-
-
-async def _recent_orders(
-    session: AsyncSession, runtime: Runtime, subaccount: Subaccount, now: datetime
-) -> tuple[int, int]:
-    """Orders accepted in the last second for the subaccount and for its account."""
-    now_ms = now.timestamp() * 1000
-    keys = [_rate_key("sub", subaccount.subaccount_id), _rate_key("acct", subaccount.account_id)]
-    try:
-        members = await runtime.cache.zrange_many(keys, now_ms - RATE_WINDOW_MS)
-        return len(members[0]), len(members[1])
-    except CacheUnavailable:
-        runtime.metrics.dependency_errors.labels("redis").inc()
-    # Without Redis's shared window the cap still holds: count this second's accepted checks
-    # in PostgreSQL (every process writes them there too).
-    since = now - timedelta(milliseconds=RATE_WINDOW_MS)
-    return (
-        await repository.accepted_orders_since(
-            session, since=since, subaccount_id=subaccount.subaccount_id
-        ),
-        await repository.accepted_orders_since(
-            session, since=since, account_id=subaccount.account_id
-        ),
-    )
-
-
-async def _states(
-    session: AsyncSession, subaccount: Subaccount, instruments: Sequence[str]
-) -> dict[str, str]:
-    states = {}
-    for scope, scope_id, state in await accounts_repository.trading_states_over(
-        session, subaccount.account_id, subaccount.subaccount_id, instruments
-    ):
-        states[f"instrument:{scope_id}" if scope == "instrument" else scope] = state
-    return states
 
 
 def totals(book: Book, evaluation: risk.Evaluation, decimals: int) -> Totals:
@@ -145,7 +126,7 @@ def totals(book: Book, evaluation: risk.Evaluation, decimals: int) -> Totals:
         by_underlying[instrument.underlying] = (
             by_underlying.get(instrument.underlying, ZERO) + value
         )
-    summary = summary_to_decimals(evaluation.summary, book.margin_mode, decimals)
+    summary = evaluation.values()
     equity, unrealized = summary["equity"], summary["unrealized_pnl"]
     assert isinstance(equity, Decimal) and isinstance(unrealized, Decimal)
     return Totals(
@@ -157,87 +138,246 @@ def totals(book: Book, evaluation: risk.Evaluation, decimals: int) -> Totals:
     )
 
 
-async def _siblings(
-    session: AsyncSession,
-    runtime: Runtime,
-    context_subaccount: Subaccount,
+def _book(
+    held: SubaccountState, known: Reference, marks: Mapping[str, Mark], also: Sequence[str] = ()
+) -> Book:
+    """The subaccount's book at these marks (a symbol never marked: its entry price, or 0 for a
+    collateral asset, stands in, as ``missing``)."""
+    instruments = {
+        symbol: known.instruments[symbol]
+        for symbol in dict.fromkeys([*(h.instrument for h in held.holdings), *also])
+        if symbol in known.instruments
+    }
+    entries = {h.instrument: h.entry_price for h in held.holdings}
+    used: dict[str, MarkUsed] = {}
+    for symbol in [*instruments, *_priced_assets(held, known)]:
+        mark = marks.get(symbol)
+        if mark is not None:
+            funding = mark.funding_rate if symbol in instruments else None
+            used[symbol] = MarkUsed(mark.price, mark.status, mark.age_ms, funding)
+        else:
+            used[symbol] = MarkUsed(entries.get(symbol, ZERO), "missing", None)
+    subaccount = held.subaccount
+    return Book(
+        subaccount_id=subaccount.subaccount_id,
+        account_id=subaccount.account_id,
+        strategy=subaccount.strategy,
+        margin_mode=subaccount.margin_mode,
+        settlement=known.settlement,
+        holdings=held.holdings,
+        balances=held.balances,
+        instruments=instruments,
+        assets=known.assets,
+        leverage=held.leverage,
+        marks=used,
+    )
+
+
+def _priced_assets(held: SubaccountState, known: Reference) -> list[str]:
+    return [a for a in held.balances if a in known.assets and not known.assets[a].is_settlement]
+
+
+def _siblings(
+    siblings: Sequence[SubaccountState],
+    strategy: str | None,
     known: Reference,
-    since: datetime,
+    marks: Mapping[str, Mark],
     now: datetime,
 ) -> tuple[Totals, Decimal]:
     """The account's other subaccounts (their reservations counted), and the gross notional
     of those sharing this subaccount's strategy label."""
     total, strategy_gross = Totals(), ZERO
-    for sibling in await accounts_repository.list_subaccounts(
-        session, context_subaccount.account_id, None
-    ):
-        if sibling.subaccount_id == context_subaccount.subaccount_id:
-            continue
-        held = await repository.active_reservations(session, [sibling.subaccount_id], now)
-        book = (await load_book(session, runtime, sibling, (), known)).with_fills(
-            reservations.as_fills(held)
-        )
+    for sibling in siblings:
+        held = sibling.held(now)
+        book = _book(sibling, known, marks).with_fills(reservations.as_fills(held))
         evaluation = risk.evaluate(book, known.parameters, liquidation=False)
-        realized = await accounts_repository.realized_since(
-            session, sibling.subaccount_id, since, book.settlement
-        )
         sibling_totals = replace(
             totals(book, evaluation, known.parameters.settlement_decimals),
-            realized_today=realized,
+            realized_today=sibling.realized_today,
             open_orders=reservations.open_orders(held),
         )
         total = total + sibling_totals
-        if sibling.strategy is not None and sibling.strategy == context_subaccount.strategy:
+        if sibling.subaccount.strategy is not None and sibling.subaccount.strategy == strategy:
             strategy_gross += sibling_totals.gross_notional
     return total, strategy_gross
 
 
-async def load_context(
-    session: AsyncSession,
+class _Relock(Exception):
+    """The check must start again in a transaction holding more locks (the account's caps
+    turned out to span subaccounts, or the rate cap must be counted in PostgreSQL)."""
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    transaction: bool
+    lock_account: bool = False
+    rate_in_postgres: bool = False
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The state a check reads, current as of its one versions read."""
+
+    principal: Principal
+    known: Reference
+    held: SubaccountState
+    account: AccountState
+    siblings: tuple[SubaccountState, ...]
+    states: TradingStates
+    used_order_ids: bool
+
+
+async def _reference(runtime: Runtime, token: int | None) -> Reference:
+    kept = runtime.reference.at(token)
+    if kept is not None:
+        return cast(Reference, kept)
+    async with runtime.session_factory() as session, session.begin():
+        return await reference(session, runtime)
+
+
+async def load(
+    db: HotDb,
     runtime: Runtime,
-    subaccount: Subaccount,
-    instruments: Sequence[str],
+    who: Caller,
+    subaccount_id: str,
+    order_ids: Sequence[str],
     now: datetime,
-    known: Reference,
-) -> Context:
-    account = await accounts_repository.get_account(session, subaccount.account_id)
-    assert account is not None
-    book = await load_book(session, runtime, subaccount, instruments, known)
-    parameters = known.parameters
-    held = await repository.active_reservations(session, [subaccount.subaccount_id], now)
+    attempt: _Attempt,
+) -> Loaded:
+    """One statement reads the versions of everything that governs the check; what is
+    resident at those versions is used as is, the rest is loaded (and kept)."""
+    resident = runtime.resident
+    last = known_subaccount(resident, subaccount_id)
+    account_id = None if last is None else last.subaccount.account_id
+    last_account = None if account_id is None else known_account(resident, account_id)
+    sibling_ids: tuple[str, ...] = ()
+    if last_account is not None and last_account.account.limits:
+        sibling_ids = tuple(s for s in last_account.subaccount_ids if s != subaccount_id)
+    if attempt.lock_account or attempt.rate_in_postgres:
+        assert account_id is not None
+        if attempt.rate_in_postgres:
+            await repository.lock_rate_window(db, account_id)
+    if attempt.transaction:
+        await repository.lock_for_reservation(
+            db, subaccount_id, account_id if attempt.lock_account else None
+        )
+    keys: list[VersionKey] = [subaccount_key(subaccount_id), TRADING]
+    if who.key_token is not None:
+        keys.append(("key", who.principal.key_id))
+    if account_id is not None:
+        keys.append(account_key(account_id))
+    keys.extend(subaccount_key(s) for s in sibling_ids)
+    versions = await repository.read_versions(db, keys, subaccount_id, order_ids)
+    principal = await auth_service.confirm(
+        db, resident, who, versions.tokens.get(("key", who.principal.key_id))
+    )
+    known = await _reference(runtime, versions.reference)
     midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    found = await pretrade_state.subaccounts(
+        db, resident, versions.tokens, [subaccount_id], midnight, now, known.settlement
+    )
+    held = found.get(subaccount_id)
+    if held is None or not principal.sees(held.subaccount.account_id):
+        raise NotFound(f"subaccount {subaccount_id!r} not found")
+    account = await pretrade_state.account(
+        db, resident, versions.tokens, held.subaccount.account_id
+    )
+    assert account is not None  # a subaccount's account exists (foreign key)
+    siblings: tuple[SubaccountState, ...] = ()
+    if account.account.limits:
+        if attempt.transaction and not attempt.lock_account:
+            raise _Relock  # account-wide caps: reserving checks queue on the account too
+        ids = [s for s in account.subaccount_ids if s != subaccount_id]
+        tokens = versions.tokens
+        if set(ids) - set(sibling_ids):  # not asked above: ask now
+            tokens = (await repository.read_versions(db, [subaccount_key(s) for s in ids],
+                                                     subaccount_id, ())).tokens  # fmt: skip
+        loaded = await pretrade_state.subaccounts(
+            db, resident, tokens, ids, midnight, now, known.settlement
+        )
+        siblings = tuple(loaded[s] for s in ids if s in loaded)
+    return Loaded(
+        principal=principal,
+        known=known,
+        held=held,
+        account=account,
+        siblings=siblings,
+        states=await pretrade_state.trading_states(db, resident, versions.tokens),
+        used_order_ids=versions.used_order_ids,
+    )
+
+
+def _rate_cap(limits: Mapping[str, object]) -> int | None:
+    cap = limit_value(limits, "max_order_rate")
+    return None if cap is None else int(cap)
+
+
+async def _market(
+    db: HotDb,
+    runtime: Runtime,
+    loaded: Loaded,
+    books_of: Sequence[str],
+    rate: RateCount | None,
+    now: datetime,
+) -> tuple[dict[str, Mark], dict[str, VisibleBook], RateWindow | None]:
+    """Marks of every symbol the check values, books of the order's instruments and the
+    order-rate window, in one cache round trip (PostgreSQL stands in for what it lacks)."""
+    symbols = sorted(
+        {
+            *books_of,
+            *(h.instrument for s in (loaded.held, *loaded.siblings) for h in s.holdings),
+            *(a for s in (loaded.held, *loaded.siblings) for a in _priced_assets(s, loaded.known)),
+        }
+    )
+    read = await marketdata.read_for_check(
+        db, runtime, symbols, books_of, rate, loaded.known.instruments, now
+    )
     books = {}
-    for symbol in dict.fromkeys(instruments):
-        visible = await marketdata.get_book(session, runtime, symbol)
-        stale_after = instruments_service.stale_after_s(book.instruments[symbol], runtime.settings)
+    for symbol in books_of:
+        visible = read.books.get(symbol)
         if visible is None:
             books[symbol] = VisibleBook("missing", (), ())
-        else:
-            fresh = age_ms(now, visible.ts) <= stale_after * 1000
-            books[symbol] = VisibleBook(
-                "fresh" if fresh else "stale", tuple(visible.bids), tuple(visible.asks)
-            )
-    recent, account_recent = await _recent_orders(session, runtime, subaccount, now)
+            continue
+        instrument = loaded.known.instruments[symbol]
+        stale_after = instruments_service.stale_after_s(instrument, runtime.settings)
+        fresh = age_ms(now, visible.ts) <= stale_after * 1000
+        books[symbol] = VisibleBook(
+            "fresh" if fresh else "stale", tuple(visible.bids), tuple(visible.asks)
+        )
+    return read.marks, books, read.rate
+
+
+def context(
+    loaded: Loaded,
+    marks: Mapping[str, Mark],
+    books: Mapping[str, VisibleBook],
+    instruments: Sequence[str],
+    recent: RateWindow | None,
+    now: datetime,
+) -> Context:
+    held = loaded.held
+    subaccount = held.subaccount
     siblings, strategy_gross = Totals(), ZERO
-    if account.limits:
-        siblings, strategy_gross = await _siblings(
-            session, runtime, subaccount, known, midnight, now
+    if loaded.siblings:
+        siblings, strategy_gross = _siblings(
+            loaded.siblings, subaccount.strategy, loaded.known, marks, now
         )
     return Context(
         subaccount=subaccount,
-        account=account,
-        book=book,
-        reservations=tuple(held),
-        parameters=parameters,
-        states=await _states(session, subaccount, instruments),
-        books=books,
-        realized_today=await accounts_repository.realized_since(
-            session, subaccount.subaccount_id, midnight, book.settlement
+        account=loaded.account.account,
+        book=_book(held, loaded.known, marks, instruments),
+        reservations=held.held(now),
+        parameters=loaded.known.parameters,
+        states=loaded.states.governing(
+            subaccount.account_id, subaccount.subaccount_id, instruments
         ),
-        recent_orders=recent,
-        account_recent_orders=account_recent,
+        books=books,
+        realized_today=held.realized_today,
+        recent_orders=0 if recent is None else recent.subaccount,
+        account_recent_orders=0 if recent is None else recent.account,
         siblings=siblings,
         strategy_siblings_gross=strategy_gross,
+        memo=held.memo,
     )
 
 
@@ -254,6 +394,24 @@ def _reference_price(order: OrderIn, mark: MarkUsed, visible: VisibleBook) -> De
     return side[0][0] if side else None
 
 
+def _before(ctx: Context, book: Book) -> risk.Evaluation:
+    """The evaluation of the book as it stands, once per (state, marks, reservations): the
+    state is resident, so checks between two changes of it share one."""
+    key = (
+        book.margin_mode,
+        tuple(book.holdings),
+        tuple(sorted(book.balances.items())),
+        tuple((symbol, mark.price, mark.status, mark.funding_rate) for symbol, mark in
+              sorted(book.marks.items())),
+    )  # fmt: skip
+    kept = ctx.memo.get(key)
+    if kept is None:
+        if len(ctx.memo) >= 8:
+            ctx.memo.clear()
+        kept = ctx.memo[key] = risk.evaluate(book, ctx.parameters, liquidation=False)
+    return kept
+
+
 def evaluate_basket(
     ctx: Context,
     orders: Sequence[OrderIn],
@@ -264,7 +422,7 @@ def evaluate_basket(
     parameters = ctx.parameters
     decimals = parameters.settlement_decimals
     before_book = ctx.book.with_fills(reservations.as_fills(ctx.reservations))
-    before = risk.evaluate(before_book, parameters, liquidation=False)
+    before = _before(ctx, before_book)
 
     marks = dict(before_book.marks)
     levels: dict[tuple[str, str], list[Level]] = {}
@@ -346,8 +504,8 @@ def evaluate_basket(
         recent_orders=ctx.recent_orders,
     )
     after_totals = replace(totals(after_book, after, decimals), realized_today=ctx.realized_today)
-    after_values = summary_to_decimals(after.summary, after_book.margin_mode, decimals)
-    before_values = summary_to_decimals(before.summary, priced_before.margin_mode, decimals)
+    after_values = after.values()
+    before_values = before.values()
     free_after = after_values["free_collateral"]
     assert isinstance(free_after, Decimal)
     mm_after, mm_before = after_values["maintenance_margin"], before_values["maintenance_margin"]
@@ -375,7 +533,7 @@ def evaluate_basket(
     )
 
     if ctx.reservations:
-        base = risk.evaluate(ctx.book, parameters, liquidation=False)
+        base = _before(ctx, ctx.book)
         reserved = risk.reserved_margin(base, before)
         before = replace(before, reserved_initial_margin=reserved)
         after = replace(after, reserved_initial_margin=reserved)
@@ -420,68 +578,99 @@ def _execution_out(index: int, execution: Execution) -> ExecutionOut:
 # --- the check -------------------------------------------------------------------------------
 
 
-async def _subaccount(
-    session: AsyncSession, principal: Principal, subaccount_id: str
-) -> Subaccount:
-    subaccount = await accounts_repository.get_subaccount(session, subaccount_id)
-    if subaccount is None or not principal.sees(subaccount.account_id):
-        raise NotFound(f"subaccount {subaccount_id!r} not found")
-    return subaccount
-
-
 def _known_instruments(known: Reference, symbols: Sequence[tuple[str, str]]) -> None:
-    for field, symbol in symbols:
+    for name, symbol in symbols:
         if symbol not in known.instruments:
-            raise InvalidInput(field, f"unknown instrument {symbol!r}")
+            raise InvalidInput(name, f"unknown instrument {symbol!r}")
 
 
-def _request_hash(body: CheckIn) -> str:
-    return hashlib.sha256(canonical_json(body.model_dump(mode="json")).encode()).hexdigest()
+async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
+    """The check's answer, as the JSON bytes sent, stored and audited.
+
+    A non-reserving check on a warm process reads PostgreSQL once (the versions) and the cache
+    once, then writes its record in one statement. A reserving check does the same inside a
+    transaction that holds the subaccount's row lock (and the account's, when its caps span
+    subaccounts), so reservations on one subaccount are judged one after another."""
+    request_json = canonical_json(body.model_dump(mode="json"))
+    attempt = _Attempt(transaction=body.reserve)
+    for _ in range(3):
+        try:
+            async with runtime.hot.connect(transaction=attempt.transaction) as db:
+                answer = await _check(db, runtime, who, body, request_json, attempt)
+            wake_sealers()  # committed: its audit entry can be linked now, not at the next tick
+            return answer
+        except _Relock as relock:
+            attempt = (
+                relock.args[0]
+                if relock.args
+                else replace(attempt, transaction=True, lock_account=True)
+            )
+    raise Conflict("the subaccount's state kept changing under the check; retry")
 
 
-async def check(
-    session: AsyncSession, runtime: Runtime, principal: Principal, body: CheckIn
-) -> CheckOut:
-    subaccount = await _subaccount(session, principal, body.subaccount_id)
-    # Read once per check: the process cache is as current as this read (app/core/reference.py).
-    known = await reference(session, runtime)
-    _known_instruments(
-        known, [(f"orders[{i}].instrument", o.instrument) for i, o in enumerate(body.orders)]
-    )
-    if body.reserve:
-        # Reserving checks on one account queue here, across processes: the second sees the
-        # first's reservation (account and strategy caps span the account's subaccounts).
-        await accounts_repository.lock_account(session, subaccount.account_id)
-        await accounts_repository.lock_subaccounts(session, [subaccount.subaccount_id])
-    digest = _request_hash(body)
+async def _check(
+    db: HotDb,
+    runtime: Runtime,
+    who: Caller,
+    body: CheckIn,
+    request_json: str,
+    attempt: _Attempt,
+) -> bytes:
+    now = utcnow()
     order_ids = [o.client_order_id for o in body.orders if o.client_order_id is not None]
-    earlier = await repository.checks_for_order_ids(session, subaccount.subaccount_id, order_ids)
-    if earlier:
-        if len(earlier) == 1 and earlier[0].request_hash == digest:
-            return CheckOut.model_validate(earlier[0].response)
+    loaded = await load(db, runtime, who, body.subaccount_id, order_ids, now, attempt)
+    _known_instruments(
+        loaded.known,
+        [(f"orders[{i}].instrument", o.instrument) for i, o in enumerate(body.orders)],
+    )
+    digest = hashlib.sha256(request_json.encode()).hexdigest()
+    if loaded.used_order_ids:
+        earlier = await repository.earlier_answers(db, body.subaccount_id, order_ids)
+        if len(earlier) == 1 and earlier[0][0] == digest:
+            return earlier[0][1].encode()
         raise Conflict("a client_order_id of this basket was already checked with other content")
 
-    now = utcnow()
-    ctx = await load_context(
-        session, runtime, subaccount, [o.instrument for o in body.orders], now, known
-    )
-    outcome = evaluate_basket(ctx, body.orders, reserving=body.reserve)
-    reasons = outcome.reasons
-    accepted = outcome.accepted
     check_id = uuid.uuid4().hex
-    reservation_id, expires_at = None, None
-    if accepted and body.reserve:
-        reservation_id = uuid.uuid4().hex
-        expires_at = now + timedelta(seconds=body.reservation_ttl_s)
+    instruments = list(dict.fromkeys(o.instrument for o in body.orders))
+    subaccount = loaded.held.subaccount
+    rate = RateCount(
+        subaccount_key=rate_key("sub", subaccount.subaccount_id),
+        account_key=rate_key("acct", subaccount.account_id),
+        now_ms=now.timestamp() * 1000,
+        window_ms=RATE_WINDOW_MS,
+        members=[f"{check_id}|{i}" for i in range(len(body.orders))],
+        subaccount_cap=_rate_cap(subaccount.limits),
+        account_cap=_rate_cap(loaded.account.account.limits),
+    )
+    capped = rate.subaccount_cap is not None or rate.account_cap is not None
+    marks, books, window = await _market(db, runtime, loaded, instruments, rate, now)
+    if window is None:
+        # Redis could not count: PostgreSQL's accepted checks do, under a lock on the account's
+        # window held until this check is written, so the cap still holds across processes.
+        if capped and not attempt.rate_in_postgres:
+            raise _Relock(replace(attempt, transaction=True, rate_in_postgres=True))
+        window = (
+            await _window_from_postgres(db, subaccount, now)
+            if capped
+            else RateWindow(0, 0, admitted=False)
+        )
+    ctx = context(loaded, marks, books, instruments, window, now)
+    outcome = evaluate_basket(ctx, body.orders, reserving=body.reserve)
+    accepted = outcome.accepted
+    if window.admitted and not accepted:
+        await marketdata.forget_orders(runtime, [rate.subaccount_key, rate.account_key],
+                                       rate.members)  # fmt: skip
+    reservation = None
     after = outcome.after
-    if reservation_id is not None:
+    if accepted and body.reserve:
+        reservation = (uuid.uuid4().hex, now + timedelta(seconds=body.reservation_ttl_s))
         # This basket becomes a reservation too: what it adds is reserved afterwards.
         added = risk.reserved_margin(outcome.before, outcome.after)
         after = replace(after, reserved_initial_margin=after.reserved_initial_margin + added)
     response = CheckOut(
         check_id=check_id,
         decision="accept" if accepted else "reject",
-        reasons=reasons,
+        reasons=outcome.reasons,
         as_of=now,
         margin_mode=subaccount.margin_mode,
         executions=outcome.executions,
@@ -489,115 +678,59 @@ async def check(
         after=after.summary_out(),
         positions_after=outcome.after.positions_out(),
         marks=outcome.after.marks_out(),
-        reservation_id=reservation_id,
-        expires_at=expires_at,
+        reservation_id=None if reservation is None else reservation[0],
+        expires_at=None if reservation is None else reservation[1],
     )
-    await _persist(session, runtime, principal, ctx, body, response, digest, outcome, now)
-    return response
-
-
-async def _persist(
-    session: AsyncSession,
-    runtime: Runtime,
-    principal: Principal,
-    ctx: Context,
-    body: CheckIn,
-    response: CheckOut,
-    digest: str,
-    outcome: Outcome,
-    now: datetime,
-) -> None:
-    document = response.model_dump(mode="json")
-    repository.add(
-        session,
-        CheckRecord(
-            check_id=response.check_id,
-            subaccount_id=body.subaccount_id,
+    response_json = canonical_json(response.model_dump(mode="json"))
+    await repository.insert_check(
+        db,
+        repository.CheckRow(
+            check_id=check_id,
+            subaccount_id=subaccount.subaccount_id,
+            account_id=subaccount.account_id,
+            actor_key_id=loaded.principal.actor.key_id,
             request_hash=digest,
-            response=document,
+            response_json=response_json,
+            audit_payload=(
+                f'{{"check_id":"{check_id}","request":{request_json},"response":{response_json}}}'
+            ),
             created_at=now,
+            client_order_ids=order_ids,
+            reservation=None
+            if reservation is None
+            else (reservation[0], outcome.reserved_legs, reservation[1]),
         ),
     )
-    await session.flush()
-    for order in body.orders:
-        if order.client_order_id is not None:
-            repository.add(
-                session,
-                OrderId(
-                    subaccount_id=body.subaccount_id,
-                    client_order_id=order.client_order_id,
-                    check_id=response.check_id,
-                ),
-            )
-    if response.reservation_id is not None and response.expires_at is not None:
-        repository.add(
-            session,
-            Reservation(
-                reservation_id=response.reservation_id,
-                check_id=response.check_id,
-                subaccount_id=body.subaccount_id,
-                status="active",
-                legs=outcome.reserved_legs,
-                created_at=now,
-                expires_at=response.expires_at,
-                closed_at=None,
-            ),
-        )
-    await session.flush()
     codes: list[str] = [reason.code for reason in response.reasons]
     for code in codes or ["none"]:
         runtime.metrics.check_decisions.labels(response.decision, code).inc()
-    if response.decision == "accept":
-        await _count_orders(runtime, ctx, response.check_id, len(body.orders), now)
-    # Last: the audit append holds the chain's lock until commit.
-    await audit.record(
-        session,
-        "check",
-        principal.actor,
-        {
-            "check_id": response.check_id,
-            "request": body.model_dump(mode="json"),
-            "decision": response.decision,
-            "reasons": document["reasons"],
-            "marks": document["marks"],
-            "executions": document["executions"],
-            "free_collateral_after": document["after"]["free_collateral"],
-            "reservation_id": response.reservation_id,
-        },
-        account_id=ctx.account.account_id,
-        subaccount_id=body.subaccount_id,
+    return response_json.encode()
+
+
+async def _window_from_postgres(db: HotDb, subaccount: Subaccount, now: datetime) -> RateWindow:
+    """This second's accepted orders, counted from the checks every process writes."""
+    since = now - timedelta(milliseconds=RATE_WINDOW_MS)
+    return RateWindow(
+        await repository.accepted_orders_since(
+            db, since=since, subaccount_id=subaccount.subaccount_id
+        ),
+        await repository.accepted_orders_since(db, since=since, account_id=subaccount.account_id),
+        admitted=False,
     )
-
-
-async def _count_orders(
-    runtime: Runtime, ctx: Context, check_id: str, count: int, now: datetime
-) -> None:
-    now_ms = now.timestamp() * 1000
-    members = {f"{now_ms:.3f}|{check_id}|{i}": now_ms for i in range(count)}
-    try:
-        await runtime.cache.zadd_many(
-            [
-                (_rate_key("sub", ctx.subaccount.subaccount_id), members),
-                (_rate_key("acct", ctx.account.account_id), members),
-            ],
-            keep_after=now_ms - RATE_WINDOW_MS,
-        )
-    except CacheUnavailable:
-        runtime.metrics.dependency_errors.labels("redis").inc()
 
 
 # --- max size --------------------------------------------------------------------------------
 
 
-async def max_size(
-    session: AsyncSession, runtime: Runtime, principal: Principal, body: MaxSizeIn
-) -> MaxSizeOut:
+async def max_size(runtime: Runtime, who: Caller, body: MaxSizeIn) -> MaxSizeOut:
     """The largest multiple of ``lot_size`` the check accepts now, found by search: the check
     passes at that size and fails one lot above, naming the rule that binds."""
-    subaccount = await _subaccount(session, principal, body.subaccount_id)
-    known = await reference(session, runtime)
-    _known_instruments(known, [("instrument", body.instrument)])
-    ctx = await load_context(session, runtime, subaccount, [body.instrument], utcnow(), known)
+    now = utcnow()
+    async with runtime.hot.connect() as db:
+        loaded = await load(db, runtime, who, body.subaccount_id, (), now, _Attempt(False))
+        _known_instruments(loaded.known, [("instrument", body.instrument)])
+        marks, books, _ = await _market(db, runtime, loaded, [body.instrument], None, now)
+    ctx = context(loaded, marks, books, [body.instrument], None, now)
     lot = ctx.book.instruments[body.instrument].lot_size
 
     def attempt(lots: int, liquidation: bool = False) -> Outcome:
@@ -629,7 +762,7 @@ async def max_size(
     else:
         after = above.before.summary_out()
     return MaxSizeOut(
-        subaccount_id=subaccount.subaccount_id,
+        subaccount_id=body.subaccount_id,
         instrument=body.instrument,
         side=body.side,
         size=lot * passing,
@@ -644,5 +777,7 @@ async def max_size(
 async def list_reservations(
     session: AsyncSession, principal: Principal, subaccount_id: str
 ) -> tuple[Subaccount, list[Reservation]]:
-    subaccount = await _subaccount(session, principal, subaccount_id)
+    subaccount = await accounts_repository.get_subaccount(session, subaccount_id)
+    if subaccount is None or not principal.sees(subaccount.account_id):
+        raise NotFound(f"subaccount {subaccount_id!r} not found")
     return subaccount, await repository.reservations_of(session, subaccount_id)

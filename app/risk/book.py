@@ -173,6 +173,24 @@ async def load_book(
     )
 
 
+_TIER_TABLES: dict[tuple[int, ...], tuple[tuple[Instrument, ...], TierTable]] = {}
+"""Tier tables by the instrument objects of a book's rows. Reference data is loaded once per
+version and its objects shared, so a book's table is built once, not per evaluation. The
+objects are kept with the table, so an id is never reused for another while cached."""
+
+
+def _tier_table(instruments: Sequence[Instrument]) -> TierTable:
+    key = tuple(map(id, instruments))
+    kept = _TIER_TABLES.get(key)
+    if kept is not None and all(a is b for a, b in zip(kept[0], instruments, strict=True)):
+        return kept[1]
+    table = TierTable.from_rows([tier_rows(i) for i in instruments])
+    if len(_TIER_TABLES) >= 4096:
+        _TIER_TABLES.clear()
+    _TIER_TABLES[key] = (tuple(instruments), table)
+    return table
+
+
 def tier_rows(instrument: Instrument) -> list[tuple[float, float, float | None]]:
     return [
         (
@@ -208,7 +226,7 @@ def engine_inputs(book: Book, parameters: RiskParameters) -> EngineInputs:
         contract_size=[float(i.contract_size) for i in instruments],
         entry_price=[float(h.entry_price) for h in holdings],
         mark=[float(book.marks[h.instrument].price) for h in holdings],
-        tiers=TierTable.from_rows([tier_rows(i) for i in instruments]),
+        tiers=_tier_table(instruments),
         underlying=np.array([index[i.underlying] for i in instruments], dtype=np.intp),
         tick_size=[float(i.tick_size) for i in instruments],
         isolated_margin=[float(h.isolated_margin) for h in holdings],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -76,10 +77,13 @@ class Evaluation:
     reserved_initial_margin: Decimal = Decimal(0)
     """IM the active reservations add (they are applied to ``book`` as fills)."""
 
+    @cached_property
+    def rounded(self) -> dict[str, Decimal | float | None]:
+        """The summary in decimals, rounded once (requirements up, equity down)."""
+        return summary_to_decimals(self.summary, self.book.margin_mode, self.decimals)
+
     def values(self) -> dict[str, Decimal | float | None]:
-        values = summary_to_decimals(self.summary, self.book.margin_mode, self.decimals)
-        values["reserved_initial_margin"] = self.reserved_initial_margin
-        return values
+        return {**self.rounded, "reserved_initial_margin": self.reserved_initial_margin}
 
     def summary_out(self) -> MarginSummaryOut:
         return MarginSummaryOut.model_validate(self.values())
@@ -137,8 +141,8 @@ def evaluate(
 
 def reserved_margin(base: Evaluation, held: Evaluation) -> Decimal:
     """What reservations add to initial margin: ``IM(book + reservations) − IM(book)``, ≥ 0."""
-    with_reservations = summary_to_decimals(held.summary, held.book.margin_mode, held.decimals)
-    without = summary_to_decimals(base.summary, base.book.margin_mode, base.decimals)
+    with_reservations = held.rounded
+    without = base.rounded
     added = _money(with_reservations["initial_margin"]) - _money(without["initial_margin"])
     return max(Decimal(0), added)
 

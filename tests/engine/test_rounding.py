@@ -21,6 +21,7 @@ from app.engine import (
     to_decimal,
     to_floats,
 )
+from app.engine.rounding import _to_decimal_exact
 from tests.engine.helpers import Leg, positions, risk, usdc
 from tests.engine.strategies import PROPERTY, books
 
@@ -126,3 +127,21 @@ def test_an_exactly_failing_amount_stays_failing(equity, gap):
     e, r = float(equity), float(requirement)
     if float(gap) > snap_tolerance(e) + snap_tolerance(r) + 1e-16 * (abs(e) + abs(r)):
         assert conservative_free_collateral(e, r) < 0
+
+
+@PROPERTY
+@given(
+    st.one_of(
+        st.floats(min_value=-1e10, max_value=1e10, allow_nan=False),
+        st.integers(-(10**12), 10**12).map(lambda n: n / 10**6),
+        st.integers(-(10**9), 10**9).map(lambda n: n * 0.02),
+    ),
+    st.sampled_from([0, 2, 6, 8]),
+    st.sampled_from(list(Direction)),
+)
+def test_the_short_cut_gives_exactly_the_rule(value, decimals, direction):
+    """A float whose shortest repr already sits on the grid takes a short cut (no Decimal
+    arithmetic); its answer is the full rule's, digit for digit, around every boundary of
+    the short cut (magnitude 2^31, more places than the grid, exponent notation)."""
+    exact = _to_decimal_exact(value, direction, decimals)
+    assert str(to_decimal(value, direction, decimals)) == str(exact)

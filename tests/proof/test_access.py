@@ -47,6 +47,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app.audit.sealer import seal
 from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import Api
@@ -579,7 +580,8 @@ class Store:
             f' FROM "{table}" AS row{WRITTEN_BY_THE_CLOCK.get(table, "")}'
             for table in await self.table_names()
         )
-        async with self.engine.connect() as connection:
+        async with self.engine.begin() as connection:
+            await seal(connection)  # entries are sealed just after their commit
             digests = {name: digest for name, digest in await connection.execute(text(query))}
         values = await self.redis_values()
         digests["redis"] = hashlib.sha256(repr(sorted(values.items())).encode()).hexdigest()

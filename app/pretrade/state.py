@@ -1,0 +1,163 @@
+"""What a check reads of PostgreSQL, kept resident in the process under version tokens
+(app/core/versions.py): the subaccount (positions, balances, leverage, active reservations,
+today's realised PnL), its account and siblings, the trading states. A check reads the tokens
+in one statement and reloads only what moved, in one statement per kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from app.accounts import repository as accounts_repository
+from app.accounts.models import Account, Subaccount
+from app.core.db import HotDb
+from app.core.versions import TRADING, Resident, VersionKey
+from app.pretrade import repository
+from app.pretrade.models import Reservation
+from app.risk.book import Holding
+
+
+@dataclass(frozen=True)
+class SubaccountState:
+    subaccount: Subaccount
+    """Detached, shared by every check: read-only."""
+    holdings: tuple[Holding, ...]
+    balances: Mapping[str, Decimal]
+    leverage: Mapping[str, Decimal]
+    reservations: tuple[Reservation, ...]
+    """Active when loaded; expiry is by time, so each use filters (:meth:`held`)."""
+    realized_since: datetime
+    realized_today: Decimal
+    memo: dict[object, Any] = field(default_factory=dict, compare=False)
+    """What checks computed from this state (it is gone with the state when it moves)."""
+
+    def held(self, now: datetime) -> tuple[Reservation, ...]:
+        return tuple(r for r in self.reservations if r.expires_at > now)
+
+
+@dataclass(frozen=True)
+class AccountState:
+    account: Account
+    subaccount_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TradingStates:
+    states: Mapping[tuple[str, str], str]
+
+    def governing(
+        self, account_id: str, subaccount_id: str, instruments: Sequence[str]
+    ) -> dict[str, str]:
+        """The states over an order of this subaccount in these instruments, keyed as the
+        rules read them (``global``, ``account``, ``subaccount``, ``instrument:X``)."""
+        found = {}
+        for key, scope_id in (
+            ("global", ""),
+            ("account", account_id),
+            ("subaccount", subaccount_id),
+        ):
+            state = self.states.get((key, scope_id))
+            if state is not None:
+                found[key] = state
+        for symbol in instruments:
+            state = self.states.get(("instrument", symbol))
+            if state is not None:
+                found[f"instrument:{symbol}"] = state
+        return found
+
+
+def subaccount_key(subaccount_id: str) -> VersionKey:
+    return ("subaccount", subaccount_id)
+
+
+def account_key(account_id: str) -> VersionKey:
+    return ("account", account_id)
+
+
+def known_subaccount(resident: Resident, subaccount_id: str) -> SubaccountState | None:
+    """The last state kept, current or not."""
+    return cast(SubaccountState | None, resident.peek(subaccount_key(subaccount_id)))
+
+
+def known_account(resident: Resident, account_id: str) -> AccountState | None:
+    return cast(AccountState | None, resident.peek(account_key(account_id)))
+
+
+async def subaccounts(
+    db: HotDb,
+    resident: Resident,
+    tokens: Mapping[VersionKey, int],
+    subaccount_ids: Sequence[str],
+    since: datetime,
+    now: datetime,
+    settlement: str,
+) -> dict[str, SubaccountState]:
+    """The states of ``subaccount_ids`` that exist: resident where ``tokens`` match, the rest
+    loaded in one statement (and kept). Today's PnL counts fills since ``since``."""
+    found: dict[str, SubaccountState] = {}
+    stale = []
+    for subaccount_id in subaccount_ids:
+        kept = cast(
+            SubaccountState | None,
+            resident.get(subaccount_key(subaccount_id), tokens.get(subaccount_key(subaccount_id))),
+        )
+        if kept is not None and kept.realized_since == since:
+            found[subaccount_id] = kept
+        else:
+            stale.append(subaccount_id)
+    if stale:
+        for loaded in await repository.load_subaccounts(db, stale, since, now, settlement):
+            state = SubaccountState(
+                subaccount=loaded.subaccount,
+                holdings=tuple(Holding(*position) for position in loaded.state.positions),
+                balances=loaded.state.balances,
+                leverage=loaded.state.leverage,
+                reservations=tuple(
+                    Reservation(
+                        reservation_id=reservation_id,
+                        check_id=check_id,
+                        subaccount_id=loaded.subaccount.subaccount_id,
+                        status="active",
+                        legs=legs,
+                        created_at=created_at,
+                        expires_at=expires_at,
+                        closed_at=None,
+                    )
+                    for reservation_id, check_id, legs, created_at, expires_at in loaded.reservations
+                ),
+                realized_since=since,
+                realized_today=loaded.realized_today,
+            )
+            resident.put(subaccount_key(loaded.subaccount.subaccount_id), loaded.token, state)
+            found[loaded.subaccount.subaccount_id] = state
+    return found
+
+
+async def account(
+    db: HotDb, resident: Resident, tokens: Mapping[VersionKey, int], account_id: str
+) -> AccountState | None:
+    key = account_key(account_id)
+    kept = cast(AccountState | None, resident.get(key, tokens.get(key)))
+    if kept is not None:
+        return kept
+    loaded = await accounts_repository.load_account(db, account_id)
+    if loaded is None:
+        return None
+    state = AccountState(loaded.account, loaded.subaccount_ids)
+    resident.put(key, loaded.token, state)
+    return state
+
+
+async def trading_states(
+    db: HotDb, resident: Resident, tokens: Mapping[VersionKey, int]
+) -> TradingStates:
+    kept = cast(TradingStates | None, resident.get(TRADING, tokens.get(TRADING)))
+    if kept is not None:
+        return kept
+    token, rows = await accounts_repository.load_trading_states(db)
+    states = TradingStates({(scope, scope_id): state for scope, scope_id, state in rows})
+    resident.put(TRADING, token, states)
+    return states
