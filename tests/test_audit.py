@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.audit import service as audit
 from app.audit.chain import canonical_json
 from app.audit.models import AuditEntry
+from app.audit.sealer import seal
 from app.core.config import Settings
 from app.core.db import create_session_factory
 from tests.conftest import Api
@@ -19,8 +20,10 @@ from tests.factories import desk, fill
 async def _entries(settings: Settings) -> list[AuditEntry]:
     engine = create_async_engine(settings.database_url)
     try:
-        async with create_session_factory(engine)() as session:
-            return list((await session.scalars(select(AuditEntry).order_by(AuditEntry.seq))).all())
+        async with create_session_factory(engine)() as session, session.begin():
+            await seal(session)  # entries are linked just after their commit: link them now
+            query = select(AuditEntry).where(AuditEntry.seq.is_not(None)).order_by(AuditEntry.seq)
+            return list((await session.scalars(query)).all())
     finally:
         await engine.dispose()
 
