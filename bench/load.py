@@ -3,9 +3,9 @@ checks at N per second, whether or not the service keeps up.
 
     .venv/bin/python bench/load.py [--rate 500] [--duration 60] [--workers 1] [--results FILE]
 
-The same desk as ``bench/pretrade.py`` (1,000 cross subaccounts × 20 positions over 20
-perpetuals with 50-level books, a live feed posting marks every second and books every two),
-seeded through the API on a fresh database. Then a load generator in a child process sends
+The desk of ``bench/desk.py`` (200 cross subaccounts × 20 positions over 20 perpetuals with
+50-level books, a live feed posting marks every second and books every two), seeded through the
+API on a fresh database, served by ``tests/servers.py``. Then a load generator in a child process sends
 non-reserving checks (random subaccount, instrument and side, market orders) at exactly
 ``--rate`` per second for ``--duration`` seconds over up to ``--max-connections`` keep-alive
 connections, never waiting for an answer before sending the next request on schedule.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import re
 import statistics
@@ -31,24 +30,27 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# Run as a script, bench/ is first on the path, where bench/profile.py would shadow the
+# standard library's `profile`: the checkout's root takes its place.
+if __name__ == "__main__":
+    sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.pretrade import (
-    HOST,
-    N_ACCOUNTS,
+from bench.desk import (
     N_INSTRUMENTS,
-    SUBS_PER_ACCOUNT,
+    N_SUBS,
     Feeder,
-    Server,
-    environment,
     log,
     order_size,
     sanity,
     seed_reference,
     seed_subaccounts,
+    stores,
     sub_id,
     symbol,
 )
+from bench.drivers import process_cpu_s
+from tests.servers import ADMIN_KEY, HOST, ServerProcess, server_env, start_server
 
 PROOF = "7 load"
 REASON_CODE = re.compile(rb'"code":"([A-Z_]+)"')
@@ -79,7 +81,7 @@ def check_requests(key: str, count: int, seed: int) -> list[bytes]:
         i = rng.randrange(N_INSTRUMENTS)
         body = json.dumps(
             {
-                "subaccount_id": sub_id(rng.randrange(N_ACCOUNTS * SUBS_PER_ACCOUNT)),
+                "subaccount_id": sub_id(rng.randrange(N_SUBS)),
                 "orders": [
                     {
                         "instrument": symbol(i),
@@ -234,29 +236,24 @@ def main() -> None:
         child(args)
         return
 
-    with environment(args) as (db_url, redis_url, admin_key):
-        env = {
-            **os.environ,
-            "PREFLIGHT_DATABASE_URL": db_url,
-            "PREFLIGHT_REDIS_URL": redis_url,
-            "PREFLIGHT_ADMIN_KEY": admin_key,
-            "PREFLIGHT_LOG_LEVEL": "WARNING",
-        }
-        server = Server(env, workers=args.workers)
+    with stores() as desk_stores:
+        env = server_env(desk_stores.database_url, desk_stores.redis_url)
+        server: ServerProcess | None = None
         feeder: Feeder | None = None
         try:
-            server.wait_ready()
-            keys = asyncio.run(seed_reference(server.url, admin_key, 0, 1.0))
-            asyncio.run(seed_subaccounts(server.url, admin_key))
-            feeder = Feeder(server.url, keys["feeder"], 1.0)
+            server = start_server(env, workers=args.workers)
+            assert server.proc is not None
+            keys = asyncio.run(seed_reference(server.url, ADMIN_KEY, stale_after_s=None))
+            asyncio.run(seed_subaccounts(server.url, ADMIN_KEY))
+            feeder = Feeder(server.url, keys.feeder, marks_every=1.0, books_every=2.0)
             feeder.feed_now()
             feeder.start()
-            sanity(server.url, keys["trader"])
+            sanity(server.url, keys.trader)
             log(
                 f"offering {args.rate:g} checks/s for {args.duration:g} s to {args.workers} "
                 f"worker(s), live feed running"
             )
-            cpu0, t0 = server.cpu_seconds(), time.perf_counter()
+            cpu0, t0 = process_cpu_s(server.proc.pid), time.perf_counter()
             generator = subprocess.run(
                 [
                     sys.executable,
@@ -265,7 +262,7 @@ def main() -> None:
                     "--port",
                     str(server.port),
                     "--key",
-                    keys["trader"],
+                    keys.trader,
                     "--rate",
                     str(args.rate),
                     "--duration",
@@ -280,17 +277,16 @@ def main() -> None:
                 check=False,
             )
             elapsed = time.perf_counter() - t0
-            server_cpu = (server.cpu_seconds() - cpu0) / elapsed
+            server_cpu = (process_cpu_s(server.proc.pid) - cpu0) / elapsed
             line = next((x for x in generator.stdout.splitlines() if x.startswith("LOAD ")), None)
             if line is None:
                 raise RuntimeError(f"load generator failed:\n{generator.stderr[-3000:]}")
             outcome = Outcome(**json.loads(line[5:]))
         finally:
             if feeder is not None:
-                feeder.halt.set()
-                if feeder.is_alive():
-                    feeder.join(10)
-            server.stop()
+                feeder.stop()
+            if server is not None:
+                server.close()
 
     answered = len(outcome.latencies_ms)
     errors = (

@@ -58,11 +58,25 @@ def server_env(database_url: str, redis_url: str | None, **extra: str) -> dict[s
 
 class ServerProcess:
     """One ``uvicorn app.main:create_app`` process. ``kill()`` is kill -9; ``start()`` again
-    brings a new process up on the same port."""
+    brings a new process up on the same port.
 
-    def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
+    ``app_target`` / ``factory`` / ``ready_path`` serve another ASGI app on the same command line
+    (the benchmark's bare ``/ping`` app)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        workers: int = 1,
+        app_target: str = "app.main:create_app",
+        factory: bool = True,
+        ready_path: str = "/healthz",
+    ) -> None:
         self.env = env
         self.workers = workers
+        self.app_target = app_target
+        self.factory = factory
+        self.ready_path = ready_path
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
@@ -71,7 +85,8 @@ class ServerProcess:
     def start(self) -> None:
         argv = [
             sys.executable, "-c", _LAUNCHER, str(os.getpid()),
-            "app.main:create_app", "--factory", "--host", HOST, "--port", str(self.port),
+            self.app_target, *(["--factory"] if self.factory else []),
+            "--host", HOST, "--port", str(self.port),
             "--log-level", "warning", "--no-access-log", "--workers", str(self.workers),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
@@ -88,14 +103,14 @@ class ServerProcess:
         return self.log.read().decode(errors="replace")[-4000:]
 
     def wait_ready(self, deadline: float) -> bool:
-        """True once /healthz answers 200; False if the process exited first (e.g. its port
-        was taken between choosing it and binding it)."""
+        """True once ``ready_path`` (/healthz) answers 200; False if the process exited first
+        (e.g. its port was taken between choosing it and binding it)."""
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.proc is None or self.proc.poll() is not None:
                     return False
                 with contextlib.suppress(httpx.TransportError):
-                    if client.get(f"{self.url}/healthz").status_code == 200:
+                    if client.get(f"{self.url}{self.ready_path}").status_code == 200:
                         return True
                 time.sleep(0.05)
         raise AssertionError(f"server on {self.url} not ready in time:\n{self.output()}")
@@ -120,11 +135,24 @@ class ServerProcess:
         self.log.close()
 
 
-def start_server(env: dict[str, str], *, workers: int = 1) -> ServerProcess:
+def start_server(
+    env: dict[str, str],
+    *,
+    workers: int = 1,
+    app_target: str = "app.main:create_app",
+    factory: bool = True,
+    ready_path: str = "/healthz",
+) -> ServerProcess:
     """A ready server (a fresh port is tried again if another process took the first)."""
     deadline = time.monotonic() + READY_DEADLINE_S
     for attempt in range(1, 4):
-        server = ServerProcess(env, workers=workers)
+        server = ServerProcess(
+            env,
+            workers=workers,
+            app_target=app_target,
+            factory=factory,
+            ready_path=ready_path,
+        )
         server.start()
         if server.wait_ready(deadline):
             return server
@@ -136,9 +164,18 @@ def start_server(env: dict[str, str], *, workers: int = 1) -> ServerProcess:
 
 
 @contextlib.contextmanager
-def serving(env: dict[str, str], *, workers: int = 1) -> Iterator[ServerProcess]:
+def serving(
+    env: dict[str, str],
+    *,
+    workers: int = 1,
+    app_target: str = "app.main:create_app",
+    factory: bool = True,
+    ready_path: str = "/healthz",
+) -> Iterator[ServerProcess]:
     """A ready server (``start_server``), closed on the way out."""
-    server = start_server(env, workers=workers)
+    server = start_server(
+        env, workers=workers, app_target=app_target, factory=factory, ready_path=ready_path
+    )
     try:
         yield server
     finally:
