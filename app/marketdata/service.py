@@ -115,13 +115,13 @@ async def _load_sources(
     return found
 
 
-async def stored_marks(session: AsyncSession, symbols: Sequence[str]) -> dict[str, CachedMark]:
+async def stored_marks(db: HotDb, symbols: Sequence[str]) -> dict[str, CachedMark]:
     """PostgreSQL's copy of the sources of ``symbols`` (those the cache could not answer)."""
     found: dict[str, CachedMark] = {}
     if symbols:
-        for row in await repository.marks_for(session, symbols):
-            found.setdefault(row.symbol, CachedMark([], None)).sources.append(
-                SourceMark(row.source, row.price, row.ts, row.funding_rate)
+        for symbol, source, price, ts, funding in await repository.source_rows(db, symbols):
+            found.setdefault(symbol, CachedMark([], None)).sources.append(
+                SourceMark(source, price, ts, funding)
             )
     return found
 
@@ -163,8 +163,7 @@ async def _thresholds(
 
 
 async def audit_marks(session: AsyncSession, actor: Actor, marks: Sequence[MarkIn]) -> None:
-    """The audit entry of a mark post. Called last in the request: appending takes the chain's
-    lock until commit, and nothing else should run while it is held."""
+    """The audit entry of a mark post (appended unsealed; no lock is taken)."""
     await audit.record(
         session, "marks", actor, {"marks": [m.model_dump(mode="json") for m in marks]}
     )
@@ -471,12 +470,7 @@ async def read_for_check(
         window = read.rate
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
-    missing = [s for s in symbols if s not in cached]
-    if missing:
-        for symbol, source, price, ts, funding in await repository.source_rows(db, missing):
-            cached.setdefault(symbol, CachedMark([], None)).sources.append(
-                SourceMark(source, price, ts, funding)
-            )
+    cached.update(await stored_marks(db, [s for s in symbols if s not in cached]))
     unbooked = [s for s in books_of if s not in books]
     if unbooked:
         for symbol, bids, asks, ts in await repository.book_rows(db, unbooked):
