@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as redis_asyncio
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.core.config import Settings
@@ -98,8 +99,16 @@ async def empty_everything(settings: Settings) -> None:
     )
     engine = create_async_engine(settings.database_url)
     try:
-        async with engine.begin() as connection:
-            await connection.execute(text(f"TRUNCATE {tables}"))
+        for attempt in range(5):
+            try:
+                async with engine.begin() as connection:
+                    await connection.execute(text(f"TRUNCATE {tables}"))
+                break
+            except DBAPIError as error:
+                # The app's background work (the audit sealer, the outbox) may still hold one
+                # table while the TRUNCATE holds another; PostgreSQL aborts one side — retry ours.
+                if "deadlock detected" not in str(error) or attempt == 4:
+                    raise
     finally:
         await engine.dispose()
     assert settings.redis_url is not None
