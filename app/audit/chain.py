@@ -12,11 +12,12 @@ before payloads were spliced still verify.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from app.core.types import format_decimal, format_timestamp
 
@@ -34,14 +35,11 @@ def _default(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=_default,
-        allow_nan=False,
-    )
+    """Sorted keys, no whitespace, UTF-8 (no ``\\u`` escapes but control characters), floats in
+    their shortest form, decimals as plain strings, times as RFC 3339 UTC."""
+    return orjson.dumps(
+        value, default=_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+    ).decode()
 
 
 def with_payload(fields: Mapping[str, Any], payload: str) -> str:

@@ -66,26 +66,58 @@ def _plain(value: Decimal) -> Decimal:
     return value.normalize(_CONTEXT)
 
 
-_SHORT_CUT_BELOW = 2.0**31
-"""Below this magnitude an ulp is under 5e-7, so half an ulp is inside every snap tolerance
-(at most 0.25 · 10^-decimals for decimals ≤ 6, and ≥ 512 ulp): see ``to_decimal``."""
+_FAST_BELOW = 2.0**31
+"""Below this magnitude ``value · 10^decimals`` (decimals ≤ 6) is under 2^52, so its float is
+within half an ulp of the exact product and its integer neighbours are exact: see
+``to_decimal_text``."""
+_SCALES = tuple(10.0**d for d in range(7))
+_GRID_SLACK_ULPS = 4.0
+"""How far (in ulps of ``value``) the float estimate of the distance to the grid may be off;
+a distance this close to the snap tolerance is decided by the exact rule."""
+
+
+def to_decimal_text(value: float, direction: Direction, decimals: int = 6) -> str:
+    """``to_decimal`` as the plain decimal text the API sends (``"65000"``, ``"-0.5"``).
+
+    Fast path, same result: for ``|value| < 2^31`` and ``decimals ≤ 6``, ``s = value · 10^d``
+    is computed in float64 (error ≤ ½ ulp(s)); the distance to the nearest grid point
+    ``|s − round(s)| / 10^d`` is then known within a few ulps of ``value``. Clearly inside the
+    snap tolerance it snaps, clearly outside it rounds ``s`` in ``direction`` — ``s`` is then
+    hundreds of ulps from an integer, so its ceiling/floor is the exact product's; the thin band
+    between, nan/inf and larger magnitudes go through the exact Decimal rule."""
+    if decimals <= 6 and -_FAST_BELOW < value < _FAST_BELOW:
+        scale = _SCALES[decimals]
+        scaled = value * scale
+        nearest = round(scaled)
+        distance = abs(scaled - nearest) / scale
+        tolerance = snap_tolerance(value, decimals)
+        slack = _GRID_SLACK_ULPS * math.ulp(value) + math.ulp(scaled) / scale
+        if distance <= tolerance - slack:
+            return _grid_text(nearest, decimals)
+        if distance > tolerance + slack:
+            units = math.ceil(scaled) if direction is Direction.UP else math.floor(scaled)
+            return _grid_text(units, decimals)
+    return _text(_to_decimal_exact(value, direction, decimals))
+
+
+def _grid_text(units: int, decimals: int) -> str:
+    """``units · 10^-decimals`` as plain text without trailing zeros."""
+    if units == 0:
+        return "0"
+    sign = "-" if units < 0 else ""
+    whole, fraction = divmod(abs(units), 10**decimals)
+    digits = f"{fraction:0{decimals}d}".rstrip("0") if fraction else ""
+    return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
+
+
+def _text(value: Decimal) -> str:
+    return "0" if value == 0 else format(value, "f")
 
 
 def to_decimal(value: float, direction: Direction, decimals: int = 6) -> Decimal:
     """``value`` at ``decimals`` places: snapped to the grid if within ``snap_tolerance``, else
-    rounded in ``direction``. ValueError for nan or ±inf (money is never undefined).
-
-    Short cut, same result: when the float's shortest repr has at most ``decimals`` places
-    (and ``|value| < 2^31``, ``decimals ≤ 6``), that repr is a grid point within half an ulp of
-    the float — the nearest one, and within the snap tolerance — so it is the answer."""
-    text = repr(value)
-    if decimals <= 6 and -_SHORT_CUT_BELOW < value < _SHORT_CUT_BELOW and "e" not in text:
-        whole, _, fraction = text.partition(".")
-        if fraction == "0":
-            return Decimal(0) if value == 0 else Decimal(whole)
-        if len(fraction) <= decimals:
-            return Decimal(text)
-    return _to_decimal_exact(value, direction, decimals)
+    rounded in ``direction``. ValueError for nan or ±inf (money is never undefined)."""
+    return Decimal(to_decimal_text(value, direction, decimals))
 
 
 def _to_decimal_exact(value: float, direction: Direction, decimals: int) -> Decimal:
@@ -111,22 +143,18 @@ def equity_to_decimal(value: float, decimals: int = 6) -> Decimal:
     return to_decimal(value, Direction.DOWN, decimals)
 
 
-def liquidation_price_to_decimal(price: float, size: float, decimals: int = 6) -> Decimal | None:
-    """A liquidation price: None when nan; snapped, else up for a long (size > 0) and down for a
-    short (the conservative side: the reported price is reached first)."""
+def liquidation_price_text(price: float, size: float | Decimal, decimals: int = 6) -> str | None:
+    """A liquidation price as plain text: None when nan; snapped, else up for a long (size > 0)
+    and down for a short (the conservative side: the reported price is reached first)."""
     if math.isnan(price):
         return None
-    return to_decimal(price, Direction.UP if size > 0 else Direction.DOWN, decimals)
+    return to_decimal_text(price, Direction.UP if size > 0 else Direction.DOWN, decimals)
 
 
-def liquidation_prices_to_decimals(
-    prices: FloatArray, sizes: FloatArray, decimals: int = 6
-) -> list[Decimal | None]:
-    """``liquidation_price_to_decimal`` over arrays (n,)."""
-    return [
-        liquidation_price_to_decimal(float(p), float(q), decimals)
-        for p, q in zip(prices.tolist(), sizes.tolist(), strict=True)
-    ]
+def liquidation_price_to_decimal(price: float, size: float, decimals: int = 6) -> Decimal | None:
+    """``liquidation_price_text`` as a Decimal."""
+    text = liquidation_price_text(price, size, decimals)
+    return None if text is None else Decimal(text)
 
 
 _UP = (

@@ -29,7 +29,7 @@ from app.core.cache import RateCount, RateWindow
 from app.core.db import HotDb
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.runtime import Runtime
-from app.core.types import utcnow
+from app.core.types import format_decimal, format_timestamp, utcnow
 from app.core.versions import TRADING, VersionKey
 from app.engine import RiskParameters
 from app.instruments import service as instruments_service
@@ -41,8 +41,6 @@ from app.pretrade.models import Reservation
 from app.pretrade.rules import Basket, OrderView, Totals, judge, limit_value
 from app.pretrade.schemas import (
     CheckIn,
-    CheckOut,
-    ExecutionOut,
     MaxSizeIn,
     MaxSizeOut,
     OrderIn,
@@ -97,7 +95,7 @@ class Context:
 
 @dataclass(frozen=True)
 class Outcome:
-    executions: list[ExecutionOut]
+    executions: list[Execution]
     reasons: list[Reason]
     before: risk.Evaluation
     after: risk.Evaluation
@@ -538,7 +536,7 @@ def evaluate_basket(
         before = replace(before, reserved_initial_margin=reserved)
         after = replace(after, reserved_initial_margin=reserved)
     return Outcome(
-        executions=[_execution_out(i, e) for i, e in enumerate(executions)],
+        executions=executions,
         reasons=judge(basket),
         before=before,
         after=after,
@@ -562,17 +560,19 @@ def _reserved_size_and_price(execution: Execution) -> dict[str, str | None]:
     return {"size": str(size), "price": str(price), "fee": str(execution.fee)}
 
 
-def _execution_out(index: int, execution: Execution) -> ExecutionOut:
-    return ExecutionOut(
-        order_index=index,
-        filled_size=execution.filled_size,
-        avg_price=execution.avg_price,
-        unfilled_size=execution.unfilled_size,
-        slippage_bps=execution.slippage_bps,
-        fee=execution.fee,
-        book=execution.book,
-        price_source=execution.price_source,
-    )
+def _execution_json(index: int, execution: Execution) -> dict[str, object]:
+    """api.md ``Execution`` as the JSON object sent (``ExecutionOut`` documents it)."""
+    avg_price = execution.avg_price
+    return {
+        "order_index": index,
+        "filled_size": format_decimal(execution.filled_size),
+        "avg_price": None if avg_price is None else format_decimal(avg_price),
+        "unfilled_size": format_decimal(execution.unfilled_size),
+        "slippage_bps": execution.slippage_bps,
+        "fee": format_decimal(execution.fee),
+        "book": execution.book,
+        "price_source": execution.price_source,
+    }
 
 
 # --- the check -------------------------------------------------------------------------------
@@ -667,21 +667,23 @@ async def _check(
         # This basket becomes a reservation too: what it adds is reserved afterwards.
         added = risk.reserved_margin(outcome.before, outcome.after)
         after = replace(after, reserved_initial_margin=after.reserved_initial_margin + added)
-    response = CheckOut(
-        check_id=check_id,
-        decision="accept" if accepted else "reject",
-        reasons=outcome.reasons,
-        as_of=now,
-        margin_mode=subaccount.margin_mode,
-        executions=outcome.executions,
-        before=outcome.before.summary_out(),
-        after=after.summary_out(),
-        positions_after=outcome.after.positions_out(),
-        marks=outcome.after.marks_out(),
-        reservation_id=None if reservation is None else reservation[0],
-        expires_at=None if reservation is None else reservation[1],
-    )
-    response_json = canonical_json(response.model_dump(mode="json"))
+    decision = "accept" if accepted else "reject"
+    response_json = canonical_json(
+        {
+            "check_id": check_id,
+            "decision": decision,
+            "reasons": [reason.model_dump(mode="json") for reason in outcome.reasons],
+            "as_of": format_timestamp(now),
+            "margin_mode": subaccount.margin_mode,
+            "executions": [_execution_json(i, e) for i, e in enumerate(outcome.executions)],
+            "before": outcome.before.summary_json(),
+            "after": after.summary_json(),
+            "positions_after": outcome.after.positions_json(),
+            "marks": outcome.after.marks_json(),
+            "reservation_id": None if reservation is None else reservation[0],
+            "expires_at": None if reservation is None else format_timestamp(reservation[1]),
+        }
+    )  # the shape of ``CheckOut``, built once as the bytes sent, stored and audited
     await repository.insert_check(
         db,
         repository.CheckRow(
@@ -701,9 +703,9 @@ async def _check(
             else (reservation[0], outcome.reserved_legs, reservation[1]),
         ),
     )
-    codes: list[str] = [reason.code for reason in response.reasons]
+    codes: list[str] = [reason.code for reason in outcome.reasons]
     for code in codes or ["none"]:
-        runtime.metrics.check_decisions.labels(response.decision, code).inc()
+        runtime.metrics.check_decisions.labels(decision, code).inc()
     return response_json.encode()
 
 

@@ -7,7 +7,6 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
@@ -15,7 +14,7 @@ from app.accounts.models import Subaccount
 from app.audit import service as audit
 from app.core.errors import Conflict, InsufficientMargin, InvalidInput, NotFound
 from app.core.runtime import Runtime
-from app.core.types import utcnow
+from app.core.types import format_decimal, utcnow
 from app.engine import (
     RATIO_FIELDS,
     SUMMARY_FIELDS,
@@ -24,10 +23,10 @@ from app.engine import (
     margin_summary,
 )
 from app.engine.rounding import (
-    equity_to_decimal,
-    liquidation_prices_to_decimals,
-    requirement_to_decimal,
+    Direction,
+    liquidation_price_text,
     summary_to_decimals,
+    to_decimal_text,
 )
 from app.pretrade import repository as pretrade_repository
 from app.pretrade import reservations
@@ -88,40 +87,56 @@ class Evaluation:
     def summary_out(self) -> MarginSummaryOut:
         return MarginSummaryOut.model_validate(self.values())
 
-    def positions_out(self) -> list[PositionMarginOut]:
+    def summary_json(self) -> dict[str, str | float | None]:
+        """``summary_out`` as the JSON object sent: decimals as plain strings."""
+        return {
+            name: format_decimal(value) if isinstance(value, Decimal) else value
+            for name, value in self.values().items()
+        }
+
+    def positions_json(self) -> list[dict[str, str | None]]:
+        """api.md ``PositionMargin`` of every holding, as JSON objects, converted straight from
+        the engine's floats (requirements up, PnL down, a liquidation price towards the mark)."""
         margins = self.summary.positions
-        sizes = np.array([float(h.size) for h in self.book.holdings], dtype=np.float64)
-        liquidation = liquidation_prices_to_decimals(
-            margins.liquidation_price, sizes, self.decimals
-        )
+        decimals = self.decimals
+        notional = margins.notional.tolist()
+        unrealized = margins.unrealized_pnl.tolist()
+        initial = margins.initial_margin.tolist()
+        maintenance = margins.maintenance_margin.tolist()
+        liquidation = margins.liquidation_price.tolist()
         out = []
         for i, holding in enumerate(self.book.holdings):
             out.append(
-                PositionMarginOut(
-                    instrument=holding.instrument,
-                    size=holding.size,
-                    entry_price=holding.entry_price,
-                    mark=self.book.marks[holding.instrument].price,
-                    notional=requirement_to_decimal(float(margins.notional[i]), self.decimals),
-                    unrealized_pnl=equity_to_decimal(
-                        float(margins.unrealized_pnl[i]), self.decimals
+                {
+                    "instrument": holding.instrument,
+                    "size": format_decimal(holding.size),
+                    "entry_price": format_decimal(holding.entry_price),
+                    "mark": format_decimal(self.book.marks[holding.instrument].price),
+                    "notional": to_decimal_text(notional[i], Direction.UP, decimals),
+                    "unrealized_pnl": to_decimal_text(unrealized[i], Direction.DOWN, decimals),
+                    "initial_margin": to_decimal_text(initial[i], Direction.UP, decimals),
+                    "maintenance_margin": to_decimal_text(maintenance[i], Direction.UP, decimals),
+                    "isolated_margin": format_decimal(holding.isolated_margin),
+                    "liquidation_price": liquidation_price_text(
+                        liquidation[i], holding.size, decimals
                     ),
-                    initial_margin=requirement_to_decimal(
-                        float(margins.initial_margin[i]), self.decimals
-                    ),
-                    maintenance_margin=requirement_to_decimal(
-                        float(margins.maintenance_margin[i]), self.decimals
-                    ),
-                    isolated_margin=holding.isolated_margin,
-                    liquidation_price=liquidation[i],
-                )
+                }
             )
         return out
 
+    def positions_out(self) -> list[PositionMarginOut]:
+        return [PositionMarginOut.model_validate(p) for p in self.positions_json()]
+
+    def marks_json(self) -> dict[str, dict[str, str | int | None]]:
+        return {
+            symbol: {"price": format_decimal(mark.price), "status": mark.status,
+                     "age_ms": mark.age_ms}
+            for symbol, mark in sorted(self.book.marks.items())
+        }  # fmt: skip
+
     def marks_out(self) -> dict[str, MarkUsedOut]:
         return {
-            symbol: MarkUsedOut(price=mark.price, status=mark.status, age_ms=mark.age_ms)
-            for symbol, mark in sorted(self.book.marks.items())
+            symbol: MarkUsedOut.model_validate(mark) for symbol, mark in self.marks_json().items()
         }
 
 

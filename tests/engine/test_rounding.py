@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.core.types import format_decimal
 from app.engine import (
     SUMMARY_FIELDS,
     Direction,
@@ -21,7 +23,7 @@ from app.engine import (
     to_decimal,
     to_floats,
 )
-from app.engine.rounding import _to_decimal_exact
+from app.engine.rounding import _to_decimal_exact, to_decimal_text
 from tests.engine.helpers import Leg, positions, risk, usdc
 from tests.engine.strategies import PROPERTY, books
 
@@ -129,19 +131,33 @@ def test_an_exactly_failing_amount_stays_failing(equity, gap):
         assert conservative_free_collateral(e, r) < 0
 
 
+def _near_the_snap_edge(grid: int, decimals: int, ulps: int) -> float:
+    """A float ``ulps`` units in the last place beyond the snap tolerance of a grid point."""
+    point = grid / 10**decimals
+    edge = point + snap_tolerance(point, decimals)
+    return edge + ulps * math.ulp(edge)
+
+
 @PROPERTY
 @given(
     st.one_of(
         st.floats(min_value=-1e10, max_value=1e10, allow_nan=False),
         st.integers(-(10**12), 10**12).map(lambda n: n / 10**6),
         st.integers(-(10**9), 10**9).map(lambda n: n * 0.02),
+        st.builds(
+            _near_the_snap_edge,
+            st.integers(-(10**14), 10**14),
+            st.sampled_from([0, 2, 6]),
+            st.integers(-8, 8),
+        ),
     ),
     st.sampled_from([0, 2, 6, 8]),
     st.sampled_from(list(Direction)),
 )
-def test_the_short_cut_gives_exactly_the_rule(value, decimals, direction):
-    """A float whose shortest repr already sits on the grid takes a short cut (no Decimal
-    arithmetic); its answer is the full rule's, digit for digit, around every boundary of
-    the short cut (magnitude 2^31, more places than the grid, exponent notation)."""
+def test_the_fast_path_gives_exactly_the_rule(value, decimals, direction):
+    """Floats converted by the float64 fast path (no Decimal arithmetic) give the full rule's
+    answer, digit for digit, around every boundary of that path: magnitude 2^31, more places
+    than the grid, exponent notation, and a few ulps either side of the snap tolerance."""
     exact = _to_decimal_exact(value, direction, decimals)
     assert str(to_decimal(value, direction, decimals)) == str(exact)
+    assert to_decimal_text(value, direction, decimals) == format_decimal(exact)
