@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from app.pretrade.schemas import CheckOut
 from tests.conftest import Api
 from tests.factories import deposit, desk, fill, marks
 
@@ -75,6 +76,19 @@ async def test_market_order_walks_three_levels(trader: Api) -> None:
     assert (position["size"], position["entry_price"]) == ("2.5", "60020")
     assert result["decision"] == "accept"
     assert result["marks"]["BTC-PERP"]["status"] == "fresh"
+
+
+async def test_the_answer_has_exactly_the_documented_shape(trader: Api) -> None:
+    """The check writes its answer by hand (once, as the bytes sent and audited): read back
+    through ``CheckOut`` it must lose and gain nothing — a reject with its reasons, and an
+    accepted reservation with its id and expiry."""
+    rejected = await check(trader, order(size="1000"))
+    reserved = await check(
+        trader, order(size="0.1", client_order_id="shape-1"), reserve=True, reservation_ttl_s=60
+    )
+    assert rejected["reasons"] and reserved["expires_at"] is not None
+    for answer in (rejected, reserved):
+        assert CheckOut.model_validate(answer).model_dump(mode="json") == answer
 
 
 async def test_a_market_order_past_the_books_depth_is_short_of_liquidity(trader: Api) -> None:
