@@ -11,7 +11,7 @@ from app.core.config import Settings
 from app.core.migrations import upgrade
 from app.main import create_app
 from tests.conftest import Api
-from tests.factories import desk, fill
+from tests.factories import desk, fill, marks
 
 
 async def test_api_smoke_on_sqlite(tmp_path: Path) -> None:
@@ -26,5 +26,17 @@ async def test_api_smoke_on_sqlite(tmp_path: Path) -> None:
             await api.ok("POST", "/v1/fills", json={"fills": [fill("s1", "buy", "2", "65000.5")]})
             positions = await api.ok("GET", "/v1/subaccounts/sub-cross/positions")
             assert positions["positions"][0]["entry_price"] == "65000.5"
+            # The check on SQLite runs in one session; a second one would wait for its lock.
+            await marks(api, {"BTC-PERP": "65000"})
+            body = {
+                "subaccount_id": "sub-cross",
+                "orders": [
+                    {"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "market"}
+                ],
+            }
+            check = await asyncio.wait_for(api.ok("POST", "/v1/pretrade/check", json=body), 10)
+            # No book: a market buy fills at mark · (1 + default_slippage) = 65,000 · 1.005.
+            assert check["executions"][0]["avg_price"] == "65325"
+            assert check["executions"][0]["price_source"] == "mark"
             ready = await api.ok("GET", "/readyz")
             assert ready["cache"] == "in-process"

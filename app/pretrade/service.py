@@ -225,10 +225,14 @@ class Loaded:
     used_order_ids: bool
 
 
-async def _reference(runtime: Runtime, token: int | None) -> Reference:
+async def _reference(db: HotDb, runtime: Runtime, token: int | None) -> Reference:
     kept = runtime.reference.at(token)
     if kept is not None:
         return cast(Reference, kept)
+    if isinstance(db, AsyncSession):
+        # SQLite: the check's own session already holds the database's write lock, which a
+        # second session would wait for until it timed out.
+        return await reference(db, runtime)
     async with runtime.session_factory() as session, session.begin():
         return await reference(session, runtime)
 
@@ -269,7 +273,7 @@ async def load(
     principal = await auth_service.confirm(
         db, resident, who, versions.tokens.get(("key", who.principal.key_id))
     )
-    known = await _reference(runtime, versions.reference)
+    known = await _reference(db, runtime, versions.reference)
     midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     found = await pretrade_state.subaccounts(
         db, resident, versions.tokens, [subaccount_id], midnight, now, known.settlement
