@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as redis_asyncio
 
 from app.core.config import Settings
+from app.marketdata.marks import SourceMark, judge
 from tests.conftest import Api
 from tests.factories import desk
 
@@ -142,3 +144,14 @@ async def test_books_round_trip_with_status(admin: Api) -> None:
     await admin.ok("PUT", "/v1/books/BTC-PERP", json={**book, "ts": ago(10)})
     # An older book does not replace a newer one in PostgreSQL; the cache holds the last PUT.
     assert (await admin.ok("GET", "/v1/books/BTC-PERP"))["status"] in ("fresh", "stale")
+
+
+def test_a_source_half_a_millisecond_past_stale_after_is_stale() -> None:
+    """Freshness is judged to the microsecond: a whole-millisecond age (3,000 for 3,000.5 ms)
+    passed a value past its limit, and an adding check on it was accepted."""
+    now = datetime(2026, 12, 2, 12, 0, 0, tzinfo=UTC)
+    limit = Decimal(3)
+    at_limit = SourceMark("venue", Decimal(60000), now - timedelta(seconds=3), None)
+    past_it = SourceMark("venue", Decimal(60000), now - timedelta(microseconds=3_000_500), None)
+    assert judge("BTC-PERP", [at_limit], None, now, limit, Decimal("0.05")).status == "fresh"
+    assert judge("BTC-PERP", [past_it], None, now, limit, Decimal("0.05")).status == "stale"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Context, Decimal
 from typing import Literal
 
@@ -66,7 +66,14 @@ def median(values: Sequence[Decimal]) -> Decimal:
 
 
 def age_ms(now: datetime, ts: datetime) -> int:
+    """Whole milliseconds, for display: freshness is judged by ``is_fresh``."""
     return max(0, int((now - ts).total_seconds() * 1000))
+
+
+def is_fresh(now: datetime, ts: datetime, stale_after_s: Decimal) -> bool:
+    """At most ``stale_after_s`` old, to the microsecond (a whole-millisecond age would pass a
+    value up to 1 ms past its limit)."""
+    return now - ts <= timedelta(seconds=float(stale_after_s))
 
 
 def point_at(sources: Sequence[SourceMark], at: datetime, stale_after_s: Decimal) -> Decimal | None:
@@ -145,9 +152,8 @@ def judge(
     """Price, TWAP and status of one symbol from its sources' latest values and the TWAP
     ``recorded`` for now (None: no history)."""
     assert sources, "judge needs at least one source"
-    limit_ms = stale_after_s * 1000
     views = tuple(
-        SourceView(s.source, s.price, s.ts, age_ms(now, s.ts), age_ms(now, s.ts) <= limit_ms)
+        SourceView(s.source, s.price, s.ts, age_ms(now, s.ts), is_fresh(now, s.ts, stale_after_s))
         for s in sorted(sources, key=lambda s: s.source)
     )
     fresh_prices = [v.price for v in views if v.fresh]

@@ -28,6 +28,7 @@ from app.marketdata.marks import (
     SourceMark,
     TwapState,
     age_ms,
+    is_fresh,
     judge,
     point_at,
     twap_state,
@@ -397,14 +398,14 @@ async def book_out(session: AsyncSession, runtime: Runtime, symbol: str) -> Book
     book = await get_book(session, runtime, symbol)
     if book is None:
         raise NotFound(f"no book for {symbol!r}")
-    age = age_ms(utcnow(), book.ts)
-    fresh = age <= instruments_service.stale_after_s(instrument, runtime.settings) * 1000
+    now = utcnow()
+    fresh = is_fresh(now, book.ts, instruments_service.stale_after_s(instrument, runtime.settings))
     return BookOut(
         symbol=symbol,
         bids=book.bids,
         asks=book.asks,
         ts=book.ts,
-        age_ms=age,
+        age_ms=age_ms(now, book.ts),
         status="fresh" if fresh else "stale",
     )
 

@@ -34,7 +34,7 @@ from app.core.versions import TRADING, VersionKey
 from app.engine import RiskParameters
 from app.instruments import service as instruments_service
 from app.marketdata import service as marketdata
-from app.marketdata.marks import Mark, age_ms
+from app.marketdata.marks import Mark, is_fresh
 from app.pretrade import repository, reservations
 from app.pretrade import state as pretrade_state
 from app.pretrade.models import Reservation
@@ -342,7 +342,7 @@ async def _market(
             continue
         instrument = loaded.known.instruments[symbol]
         stale_after = instruments_service.stale_after_s(instrument, runtime.settings)
-        fresh = age_ms(now, visible.ts) <= stale_after * 1000
+        fresh = is_fresh(now, visible.ts, stale_after)
         books[symbol] = VisibleBook(
             "fresh" if fresh else "stale", tuple(visible.bids), tuple(visible.asks)
         )
