@@ -101,14 +101,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # still gets its id, its log line and its latency metric.
     app.add_middleware(AdmissionMiddleware, max_in_flight=settings.max_in_flight, metrics=metrics)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    # Starlette matches routes in order: the check, the hot path, is tried first.
     for router in (
+        pretrade_router,
         ops_router,
         auth_router,
         instruments_router,
         accounts_router,
         marketdata_router,
         risk_router,
-        pretrade_router,
         audit_router,
     ):
         app.include_router(router)

@@ -89,25 +89,47 @@ class CheckRead:
     rate: RateWindow | None
 
 
-# KEYS: subaccount window, account window. ARGV: now_ms, window_ms, sub cap, account cap
-# (-1 = none), members... Trim, count, and add only when both caps have room.
-_RATE_SCRIPT = """
-local since = tonumber(ARGV[1]) - tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. since)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. since)
-local sub = redis.call('ZCARD', KEYS[1])
-local acct = redis.call('ZCARD', KEYS[2])
-local n = #ARGV - 4
-local sub_cap = tonumber(ARGV[3])
-local acct_cap = tonumber(ARGV[4])
-if (sub_cap >= 0 and sub + n > sub_cap) or (acct_cap >= 0 and acct + n > acct_cap) then
-  return {sub, acct, 0}
+# The check's one round trip, as one command. KEYS: the hashes, then the strings, then (when
+# ARGV[3] is 1) the subaccount's and the account's order-rate windows. ARGV: the number of
+# hashes, of strings, whether to count; then now_ms, window_ms, sub cap, account cap (-1 =
+# none), members. Each hash comes back as its flat field/value list, the strings as one list,
+# then {sub, account, admitted}: the windows are trimmed, counted and added to only when both
+# caps have room, atomically (no check can pass a cap beside another).
+_CHECK_SCRIPT = """
+local n_hashes, n_strings = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 1, n_hashes do
+  out[i] = redis.call('HGETALL', KEYS[i])
 end
-for i = 5, #ARGV do
-  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+if n_strings > 0 then
+  local names = {}
+  for i = 1, n_strings do names[i] = KEYS[n_hashes + i] end
+  out[n_hashes + 1] = redis.call('MGET', unpack(names))
+else
+  out[n_hashes + 1] = {}
 end
-return {sub, acct, 1}
+if ARGV[3] ~= '1' then
+  return out
+end
+local sub_key, acct_key = KEYS[n_hashes + n_strings + 1], KEYS[n_hashes + n_strings + 2]
+local now = tonumber(ARGV[4])
+local since = now - tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', sub_key, '-inf', '(' .. since)
+redis.call('ZREMRANGEBYSCORE', acct_key, '-inf', '(' .. since)
+local sub = redis.call('ZCARD', sub_key)
+local acct = redis.call('ZCARD', acct_key)
+local n = #ARGV - 7
+local sub_cap, acct_cap = tonumber(ARGV[6]), tonumber(ARGV[7])
+local admitted = 0
+if not ((sub_cap >= 0 and sub + n > sub_cap) or (acct_cap >= 0 and acct + n > acct_cap)) then
+  for i = 8, #ARGV do
+    redis.call('ZADD', sub_key, ARGV[4], ARGV[i])
+    redis.call('ZADD', acct_key, ARGV[4], ARGV[i])
+  end
+  admitted = 1
+end
+out[n_hashes + 2] = {sub, acct, admitted}
+return out
 """
 
 
@@ -146,6 +168,7 @@ class RedisCache:
             # restart); none on a timeout, which would only double the wait on a hung Redis.
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self._check_script = self._client.register_script(_CHECK_SCRIPT)
         self._down_until = 0.0
         self._missed: dict[str, int] = {}  # key → the failure that last missed it
         self._failures = 0
@@ -253,31 +276,27 @@ class RedisCache:
     async def read_for_check(
         self, hashes: Sequence[str], strings: Sequence[str], rate: RateCount | None
     ) -> CheckRead:
+        keys = [*hashes, *strings]
+        args: list[str | int] = [len(hashes), len(strings), 0 if rate is None else 1]
+        if rate is not None:
+            keys += [rate.subaccount_key, rate.account_key]
+            args += [
+                f"{rate.now_ms:.3f}",
+                f"{rate.window_ms:.3f}",
+                _cap(rate.subaccount_cap),
+                _cap(rate.account_cap),
+                *rate.members,
+            ]
+
         async def op() -> CheckRead:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key in hashes:
-                    pipe.hgetall(key)
-                if strings:
-                    pipe.mget(list(strings))
-                if rate is not None:
-                    pipe.eval(
-                        _RATE_SCRIPT,
-                        2,
-                        rate.subaccount_key,
-                        rate.account_key,
-                        f"{rate.now_ms:.3f}",
-                        f"{rate.window_ms:.3f}",
-                        _cap(rate.subaccount_cap),
-                        _cap(rate.account_cap),
-                        *rate.members,
-                    )
-                replies = await pipe.execute()
+            # One command, not a pipeline of one per key: the client's cost is per command.
+            replies = await self._check_script(keys=keys, args=args)
             window = None
             if rate is not None:
-                sub, acct, admitted = replies.pop()
+                sub, acct, admitted = replies[len(hashes) + 1]
                 window = RateWindow(int(sub), int(acct), bool(admitted))
-            values = replies.pop() if strings else []
-            return CheckRead(list(replies), list(values), window)
+            found = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in replies[: len(hashes)]]
+            return CheckRead(found, list(replies[len(hashes)]), window)
 
         return await self._run(op)
 

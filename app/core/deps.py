@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hand-off per request.
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -20,7 +21,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's transaction: committed when the handler returns, rolled back when it
     raises. ``scope="function"`` below makes the commit happen before the response is sent,
     so nothing is acknowledged that was not stored."""
-    factory = get_runtime(request).session_factory
+    factory = request.app.state.runtime.session_factory
     async with factory() as session, session.begin():
         yield session
 

@@ -27,6 +27,7 @@ class Metrics:
             ["symbol"],
             registry=self.registry,
         )
+        self._mark_ages: dict[str, Gauge] = {}
         self.requests_shed = Counter(
             "preflight_requests_shed_total",
             "API requests refused with 503 OVERLOADED (too many in flight in one process)",
@@ -53,3 +54,11 @@ class Metrics:
             "Round trips to Redis",
             registry=self.registry,
         )
+
+    def mark_age_of(self, symbol: str) -> Gauge:
+        """The mark-age gauge of ``symbol`` (``labels()`` costs more than the ``set`` itself,
+        and a check sets one per symbol it values)."""
+        gauge = self._mark_ages.get(symbol)
+        if gauge is None:
+            gauge = self._mark_ages[symbol] = self.mark_age.labels(symbol)
+        return gauge

@@ -65,9 +65,16 @@ def median(values: Sequence[Decimal]) -> Decimal:
     return _WIDE.divide(_WIDE.add(ordered[middle - 1], ordered[middle]), 2)
 
 
+_MS = timedelta(milliseconds=1)
+
+
+def _by_source(mark: SourceMark) -> str:
+    return mark.source
+
+
 def age_ms(now: datetime, ts: datetime) -> int:
     """Whole milliseconds, for display: freshness is judged by ``is_fresh``."""
-    return max(0, int((now - ts).total_seconds() * 1000))
+    return max(0, int((now - ts) / _MS))
 
 
 def is_fresh(now: datetime, ts: datetime, stale_after_s: Decimal) -> bool:
@@ -152,10 +159,13 @@ def judge(
     """Price, TWAP and status of one symbol from its sources' latest values and the TWAP
     ``recorded`` for now (None: no history)."""
     assert sources, "judge needs at least one source"
-    views = tuple(
-        SourceView(s.source, s.price, s.ts, age_ms(now, s.ts), is_fresh(now, s.ts, stale_after_s))
-        for s in sorted(sources, key=lambda s: s.source)
-    )
+    limit = timedelta(seconds=float(stale_after_s))  # is_fresh's rule, its limit built once
+    views = []
+    for s in sorted(sources, key=_by_source):
+        elapsed = now - s.ts
+        views.append(
+            SourceView(s.source, s.price, s.ts, max(0, int(elapsed / _MS)), elapsed <= limit)
+        )
     fresh_prices = [v.price for v in views if v.fresh]
     price = median(fresh_prices) if fresh_prices else median([v.price for v in views])
     # No history (e.g. the cache was emptied): nothing to deviate from.
@@ -167,7 +177,9 @@ def judge(
         status = "deviating"
     else:
         status = "fresh"
-    with_funding = [s for s in sources if s.funding_rate is not None]
-    funding = max(with_funding, key=lambda s: s.ts).funding_rate if with_funding else None
+    funding, funded_at = None, None
+    for s in sources:  # the newest source that carries one
+        if s.funding_rate is not None and (funded_at is None or s.ts > funded_at):
+            funding, funded_at = s.funding_rate, s.ts
     newest = min(v.age_ms for v in views)
-    return Mark(symbol, price, average, status, newest, funding, views)
+    return Mark(symbol, price, average, status, newest, funding, tuple(views))

@@ -93,6 +93,19 @@ def decode_mark_hash(fields: Mapping[str, str]) -> CachedMark | None:
     return CachedMark(sources, None if raw_twap is None else TwapState(*json.loads(raw_twap)))
 
 
+_decoded_marks: dict[str, tuple[Mapping[str, str], CachedMark | None]] = {}
+"""symbol → (the cached hash, its decoding): a mark is decoded once per post, not per check."""
+
+
+def _decode_kept(symbol: str, fields: Mapping[str, str]) -> CachedMark | None:
+    kept = _decoded_marks.get(symbol)
+    if kept is not None and kept[0] == fields:
+        return kept[1]
+    found = decode_mark_hash(fields)
+    _decoded_marks[symbol] = (fields, found)
+    return found
+
+
 def _cache_failed(runtime: Runtime, exc: CacheUnavailable) -> None:
     runtime.metrics.dependency_errors.labels("redis").inc()
     log.warning("cache unavailable; using PostgreSQL", extra={"error": str(exc)[:200]})
@@ -299,7 +312,7 @@ def judge_cached(
         thresholds.stale_after_s,
         thresholds.max_twap_deviation,
     )
-    runtime.metrics.mark_age.labels(symbol).set(mark.age_ms / 1000)
+    runtime.metrics.mark_age_of(symbol).set(mark.age_ms / 1000)
     return mark
 
 
@@ -462,7 +475,7 @@ async def read_for_check(
             [marks_key(s) for s in symbols], [book_key(s) for s in books_of], rate
         )
         for symbol, fields in zip(symbols, read.hashes, strict=True):
-            found = decode_mark_hash(fields)
+            found = _decode_kept(symbol, fields)
             if found is not None:
                 cached[symbol] = found
         for symbol, raw in zip(books_of, read.strings, strict=True):

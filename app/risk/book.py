@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import cached_property
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +34,11 @@ class MarkUsed:
     age_ms: int | None
     funding_rate: Decimal | None = None
 
+    @cached_property
+    def floats(self) -> tuple[float, float]:
+        """(price, funding rate or 0) in float64, converted once per mark, not per evaluation."""
+        return float(self.price), float(self.funding_rate or 0)
+
 
 @dataclass(frozen=True)
 class Holding:
@@ -40,6 +46,12 @@ class Holding:
     size: Decimal
     entry_price: Decimal
     isolated_margin: Decimal
+
+    @cached_property
+    def floats(self) -> tuple[float, float, float]:
+        """(size, entry price, isolated margin) in float64, converted once per holding: the
+        holdings a basket does not touch are the same objects before and after it."""
+        return float(self.size), float(self.entry_price), float(self.isolated_margin)
 
 
 @dataclass(frozen=True)
@@ -209,38 +221,81 @@ class EngineInputs:
     risk: RiskArrays
 
 
+_INSTRUMENT_ROWS: dict[int, tuple[Instrument, tuple[float, float, float]]] = {}
+"""An instrument's engine constants (contract size, tick, perpetual as 1/0) by object: reference
+data is loaded once per version and its objects shared, so each is converted once."""
+
+
+def _instrument_row(instrument: Instrument) -> tuple[float, float, float]:
+    kept = _INSTRUMENT_ROWS.get(id(instrument))
+    if kept is not None and kept[0] is instrument:
+        return kept[1]
+    row = (
+        float(instrument.contract_size),
+        float(instrument.tick_size),
+        1.0 if instrument.kind == "perpetual" else 0.0,
+    )
+    if len(_INSTRUMENT_ROWS) >= 4096:
+        _INSTRUMENT_ROWS.clear()
+    _INSTRUMENT_ROWS[id(instrument)] = (instrument, row)
+    return row
+
+
 def engine_inputs(book: Book, parameters: RiskParameters) -> EngineInputs:
-    """The book as float64 arrays: the single Decimal → float boundary on the way in."""
+    """The book as float64 arrays: the single Decimal → float boundary on the way in.
+
+    Built as one (n, 9) matrix from values converted once per object (holdings, marks,
+    instruments), and checked in two array operations: every value finite, every mark > 0
+    (what ``Positions.validate`` would refuse; the rest is validated where it is stored)."""
     holdings = book.holdings
     collateral_assets = [a for a in book.balances if a in book.assets]
     universe: list[str] = []
-    for name in [book.instruments[h.instrument].underlying for h in holdings] + [
+    instruments = [book.instruments[h.instrument] for h in holdings]
+    for name in [i.underlying for i in instruments] + [
         book.assets[a].underlying or "" for a in collateral_assets
     ]:
         if name and name not in universe:
             universe.append(name)
     index = {name: i for i, name in enumerate(universe)}
-    instruments = [book.instruments[h.instrument] for h in holdings]
-    positions = Positions.create(
-        size=np.array([float(h.size) for h in holdings], dtype=np.float64),
-        contract_size=[float(i.contract_size) for i in instruments],
-        entry_price=[float(h.entry_price) for h in holdings],
-        mark=[float(book.marks[h.instrument].price) for h in holdings],
-        tiers=_tier_table(instruments),
+    marks, leverage = book.marks, book.leverage
+    rows = []
+    for holding, instrument in zip(holdings, instruments, strict=True):
+        size, entry, isolated = holding.floats
+        contract_size, tick, perpetual = _instrument_row(instrument)
+        price, funding = marks[holding.instrument].floats
+        chosen = leverage.get(holding.instrument)
+        rows.append(
+            (size, contract_size, entry, price, isolated, float(chosen or 0), funding, perpetual,
+             tick)
+        )  # fmt: skip
+    matrix = np.array(rows, dtype=np.float64).reshape(len(rows), 9).T
+    if not (np.isfinite(matrix).all() and (matrix[3] > 0).all()):
+        raise ValueError(f"book {book.subaccount_id}: a position value is not finite or a mark ≤ 0")
+    positions = Positions(
+        size=matrix[0],
+        contract_size=matrix[1],
+        entry_price=matrix[2],
+        mark=matrix[3],
+        isolated_margin=matrix[4],
+        leverage=matrix[5],
+        funding_rate=matrix[6],
+        is_perpetual=matrix[7] != 0,
+        tick_size=matrix[8],
         underlying=np.array([index[i.underlying] for i in instruments], dtype=np.intp),
-        tick_size=[float(i.tick_size) for i in instruments],
-        isolated_margin=[float(h.isolated_margin) for h in holdings],
-        leverage=[float(book.leverage.get(h.instrument, 0)) for h in holdings],
-        funding_rate=[float(book.marks[h.instrument].funding_rate or 0) for h in holdings],
-        is_perpetual=[i.kind == "perpetual" for i in instruments],
+        tiers=_tier_table(instruments),
     )
-    collateral = Collateral.create(
+    collateral = Collateral(
         balance=np.array([float(book.balances[a]) for a in collateral_assets], dtype=np.float64),
-        price=[
-            1.0 if book.assets[a].is_settlement else float(book.marks[a].price)
-            for a in collateral_assets
-        ],
-        weight=[float(book.assets[a].collateral_weight) for a in collateral_assets],
+        price=np.array(
+            [
+                1.0 if book.assets[a].is_settlement else marks[a].floats[0]
+                for a in collateral_assets
+            ],
+            dtype=np.float64,
+        ),
+        weight=np.array(
+            [float(book.assets[a].collateral_weight) for a in collateral_assets], dtype=np.float64
+        ),
         underlying=np.array(
             [index.get(book.assets[a].underlying or "", -1) for a in collateral_assets],
             dtype=np.intp,
