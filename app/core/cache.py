@@ -295,7 +295,9 @@ class RedisCache:
             if rate is not None:
                 sub, acct, admitted = replies[len(hashes) + 1]
                 window = RateWindow(int(sub), int(acct), bool(admitted))
-            found = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in replies[: len(hashes)]]
+            found = [
+                dict(zip(flat[::2], flat[1::2], strict=True)) for flat in replies[: len(hashes)]
+            ]
             return CheckRead(found, list(replies[len(hashes)]), window)
 
         return await self._run(op)

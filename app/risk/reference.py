@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from functools import cached_property
+from typing import TypeVar, cast
 
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,15 +26,25 @@ class Reference:
     assets: Mapping[str, Asset]
     parameters: RiskParameters
 
-    @property
+    @cached_property
     def settlement(self) -> str:
         return next((a.symbol for a in self.assets.values() if a.is_settlement), "")
 
 
+class _Columns:
+    """A row's column values as plain attributes."""
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self.__dict__.update(values)
+
+
 def _detached(row: Row) -> Row:
-    """A copy belonging to no session: shared by requests, read-only by convention."""
+    """A copy belonging to no session, shared by requests, read-only by convention: a plain
+    object with the row's columns as attributes. Not an ORM instance, because every read of an
+    instrumented attribute costs ~0.5 µs and a check reads hundreds (contract sizes, tiers,
+    staleness of every instrument it values)."""
     columns = inspect(type(row)).column_attrs
-    return type(row)(**{column.key: getattr(row, column.key) for column in columns})
+    return cast(Row, _Columns({column.key: getattr(row, column.key) for column in columns}))
 
 
 async def _load(session: AsyncSession) -> Reference:

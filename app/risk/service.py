@@ -31,7 +31,7 @@ from app.engine.rounding import (
 from app.pretrade import repository as pretrade_repository
 from app.pretrade import reservations
 from app.risk import repository
-from app.risk.book import Book, engine_inputs, load_book
+from app.risk.book import Book, Holding, MarkUsed, engine_inputs, load_book
 from app.risk.schemas import (
     AccountMarginOut,
     MarginSummaryOut,
@@ -66,6 +66,43 @@ async def put_parameters(
 
 
 # --- evaluating a book --------------------------------------------------------------------------
+
+
+_PositionKey = tuple[int, Decimal, float, float, float, float, int]
+_POSITION_TEXT: dict[_PositionKey, tuple[Holding, dict[str, str | None]]] = {}
+"""A position's figures as text, by the holding object and the engine's floats: in a check
+only the basket's positions and the liquidation prices change, so the rest is converted once,
+not once per check (the holding is kept beside its text, so its id is never reused)."""
+
+
+def _position_text(
+    holding: Holding,
+    mark: MarkUsed,
+    notional: float,
+    unrealized: float,
+    initial: float,
+    maintenance: float,
+    decimals: int,
+) -> dict[str, str | None]:
+    key = (id(holding), mark.price, notional, unrealized, initial, maintenance, decimals)
+    kept = _POSITION_TEXT.get(key)
+    if kept is not None and kept[0] is holding:
+        return kept[1]
+    text: dict[str, str | None] = {
+        "instrument": holding.instrument,
+        "size": format_decimal(holding.size),
+        "entry_price": format_decimal(holding.entry_price),
+        "mark": format_decimal(mark.price),
+        "notional": to_decimal_text(notional, Direction.UP, decimals),
+        "unrealized_pnl": to_decimal_text(unrealized, Direction.DOWN, decimals),
+        "initial_margin": to_decimal_text(initial, Direction.UP, decimals),
+        "maintenance_margin": to_decimal_text(maintenance, Direction.UP, decimals),
+        "isolated_margin": format_decimal(holding.isolated_margin),
+    }
+    if len(_POSITION_TEXT) >= 100_000:
+        _POSITION_TEXT.clear()
+    _POSITION_TEXT[key] = (holding, text)
+    return text
 
 
 @dataclass(frozen=True)
@@ -106,22 +143,12 @@ class Evaluation:
         liquidation = margins.liquidation_price.tolist()
         out = []
         for i, holding in enumerate(self.book.holdings):
-            out.append(
-                {
-                    "instrument": holding.instrument,
-                    "size": format_decimal(holding.size),
-                    "entry_price": format_decimal(holding.entry_price),
-                    "mark": format_decimal(self.book.marks[holding.instrument].price),
-                    "notional": to_decimal_text(notional[i], Direction.UP, decimals),
-                    "unrealized_pnl": to_decimal_text(unrealized[i], Direction.DOWN, decimals),
-                    "initial_margin": to_decimal_text(initial[i], Direction.UP, decimals),
-                    "maintenance_margin": to_decimal_text(maintenance[i], Direction.UP, decimals),
-                    "isolated_margin": format_decimal(holding.isolated_margin),
-                    "liquidation_price": liquidation_price_text(
-                        liquidation[i], holding.size, decimals
-                    ),
-                }
+            mark = self.book.marks[holding.instrument]
+            text = _position_text(
+                holding, mark, notional[i], unrealized[i], initial[i], maintenance[i], decimals
             )
+            liquidation_price = liquidation_price_text(liquidation[i], holding.size, decimals)
+            out.append({**text, "liquidation_price": liquidation_price})
         return out
 
     def positions_out(self) -> list[PositionMarginOut]:
