@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as redis_asyncio
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from app.core.config import Settings
-from app.marketdata.marks import SourceMark, judge
+from app.marketdata.marks import TWAP_QUANTUM, SourceMark, Sources, deviation_status, judge
 from tests.conftest import Api
 from tests.factories import desk
 
@@ -153,5 +157,47 @@ def test_a_source_half_a_millisecond_past_stale_after_is_stale() -> None:
     limit = Decimal(3)
     at_limit = SourceMark("venue", Decimal(60000), now - timedelta(seconds=3), None)
     past_it = SourceMark("venue", Decimal(60000), now - timedelta(microseconds=3_000_500), None)
-    assert judge("BTC-PERP", [at_limit], None, now, limit, Decimal("0.05")).status == "fresh"
-    assert judge("BTC-PERP", [past_it], None, now, limit, Decimal("0.05")).status == "stale"
+    assert (
+        judge("BTC-PERP", Sources.of([at_limit]), None, now, limit, Decimal("0.05")).status
+        == "fresh"
+    )
+    assert (
+        judge("BTC-PERP", Sources.of([past_it]), None, now, limit, Decimal("0.05")).status
+        == "stale"
+    )
+
+
+@examples(max_examples=400, deadline=None)
+@given(
+    price=st.decimals(min_value=Decimal("0.0001"), max_value=Decimal(10**7), places=4),
+    limit=st.sampled_from([Decimal("0.05"), Decimal("0.01"), Decimal("0.2")]),
+    side=st.sampled_from([-1, 1]),
+    nudge=st.integers(min_value=-3, max_value=3),
+)
+def test_deviation_is_judged_as_the_exact_rule_says_even_at_the_limit(
+    price: Decimal, limit: Decimal, side: int, nudge: int
+) -> None:
+    """The float shortcut of the deviation test never decides differently from the decimal
+    rule: a TWAP placed exactly at the limit's edge, or a few ulps either side of it."""
+    edge = float(price / (1 + side * limit))
+    recorded = math.nextafter(edge, math.inf if nudge > 0 else -math.inf) if nudge else edge
+    for _ in range(abs(nudge) - 1):
+        recorded = math.nextafter(recorded, math.inf if nudge > 0 else -math.inf)
+    average = Decimal(repr(recorded)).quantize(TWAP_QUANTUM)
+    exact = "deviating" if average > 0 and abs(price - average) / average > limit else "fresh"
+    assert deviation_status(price, recorded, limit) == exact
+
+
+@examples(max_examples=400, deadline=None)
+@given(
+    price=st.decimals(min_value=Decimal("0.0001"), max_value=Decimal(10**7), places=4),
+    offset=st.floats(min_value=-0.5, max_value=0.5),
+)
+def test_deviation_far_from_the_limit_is_judged_as_the_exact_rule_says(
+    price: Decimal, offset: float
+) -> None:
+    recorded = float(price) * (1 + offset)
+    limit = Decimal("0.05")
+    average = Decimal(repr(recorded)).quantize(TWAP_QUANTUM)
+    exact = "deviating" if average > 0 and abs(price - average) / average > limit else "fresh"
+    assert deviation_status(price, recorded, limit) == exact

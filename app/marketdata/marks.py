@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Context, Decimal
+from functools import cached_property
 from typing import Literal
 
 MarkStatus = Literal["fresh", "stale", "deviating"]
@@ -45,15 +46,55 @@ class SourceView:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """A symbol's sources' latest values, prepared once per post (they are judged many times):
+    ordered by name, with the median of all of them (the mark when every source is fresh, and
+    when none is), the newest timestamp, and the funding rate of the newest source that has one."""
+
+    ordered: tuple[SourceMark, ...]
+    median_all: Decimal
+    newest_ts: datetime
+    funding_rate: Decimal | None
+
+    @classmethod
+    def of(cls, sources: Sequence[SourceMark]) -> Sources:
+        assert sources, "a mark needs at least one source"
+        ordered = tuple(sorted(sources, key=_by_source))
+        funding, funded_at = None, None
+        for s in ordered:
+            if s.funding_rate is not None and (funded_at is None or s.ts > funded_at):
+                funding, funded_at = s.funding_rate, s.ts
+        return cls(ordered, median([s.price for s in ordered]), max(s.ts for s in ordered), funding)
+
+
+@dataclass(frozen=True)
 class Mark:
     symbol: str
     price: Decimal
-    twap: Decimal
     status: MarkStatus
     age_ms: int
     """Age of the newest source."""
     funding_rate: Decimal | None
-    sources: tuple[SourceView, ...]
+    inputs: Sources
+    judged_at: datetime
+    stale_after: timedelta
+    recorded_twap: float | None
+
+    @cached_property
+    def twap(self) -> Decimal:
+        """The TWAP as a decimal (the price itself without history: nothing to deviate from)."""
+        if self.recorded_twap is None:
+            return self.price
+        return Decimal(repr(self.recorded_twap)).quantize(TWAP_QUANTUM)
+
+    @cached_property
+    def sources(self) -> tuple[SourceView, ...]:
+        """Each source with its age and freshness when the mark was judged."""
+        now, limit = self.judged_at, self.stale_after
+        return tuple(
+            SourceView(s.source, s.price, s.ts, age_ms(now, s.ts), now - s.ts <= limit)
+            for s in self.inputs.ordered
+        )
 
 
 def median(values: Sequence[Decimal]) -> Decimal:
@@ -150,36 +191,46 @@ def twap_state(
 
 def judge(
     symbol: str,
-    sources: Sequence[SourceMark],
+    sources: Sources,
     recorded: float | None,
     now: datetime,
     stale_after_s: Decimal,
     max_twap_deviation: Decimal,
 ) -> Mark:
-    """Price, TWAP and status of one symbol from its sources' latest values and the TWAP
-    ``recorded`` for now (None: no history)."""
-    assert sources, "judge needs at least one source"
+    """Price and status of one symbol from its sources' latest values and the TWAP ``recorded``
+    for now (None: no history)."""
     limit = timedelta(seconds=float(stale_after_s))  # is_fresh's rule, its limit built once
-    views = []
-    for s in sorted(sources, key=_by_source):
-        elapsed = now - s.ts
-        views.append(
-            SourceView(s.source, s.price, s.ts, max(0, int(elapsed / _MS)), elapsed <= limit)
-        )
-    fresh_prices = [v.price for v in views if v.fresh]
-    price = median(fresh_prices) if fresh_prices else median([v.price for v in views])
-    # No history (e.g. the cache was emptied): nothing to deviate from.
-    average = price if recorded is None else Decimal(repr(recorded)).quantize(TWAP_QUANTUM)
-    status: MarkStatus
-    if not fresh_prices:
-        status = "stale"
-    elif average > 0 and abs(price - average) / average > max_twap_deviation:
-        status = "deviating"
-    else:
-        status = "fresh"
-    funding, funded_at = None, None
-    for s in sources:  # the newest source that carries one
-        if s.funding_rate is not None and (funded_at is None or s.ts > funded_at):
-            funding, funded_at = s.funding_rate, s.ts
-    newest = min(v.age_ms for v in views)
-    return Mark(symbol, price, average, status, newest, funding, tuple(views))
+    ordered = sources.ordered
+    fresh = [s.price for s in ordered if now - s.ts <= limit]
+    # Every source fresh, or none (stale: the median of every last value), is the common case.
+    price = sources.median_all if len(fresh) in (0, len(ordered)) else median(fresh)
+    status: MarkStatus = (
+        "stale" if not fresh else deviation_status(price, recorded, max_twap_deviation)
+    )
+    age = max(0, int((now - sources.newest_ts) / _MS))
+    return Mark(symbol, price, status, age, sources.funding_rate, sources, now, limit, recorded)
+
+
+_DEVIATION_SLACK = 1e-9
+"""Relative room, around the limit, inside which the deviation is judged in exact decimals."""
+
+
+def deviation_status(price: Decimal, recorded: float | None, limit: Decimal) -> MarkStatus:
+    """``deviating`` when ``|price − twap| / twap > limit``, with ``twap`` the recorded float at
+    12 places. Decided in float64 when clearly on one side: the float ratio is off by at most
+    ~1e-15 plus the 0.5e-12 quantum of the decimal TWAP relative to it, far inside the slack;
+    near the limit, by the exact rule."""
+    if recorded is None:
+        return "fresh"  # no history: nothing to deviate from
+    if recorded > 0:
+        ratio = abs(float(price) - recorded) / recorded
+        bound = float(limit)
+        slack = _DEVIATION_SLACK * bound + 1e-12 / recorded + 1e-15
+        if ratio < bound - slack:
+            return "fresh"
+        if ratio > bound + slack:
+            return "deviating"
+    average = Decimal(repr(recorded)).quantize(TWAP_QUANTUM)
+    if average > 0 and abs(price - average) / average > limit:
+        return "deviating"
+    return "fresh"

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +27,7 @@ from app.marketdata import repository
 from app.marketdata.marks import (
     Mark,
     SourceMark,
+    Sources,
     TwapState,
     age_ms,
     is_fresh,
@@ -82,6 +84,10 @@ def _encode_twap(state: TwapState) -> str:
 class CachedMark:
     sources: list[SourceMark]
     twap: TwapState | None
+
+    @cached_property
+    def prepared(self) -> Sources:
+        return Sources.of(self.sources)
 
 
 def decode_mark_hash(fields: Mapping[str, str]) -> CachedMark | None:
@@ -157,6 +163,27 @@ async def _load_history(
 class Thresholds:
     stale_after_s: Decimal
     max_twap_deviation: Decimal
+
+
+_THRESHOLDS: dict[tuple[int, float, float], tuple[Instrument | None, Thresholds]] = {}
+"""A symbol's thresholds by its reference object (loaded once per version and shared) and the
+defaults: built once, not once per check and symbol."""
+
+
+def _thresholds_of(instrument: Instrument | None, runtime: Runtime) -> Thresholds:
+    settings = runtime.settings
+    key = (id(instrument), settings.default_stale_after_s, settings.default_max_twap_deviation)
+    kept = _THRESHOLDS.get(key)
+    if kept is not None and kept[0] is instrument:
+        return kept[1]
+    thresholds = Thresholds(
+        instruments_service.stale_after_s(instrument, settings),
+        instruments_service.max_twap_deviation(instrument, settings),
+    )
+    if len(_THRESHOLDS) >= 4096:
+        _THRESHOLDS.clear()
+    _THRESHOLDS[key] = (instrument, thresholds)
+    return thresholds
 
 
 async def _thresholds(
@@ -306,7 +333,7 @@ def judge_cached(
     recorded = None if cached.twap is None else cached.twap.at(now.timestamp() * 1000, window_ms)
     mark = judge(
         symbol,
-        cached.sources,
+        cached.prepared,
         recorded,
         now,
         thresholds.stale_after_s,
@@ -494,14 +521,12 @@ async def read_for_check(
                 [(Decimal(p), Decimal(s)) for p, s in asks],
                 ts,
             )
-    marks = {}
-    for symbol, found in cached.items():
-        instrument = instruments.get(symbol)
-        thresholds = Thresholds(
-            instruments_service.stale_after_s(instrument, runtime.settings),
-            instruments_service.max_twap_deviation(instrument, runtime.settings),
+    marks = {
+        symbol: judge_cached(
+            runtime, symbol, found, now, _thresholds_of(instruments.get(symbol), runtime)
         )
-        marks[symbol] = judge_cached(runtime, symbol, found, now, thresholds)
+        for symbol, found in cached.items()
+    }
     return CheckMarket(marks, books, window)
 
 
