@@ -37,6 +37,20 @@ async def _verify(settings: Settings) -> audit.Verification:
         await engine.dispose()
 
 
+async def _tamper(settings: Settings, statement: str, **params: str) -> None:
+    """Run ``statement`` on the sealed chain, as someone with database access would. Entries
+    are linked just after their commit: seal first, or the edit may hit a row with no ``seq``
+    yet, change nothing, and leave a chain that rightly verifies (the race CI once lost)."""
+    engine = create_async_engine(settings.database_url)
+    try:
+        async with create_session_factory(engine)() as session, session.begin():
+            await seal(session)
+            changed = await session.execute(text(statement), params)
+            assert changed.rowcount == 1, "the tampering must hit exactly one sealed row"  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
 async def test_every_write_is_chained_and_verifies(admin: Api, settings: Settings) -> None:
     await desk(admin)
     await admin.ok("POST", "/v1/fills", json={"fills": [fill("a1", "buy", "1", "100")]})
@@ -75,25 +89,13 @@ async def test_a_rejected_write_leaves_no_entry(admin: Api, settings: Settings) 
 
 async def test_verify_names_an_edited_row(admin: Api, settings: Settings) -> None:
     await desk(admin)
-    engine = create_async_engine(settings.database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                text("UPDATE audit_log SET payload = :p WHERE seq = 3"), {"p": '{"forged":true}'}
-            )
-    finally:
-        await engine.dispose()
+    await _tamper(settings, "UPDATE audit_log SET payload = :p WHERE seq = 3", p='{"forged":true}')
     result = await _verify(settings)
     assert (result.ok, result.first_bad_seq) == (False, 3)
 
 
 async def test_verify_names_the_gap_left_by_a_deleted_row(admin: Api, settings: Settings) -> None:
     await desk(admin)
-    engine = create_async_engine(settings.database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text("DELETE FROM audit_log WHERE seq = 4"))
-    finally:
-        await engine.dispose()
+    await _tamper(settings, "DELETE FROM audit_log WHERE seq = 4")
     result = await _verify(settings)
     assert (result.ok, result.first_bad_seq) == (False, 5)

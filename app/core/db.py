@@ -6,6 +6,7 @@ Money is ``NUMERIC`` on PostgreSQL and exact decimal text on SQLite (whose NUMER
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -171,13 +172,18 @@ class HotStore:
                 yield session
             return
         # As many connections as requests admitted (main.py): waiting here means PostgreSQL is
-        # slow or away, and the timeout answers 503.
-        async with self._pool.acquire(timeout=CHECK_COMMAND_TIMEOUT_S) as connection:
+        # slow or away, and the deadline answers 503. (asyncio.timeout, not acquire's own
+        # timeout, which wraps every acquire in a task of its own.)
+        async with asyncio.timeout(CHECK_COMMAND_TIMEOUT_S):
+            held = await self._pool.acquire()
+        try:
             if transaction:
-                async with connection.transaction():
-                    yield connection
+                async with held.transaction():
+                    yield held
             else:
-                yield connection
+                yield held
+        finally:
+            await self._pool.release(held)
 
     async def close(self) -> None:
         if self._pool is not None:

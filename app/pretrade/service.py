@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -89,8 +89,9 @@ class Context:
     account_recent_orders: int
     siblings: Totals
     strategy_siblings_gross: Decimal
-    memo: dict[object, risk.Evaluation] = field(default_factory=dict)
-    """Evaluations of the book before the basket (``_before``), shared while the state is."""
+    memo: dict[object, Any] = field(default_factory=dict)
+    """Evaluations of the book before the basket and their totals (``_before``,
+    ``_before_totals``), shared while the state is."""
 
 
 @dataclass(frozen=True)
@@ -406,12 +407,25 @@ def _before(ctx: Context, book: Book) -> risk.Evaluation:
         tuple((symbol, mark.price, mark.status, mark.funding_rate) for symbol, mark in
               sorted(book.marks.items())),
     )  # fmt: skip
-    kept = ctx.memo.get(key)
+    kept: risk.Evaluation | None = ctx.memo.get(key)
     if kept is None:
-        if len(ctx.memo) >= 8:
+        if len(ctx.memo) >= 16:
             ctx.memo.clear()
         kept = ctx.memo[key] = risk.evaluate(book, ctx.parameters, liquidation=False)
     return kept
+
+
+def _before_totals(ctx: Context, book: Book, before: risk.Evaluation) -> Totals:
+    """``totals`` of the book before the basket, once per evaluation of it."""
+    key = ("totals", id(before))
+    kept = ctx.memo.get(key)
+    if kept is not None and kept[0] is before:
+        return cast(Totals, kept[1])
+    computed = totals(book, before, ctx.parameters.settlement_decimals)
+    if len(ctx.memo) >= 16:
+        ctx.memo.clear()
+    ctx.memo[key] = (before, computed)
+    return computed
 
 
 def evaluate_basket(
@@ -500,7 +514,7 @@ def evaluate_basket(
         )
 
     before_totals = replace(
-        totals(priced_before, before, decimals),
+        _before_totals(ctx, priced_before, before),
         realized_today=ctx.realized_today,
         open_orders=reservations.open_orders(ctx.reservations),
         recent_orders=ctx.recent_orders,

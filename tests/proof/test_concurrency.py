@@ -65,6 +65,8 @@ def servers(postgres_url: str, redis_url: str) -> Iterator[tuple[str, str]]:
     env = server_env(postgres_url, redis_url, PREFLIGHT_MAX_IN_FLIGHT="128")
     with serving(env) as a, serving(env) as b:
         yield a.url, b.url
+        # Captured, so shown only when a test of this module failed: a 500's traceback.
+        print(f"--- server A log tail ---\n{a.output()}\n--- server B log tail ---\n{b.output()}")
 
 
 # --- helpers -------------------------------------------------------------------------------
