@@ -18,7 +18,7 @@ from app.core.admission import AdmissionMiddleware
 from app.core.cache import create_cache
 from app.core.config import Settings
 from app.core.db import create_engine, create_hot_store, create_session_factory
-from app.core.http import RequestContextMiddleware, install_error_handlers
+from app.core.http import RequestContextMiddleware, install_error_handlers, with_body_schemas
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
 from app.core.ops import router as ops_router
@@ -97,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    generated_openapi = app.openapi
+    app.openapi = lambda: with_body_schemas(generated_openapi())  # type: ignore[method-assign]
     # Inside the request-context middleware (added after it, so outer): a refused request
     # still gets its id, its log line and its latency metric.
     app.add_middleware(AdmissionMiddleware, max_in_flight=settings.max_in_flight, metrics=metrics)

@@ -197,6 +197,11 @@ LIMITS = "/v1/subaccounts/sub-cross/limits"
 LEVERAGE = "/v1/subaccounts/sub-cross/leverage"
 SNAPSHOT = "/v1/subaccounts/sub-cross/snapshot"
 STATE = "/v1/trading-state"
+CHECK = "/v1/pretrade/check"  # parses its own body (the hot path): refused the same way
+A_CHECK = {
+    "subaccount_id": "sub-cross",
+    "orders": [{"instrument": "BTC-PERP", "side": "buy", "size": "1", "type": "market"}],
+}
 A_FILL_JSON = json.dumps(a_fill())
 
 
@@ -725,6 +730,35 @@ CASES = [
     ),
     # Undecodable bytes are a 400 (FastAPI's "error parsing the body"), not a 422.
     bad("not-utf8", "POST", FILLS, field="body", status=400, raw=b'{"fills": [\xff]}'),
+    # --- the check's body, parsed by hand: the same answers as every other body
+    bad("check-malformed-json", "POST", CHECK, field="body", raw=json.dumps(A_CHECK)[:-1].encode()),
+    bad("check-empty-body", "POST", CHECK, field="body", raw=b""),
+    bad(
+        "check-wrong-content-type",
+        "POST",
+        CHECK,
+        field="body",
+        raw=json.dumps(A_CHECK).encode(),
+        content_type="text/plain",
+    ),
+    bad("check-not-utf8", "POST", CHECK, field="body", status=400, raw=b'{"orders": [\xff]}'),
+    bad("check-not-an-object", "POST", CHECK, ["sub-cross"], field="body"),
+    bad("check-missing-orders", "POST", CHECK, {"subaccount_id": "sub-cross"}, field="orders"),
+    bad(
+        "check-size-negative",
+        "POST",
+        CHECK,
+        {**A_CHECK, "orders": [{**A_CHECK["orders"][0], "size": "-1"}]},
+        field="orders[0].size",
+    ),
+    bad("check-unknown-field", "POST", CHECK, {**A_CHECK, "urgent": True}, field="urgent"),
+    bad(
+        "check-ttl-as-text",
+        "POST",
+        CHECK,
+        {**A_CHECK, "reservation_ttl_s": "60"},
+        field="reservation_ttl_s",
+    ),
 ]
 
 

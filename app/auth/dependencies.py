@@ -3,14 +3,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from app.auth import principal as principal_roles
 from app.auth import service
 from app.auth.principal import Principal, Role
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import Forbidden, Unauthorized
+from app.core.runtime import Runtime
 
 # Declares the scheme in the OpenAPI document; the 401 for a missing or malformed header is ours
 # (problem details), so it does not raise.
@@ -55,16 +57,32 @@ def require_caller(roles: frozenset[Role]) -> Callable[..., Awaitable[service.Ca
         runtime: RuntimeDep,
     ) -> service.Caller:
         presented = credentials.credentials.strip() if credentials is not None else ""
-        if not presented:
-            raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-        caller = await service.caller(
-            runtime.hot, runtime.resident, presented, runtime.bootstrap_key_hash
-        )
-        if caller.principal.role not in roles:
-            raise Forbidden(f"the {caller.principal.role.value} role may not do this")
-        return caller
+        return await _caller(runtime, presented, roles)
 
     return authorized
+
+
+async def _caller(runtime: Runtime, presented: str, roles: frozenset[Role]) -> service.Caller:
+    if not presented:
+        raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
+    caller = await service.caller(
+        runtime.hot, runtime.resident, presented, runtime.bootstrap_key_hash
+    )
+    if caller.principal.role not in roles:
+        raise Forbidden(f"the {caller.principal.role.value} role may not do this")
+    return caller
+
+
+BEARER_SECURITY: dict[str, object] = {"security": [{"HTTPBearer": []}]}
+"""``openapi_extra`` of a route that reads its key with ``check_caller``, not a dependency."""
+
+
+async def check_caller(request: Request, runtime: Runtime) -> service.Caller:
+    """``CheckCaller`` without the dependency machinery (the check's hot path): the bearer key
+    parsed as ``HTTPBearer`` parses it, the same refusals."""
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
+    presented = credentials.strip() if scheme.lower() == "bearer" else ""
+    return await _caller(runtime, presented, principal_roles.VENUE_WRITERS)
 
 
 # One alias per endpoint family (api.md, Auth); routers declare which one they need.

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
-from app.auth.dependencies import CheckCaller, Reader, VenueWriter
+from app.auth.dependencies import BEARER_SECURITY, CheckCaller, Reader, VenueWriter, check_caller
 from app.core.deps import RuntimeDep, SessionDep
-from app.core.http import problem_responses
+from app.core.http import body_openapi, json_body, problem_responses
+from app.core.runtime import Runtime
 from app.core.types import ID_PATTERN, utcnow
 from app.pretrade import reservations, service
 from app.pretrade.schemas import (
@@ -24,10 +25,18 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 @router.post(
-    "/pretrade/check", response_model=CheckOut, responses=problem_responses(400, 404, 409, 422)
+    "/pretrade/check",
+    response_model=CheckOut,
+    responses=problem_responses(400, 404, 409, 422),
+    openapi_extra={**body_openapi(CheckIn), **BEARER_SECURITY},
 )
-async def check(body: CheckIn, caller: CheckCaller, runtime: RuntimeDep) -> Response:
+async def check(request: Request) -> Response:
     """Judge a basket of 1–50 legs as one; 200 whether accepted or rejected."""
+    # The hot path: the key and the body are read here, not by dependencies (a solve per
+    # request); both are refused exactly as the dependencies would refuse them.
+    runtime: Runtime = request.app.state.runtime
+    caller = await check_caller(request, runtime)
+    body = await json_body(request, CheckIn)
     # The answer is serialised once: these bytes are also what is stored and audited.
     return Response(await service.check(runtime, caller, body), media_type="application/json")
 
