@@ -109,9 +109,10 @@ def with_body_schemas(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_json(content_type: str) -> bool:
-    # FastAPI's rule: application/json or any application/*+json; no header counts as JSON.
+    # FastAPI's rule (strict content type, its default): application/json or any
+    # application/*+json; a body without the header is not read as JSON.
     if not content_type:
-        return True
+        return False
     main = content_type.split(";", 1)[0].strip().lower()
     kind, _, subtype = main.partition("/")
     return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
