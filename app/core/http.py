@@ -135,12 +135,13 @@ async def json_body(request: Request, model: type[_M]) -> _M:
         }
         raise RequestValidationError([wrong])
     try:
-        raw.decode()
-    except UnicodeDecodeError:
-        raise StarletteHTTPException(400, "There was an error parsing the body") from None
-    try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
+        # Asked only of a refused body, so a good one is not decoded twice.
+        try:
+            raw.decode()
+        except UnicodeDecodeError:
+            raise StarletteHTTPException(400, "There was an error parsing the body") from None
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         raise RequestValidationError(errors) from None
 
