@@ -26,6 +26,7 @@ from app.core.runtime import Runtime
 from app.core.types import exact_decimal_arithmetic
 from app.instruments.router import router as instruments_router
 from app.marketdata.router import router as marketdata_router
+from app.pretrade.router import check_router
 from app.pretrade.router import router as pretrade_router
 from app.risk.reports import capture_forever
 from app.risk.router import router as risk_router
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     # Starlette matches routes in order: the check, the hot path, is tried first.
     for router in (
+        check_router,
         pretrade_router,
         ops_router,
         auth_router,

@@ -6,12 +6,14 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -106,6 +108,15 @@ def with_body_schemas(spec: dict[str, Any]) -> dict[str, Any]:
     for name, schema in top.get("$defs", {}).items():
         schemas.setdefault(name, schema)
     return spec
+
+
+class RequestResponseRoute(APIRoute):
+    """A route whose endpoint takes the ``Request`` and returns the ``Response`` itself
+    (FastAPI's custom route class hook): no dependency solve, no response-model pass. The
+    route is documented as usual; errors raised reach the app's handlers as from any route."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self.endpoint
 
 
 def _is_json(content_type: str) -> bool:

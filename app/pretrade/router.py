@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from app.auth.dependencies import BEARER_SECURITY, CheckCaller, Reader, VenueWriter, check_caller
 from app.core.deps import RuntimeDep, SessionDep
-from app.core.http import body_openapi, json_body, problem_responses
+from app.core.http import RequestResponseRoute, body_openapi, json_body, problem_responses
 from app.core.runtime import Runtime
 from app.core.types import ID_PATTERN, utcnow
 from app.pretrade import reservations, service
@@ -21,10 +21,18 @@ from app.pretrade.schemas import (
 )
 
 router = APIRouter(prefix="/v1", tags=["pre-trade"], responses=problem_responses(401, 403, 503))
+# The hot path's own router: its endpoint reads the key and the body itself (no dependency
+# solve per request) and returns the answer's bytes as they were stored and audited.
+check_router = APIRouter(
+    prefix="/v1",
+    tags=["pre-trade"],
+    responses=problem_responses(401, 403, 503),
+    route_class=RequestResponseRoute,
+)
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
-@router.post(
+@check_router.post(
     "/pretrade/check",
     response_model=CheckOut,
     responses=problem_responses(400, 404, 409, 422),
@@ -32,8 +40,7 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 )
 async def check(request: Request) -> Response:
     """Judge a basket of 1–50 legs as one; 200 whether accepted or rejected."""
-    # The hot path: the key and the body are read here, not by dependencies (a solve per
-    # request); both are refused exactly as the dependencies would refuse them.
+    # The key and the body are refused exactly as the dependencies would refuse them.
     runtime: Runtime = request.app.state.runtime
     caller = await check_caller(request, runtime)
     body = await json_body(request, CheckIn)

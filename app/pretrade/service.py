@@ -480,9 +480,9 @@ def evaluate_basket(
         for size, price in execution.counted():
             fills.append(SimulatedFill(order.instrument, order.side, size, price, fee))
             fee = ZERO
-    priced_before = replace(before_book, marks=marks)
+    priced_before = before_book if marks == before_book.marks else replace(before_book, marks=marks)
     after_book = priced_before.with_fills(fills)
-    after = risk.evaluate(after_book, parameters, liquidation=liquidation)
+    after = risk.evaluate(after_book, parameters, liquidation=liquidation, like=before)
     before = (
         risk.evaluate(priced_before, parameters, liquidation=False)
         if marks != before_book.marks

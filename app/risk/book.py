@@ -89,6 +89,8 @@ class Book:
         """The book after ``fills``, by the same arithmetic as recorded fills: new sizes and
         average entries, realised PnL and fees in the settlement balance, and in isolated mode
         margin released by closing and allocated by growing."""
+        if not fills:
+            return self
         holdings = {h.instrument: h for h in self.holdings}
         balances = dict(self.balances)
         for fill in fills:
@@ -219,6 +221,8 @@ class EngineInputs:
     positions: Positions
     collateral: Collateral
     risk: RiskArrays
+    rows: np.ndarray
+    """The positions as one (9, n) matrix (``positions``' arrays are its rows)."""
 
 
 _INSTRUMENT_ROWS: dict[int, tuple[Instrument, tuple[float, float, float]]] = {}
@@ -241,34 +245,68 @@ def _instrument_row(instrument: Instrument) -> tuple[float, float, float]:
     return row
 
 
-def engine_inputs(book: Book, parameters: RiskParameters) -> EngineInputs:
+def _position_row(
+    holding: Holding, instrument: Instrument, mark: MarkUsed, chosen: Decimal | None
+) -> tuple[float, ...]:
+    size, entry, isolated = holding.floats
+    contract_size, tick, perpetual = _instrument_row(instrument)
+    price, funding = mark.floats
+    return (size, contract_size, entry, price, isolated, float(chosen or 0), funding, perpetual,
+            tick)  # fmt: skip
+
+
+def engine_inputs(
+    book: Book, parameters: RiskParameters, like: tuple[Book, EngineInputs] | None = None
+) -> EngineInputs:
     """The book as float64 arrays: the single Decimal → float boundary on the way in.
 
-    Built as one (n, 9) matrix from values converted once per object (holdings, marks,
+    Built as one (9, n) matrix from values converted once per object (holdings, marks,
     instruments), and checked in two array operations: every value finite, every mark > 0
-    (what ``Positions.validate`` would refuse; the rest is validated where it is stored)."""
+    (what ``Positions.validate`` would refuse; the rest is validated where it is stored).
+    ``like`` is a book with the same rows (instruments, in order) and its inputs, e.g. the
+    book before a basket: only the rows whose holding or mark differ are converted again."""
     holdings = book.holdings
     collateral_assets = [a for a in book.balances if a in book.assets]
-    universe: list[str] = []
-    instruments = [book.instruments[h.instrument] for h in holdings]
-    for name in [i.underlying for i in instruments] + [
-        book.assets[a].underlying or "" for a in collateral_assets
-    ]:
-        if name and name not in universe:
-            universe.append(name)
-    index = {name: i for i, name in enumerate(universe)}
     marks, leverage = book.marks, book.leverage
-    rows = []
-    for holding, instrument in zip(holdings, instruments, strict=True):
-        size, entry, isolated = holding.floats
-        contract_size, tick, perpetual = _instrument_row(instrument)
-        price, funding = marks[holding.instrument].floats
-        chosen = leverage.get(holding.instrument)
-        rows.append(
-            (size, contract_size, entry, price, isolated, float(chosen or 0), funding, perpetual,
-             tick)
-        )  # fmt: skip
-    matrix = np.array(rows, dtype=np.float64).reshape(len(rows), 9).T
+    instruments = [book.instruments[h.instrument] for h in holdings]
+    base = _same_rows(book, instruments, collateral_assets, like)
+    if base is not None:
+        like_book, like_inputs = base
+        matrix = like_inputs.rows.copy()
+        like_marks, like_leverage = like_book.marks, like_book.leverage
+        for i, (holding, was) in enumerate(zip(holdings, like_book.holdings, strict=True)):
+            symbol = holding.instrument
+            mark, like_mark = marks[symbol], like_marks[symbol]
+            chosen = leverage.get(symbol)
+            if (
+                holding is not was
+                or (
+                    mark is not like_mark
+                    and (
+                        mark.price != like_mark.price or mark.funding_rate != like_mark.funding_rate
+                    )
+                )
+                or chosen != like_leverage.get(symbol)
+            ):
+                matrix[:, i] = _position_row(holding, instruments[i], mark, chosen)
+        universe = list(like_inputs.risk.universe)
+        underlying = like_inputs.positions.underlying
+        tiers = like_inputs.positions.tiers
+    else:
+        universe = []
+        for name in [i.underlying for i in instruments] + [
+            book.assets[a].underlying or "" for a in collateral_assets
+        ]:
+            if name and name not in universe:
+                universe.append(name)
+        rows = [
+            _position_row(h, i, marks[h.instrument], leverage.get(h.instrument))
+            for h, i in zip(holdings, instruments, strict=True)
+        ]
+        matrix = np.array(rows, dtype=np.float64).reshape(len(rows), 9).T.copy()
+        index = {name: i for i, name in enumerate(universe)}
+        underlying = np.array([index[i.underlying] for i in instruments], dtype=np.intp)
+        tiers = _tier_table(instruments)
     if not (np.isfinite(matrix).all() and (matrix[3] > 0).all()):
         raise ValueError(f"book {book.subaccount_id}: a position value is not finite or a mark ≤ 0")
     positions = Positions(
@@ -281,9 +319,10 @@ def engine_inputs(book: Book, parameters: RiskParameters) -> EngineInputs:
         funding_rate=matrix[6],
         is_perpetual=matrix[7] != 0,
         tick_size=matrix[8],
-        underlying=np.array([index[i.underlying] for i in instruments], dtype=np.intp),
-        tiers=_tier_table(instruments),
+        underlying=underlying,
+        tiers=tiers,
     )
+    index = {name: i for i, name in enumerate(universe)}
     collateral = Collateral(
         balance=np.array([float(book.balances[a]) for a in collateral_assets], dtype=np.float64),
         price=np.array(
@@ -301,7 +340,29 @@ def engine_inputs(book: Book, parameters: RiskParameters) -> EngineInputs:
             dtype=np.intp,
         ),
     )
-    return EngineInputs(positions, collateral, parameters.arrays(universe))
+    return EngineInputs(positions, collateral, parameters.arrays(universe), matrix)
+
+
+def _same_rows(
+    book: Book,
+    instruments: list[Instrument],
+    collateral_assets: list[str],
+    like: tuple[Book, EngineInputs] | None,
+) -> tuple[Book, EngineInputs] | None:
+    """``like`` when its book has the same position rows (the same instrument objects, in
+    order) and collateral assets as ``book``: its matrix can then be patched row by row."""
+    if like is None:
+        return None
+    like_book = like[0]
+    if len(like_book.holdings) != len(instruments) or like_book.assets is not book.assets:
+        return None
+    like_instruments = like_book.instruments
+    for holding, instrument in zip(like_book.holdings, instruments, strict=True):
+        if like_instruments.get(holding.instrument) is not instrument:
+            return None
+    if [a for a in like_book.balances if a in like_book.assets] != collateral_assets:
+        return None
+    return like
 
 
 def isolated_allocation(

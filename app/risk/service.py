@@ -31,7 +31,7 @@ from app.engine.rounding import (
 from app.pretrade import repository as pretrade_repository
 from app.pretrade import reservations
 from app.risk import repository
-from app.risk.book import Book, Holding, MarkUsed, engine_inputs, load_book
+from app.risk.book import Book, EngineInputs, Holding, MarkUsed, engine_inputs, load_book
 from app.risk.schemas import (
     AccountMarginOut,
     MarginSummaryOut,
@@ -112,6 +112,8 @@ class Evaluation:
     decimals: int
     reserved_initial_margin: Decimal = Decimal(0)
     """IM the active reservations add (they are applied to ``book`` as fills)."""
+    inputs: EngineInputs | None = None
+    """The engine's inputs for ``book``: a book that differs in a few rows patches them."""
 
     @cached_property
     def rounded(self) -> dict[str, Decimal | float | None]:
@@ -168,9 +170,19 @@ class Evaluation:
 
 
 def evaluate(
-    book: Book, risk_parameters: RiskParameters, *, liquidation: bool = True
+    book: Book,
+    risk_parameters: RiskParameters,
+    *,
+    liquidation: bool = True,
+    like: Evaluation | None = None,
 ) -> Evaluation:
-    inputs = engine_inputs(book, risk_parameters)
+    """The engine's summary of ``book``; ``like`` (an evaluation of a book with the same rows,
+    e.g. before a basket) lends its inputs, so only the rows that differ are converted."""
+    inputs = engine_inputs(
+        book,
+        risk_parameters,
+        None if like is None or like.inputs is None else (like.book, like.inputs),
+    )
     summary = margin_summary(
         inputs.positions,
         inputs.collateral,
@@ -178,7 +190,7 @@ def evaluate(
         book.margin_mode,
         liquidation_prices=liquidation,
     )
-    return Evaluation(book, summary, risk_parameters.settlement_decimals)
+    return Evaluation(book, summary, risk_parameters.settlement_decimals, inputs=inputs)
 
 
 def reserved_margin(base: Evaluation, held: Evaluation) -> Decimal:
