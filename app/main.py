@@ -18,7 +18,12 @@ from app.core.admission import AdmissionMiddleware
 from app.core.cache import create_cache
 from app.core.config import Settings
 from app.core.db import create_engine, create_hot_store, create_session_factory
-from app.core.http import RequestContextMiddleware, install_error_handlers, with_body_schemas
+from app.core.http import (
+    DirectRoutes,
+    RequestContextMiddleware,
+    install_error_handlers,
+    with_body_schemas,
+)
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
 from app.core.ops import router as ops_router
@@ -100,11 +105,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     generated_openapi = app.openapi
     app.openapi = lambda: with_body_schemas(generated_openapi())  # type: ignore[method-assign]
+    # Innermost: the check goes from admission straight to its endpoint.
+    app.add_middleware(DirectRoutes, routes=check_router.routes)
     # Inside the request-context middleware (added after it, so outer): a refused request
     # still gets its id, its log line and its latency metric.
     app.add_middleware(AdmissionMiddleware, max_in_flight=settings.max_in_flight, metrics=metrics)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    # Starlette matches routes in order: the check, the hot path, is tried first.
     for router in (
         check_router,
         pretrade_router,

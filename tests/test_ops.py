@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -152,3 +153,23 @@ async def test_no_free_database_connection_is_503_overloaded_not_500(
             await holder.close()
         for response in await asyncio.gather(*waiting):
             assert response.status_code in (200, 201), response.text
+
+
+async def test_metrics_show_the_age_of_each_mark_read(admin: Api) -> None:
+    """A mark posted 3 s ago and read by a check shows an age of about 3 s when scraped."""
+    await desk(admin)
+    await deposit(admin, "sub-cross", "20000")
+    posted = datetime.now(UTC) - timedelta(seconds=3)
+    await marks(admin, {"BTC-PERP": "60000"}, **{"BTC-PERP": {"ts": posted.isoformat()}})
+    body = {
+        "subaccount_id": "sub-cross",
+        "orders": [{"instrument": "BTC-PERP", "side": "buy", "size": "0.01", "type": "market"}],
+    }
+    await admin.ok("POST", "/v1/pretrade/check", json=body)
+    text = (await admin.client.get("/metrics")).text
+    [line] = [
+        x
+        for x in text.splitlines()
+        if x.startswith('preflight_mark_age_seconds{symbol="BTC-PERP"}')
+    ]
+    assert 3.0 <= float(line.split()[-1]) < 60.0

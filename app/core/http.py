@@ -6,7 +6,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PreflightError
@@ -117,6 +117,55 @@ class RequestResponseRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return self.endpoint
+
+
+class DirectRoutes:
+    """Pure ASGI: a request for one of ``routes`` goes straight to its endpoint, past the
+    router, FastAPI's request handling and the exception middleware — on the hot path those
+    layers cost a check more CPU than its own parsing. The routes stay ordinary routes of the
+    app (documented, matched the same way); an error an endpoint raises is answered by the
+    app's own handlers, exactly as the exception middleware would answer it, and anything
+    they leave (the catch-all's 500) goes on to the server-error middleware as before."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes: dict[tuple[str, str], RequestResponseRoute] = {}
+        for route in routes:
+            if not isinstance(route, RequestResponseRoute):
+                raise TypeError(
+                    f"{route!r}: only a RequestResponseRoute's endpoint takes a Request"
+                )
+            self.routes.update({(method, route.path): route for method in route.methods or ()})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = (
+            self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        )
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = route
+        request = Request(scope, receive, send)
+        try:
+            response = await route.endpoint(request)
+        except Exception as exc:
+            handler = _handler_of(request.app, exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+
+def _handler_of(app: FastAPI, exc: Exception) -> Callable[[Request, Exception], Any] | None:
+    """The app's handler for ``exc`` as the exception middleware finds it: by the exception's
+    classes in order, the catch-all excepted (it belongs to the server-error middleware)."""
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        handler = app.exception_handlers.get(cls)
+        if handler is not None:
+            return handler
+    return None
 
 
 def _is_json(content_type: str) -> bool:

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class MarkAges(Collector):
+    """``preflight_mark_age_seconds``: the age, when scraped, of the newest source of each mark
+    this process has read. Reads only note the time (a dict entry), not a gauge per symbol
+    per check."""
+
+    def __init__(self) -> None:
+        self.newest_us: dict[str, int] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "preflight_mark_age_seconds",
+            "Age of the newest source of each mark this process has read, when scraped",
+            labels=["symbol"],
+        )
+        now_us = time.time_ns() // 1000
+        for symbol, newest in sorted(self.newest_us.items()):
+            family.add_metric([symbol], max(0, now_us - newest) / 1e6)
+        yield family
 
 
 class Metrics:
@@ -21,13 +46,8 @@ class Metrics:
             ["decision", "reason"],
             registry=self.registry,
         )
-        self.mark_age = Gauge(
-            "preflight_mark_age_seconds",
-            "Age of the newest source of each mark when last read",
-            ["symbol"],
-            registry=self.registry,
-        )
-        self._mark_ages: dict[str, Gauge] = {}
+        self.mark_ages = MarkAges()
+        self.registry.register(self.mark_ages)
         self.requests_shed = Counter(
             "preflight_requests_shed_total",
             "API requests refused with 503 OVERLOADED (too many in flight in one process)",
@@ -54,11 +74,3 @@ class Metrics:
             "Round trips to Redis",
             registry=self.registry,
         )
-
-    def mark_age_of(self, symbol: str) -> Gauge:
-        """The mark-age gauge of ``symbol`` (``labels()`` costs more than the ``set`` itself,
-        and a check sets one per symbol it values)."""
-        gauge = self._mark_ages.get(symbol)
-        if gauge is None:
-            gauge = self._mark_ages[symbol] = self.mark_age.labels(symbol)
-        return gauge

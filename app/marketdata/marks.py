@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 from functools import cached_property
 from typing import Literal
@@ -55,6 +55,9 @@ class Sources:
     median_all: Decimal
     newest_ts: datetime
     funding_rate: Decimal | None
+    times_us: tuple[int, ...]
+    """Each ordered source's timestamp in whole microseconds since the epoch: ages are judged
+    in exact integers, not in datetime arithmetic, once per check and symbol."""
 
     @classmethod
     def of(cls, sources: Sequence[SourceMark]) -> Sources:
@@ -64,7 +67,13 @@ class Sources:
         for s in ordered:
             if s.funding_rate is not None and (funded_at is None or s.ts > funded_at):
                 funding, funded_at = s.funding_rate, s.ts
-        return cls(ordered, median([s.price for s in ordered]), max(s.ts for s in ordered), funding)
+        return cls(
+            ordered,
+            median([s.price for s in ordered]),
+            max(s.ts for s in ordered),
+            funding,
+            tuple(microseconds(s.ts) for s in ordered),
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,13 @@ def median(values: Sequence[Decimal]) -> Decimal:
 
 
 _MS = timedelta(milliseconds=1)
+_US = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def microseconds(at: datetime) -> int:
+    """``at`` in whole microseconds since the epoch, exactly (datetimes are microsecond-exact)."""
+    return (at - _EPOCH) // _US
 
 
 def _by_source(mark: SourceMark) -> str:
@@ -198,16 +214,25 @@ def judge(
     max_twap_deviation: Decimal,
 ) -> Mark:
     """Price and status of one symbol from its sources' latest values and the TWAP ``recorded``
-    for now (None: no history)."""
-    limit = timedelta(seconds=float(stale_after_s))  # is_fresh's rule, its limit built once
-    ordered = sources.ordered
-    fresh = [s.price for s in ordered if now - s.ts <= limit]
-    # Every source fresh, or none (stale: the median of every last value), is the common case.
-    price = sources.median_all if len(fresh) in (0, len(ordered)) else median(fresh)
-    status: MarkStatus = (
-        "stale" if not fresh else deviation_status(price, recorded, max_twap_deviation)
-    )
-    age = max(0, int((now - sources.newest_ts) / _MS))
+    for now (None: no history). Ages are compared in whole microseconds, as ``is_fresh``
+    compares datetimes: ``now − ts ≤ stale_after`` (the limit rounded to the microsecond, as a
+    ``timedelta`` rounds it)."""
+    limit = timedelta(seconds=float(stale_after_s))
+    limit_us = limit // _US
+    now_us = microseconds(now)
+    times = sources.times_us
+    oldest_age = now_us - min(times)
+    newest_age = now_us - max(times)
+    if oldest_age <= limit_us:  # every source fresh: the common case
+        price, fresh = sources.median_all, True
+    elif newest_age > limit_us:  # none: the median of every last value, stale
+        price, fresh = sources.median_all, False
+    else:
+        price = median([s.price for s, t in zip(sources.ordered, times, strict=True)
+                        if now_us - t <= limit_us])  # fmt: skip
+        fresh = True
+    status: MarkStatus = deviation_status(price, recorded, max_twap_deviation) if fresh else "stale"
+    age = max(0, newest_age // 1000)
     return Mark(symbol, price, status, age, sources.funding_rate, sources, now, limit, recorded)
 
 

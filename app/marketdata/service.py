@@ -339,7 +339,7 @@ def judge_cached(
         thresholds.stale_after_s,
         thresholds.max_twap_deviation,
     )
-    runtime.metrics.mark_age_of(symbol).set(mark.age_ms / 1000)
+    runtime.metrics.mark_ages.newest_us[symbol] = max(cached.prepared.times_us)
     return mark
 
 
