@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, Api
-from tests.factories import BTC_PERP, deposit, desk, marks
+from tests.factories import BTC_PERP, deposit, desk, fill, marks
 from tests.servers import server_env, serving
 
 ORDER = {"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "limit",
@@ -71,6 +71,30 @@ async def test_an_instrument_changed_on_one_process_is_used_by_the_next_check_on
     second = await _check(b)
     assert Decimal(second["executions"][0]["fee"]) == 6
     assert Decimal(second["after"]["initial_margin"]) == 1200
+
+
+async def test_a_tier_change_reprices_the_book_before_the_basket_at_once(
+    apis: tuple[Api, Api],
+) -> None:
+    """A held position of 1 BTC at the mark 60,000: IM 10 % · 60,000 = 6,000 before the basket;
+    after the tier moves to 20 %, 12,000 — though the subaccount itself has not changed."""
+    a, b = apis
+    await desk(a)
+    await deposit(a, "sub-cross", "20000")
+    await a.ok("POST", "/v1/fills", json={"fills": [fill("held-1", "buy", "1", "60000")]})
+    await marks(a, {"BTC-PERP": "60000"})
+    for _ in range(2):  # B keeps what it computed of this state
+        assert Decimal((await _check(b))["before"]["initial_margin"]) == 6000
+
+    await a.ok(
+        "PUT",
+        "/v1/instruments/BTC-PERP",
+        json={
+            **BTC_PERP,
+            "margin_tiers": [{"notional_floor": "0", "initial_margin_fraction": "0.2"}],
+        },
+    )
+    assert Decimal((await _check(b))["before"]["initial_margin"]) == 12000
 
 
 async def test_an_instrument_created_on_one_process_is_known_at_once_to_the_other(

@@ -393,6 +393,16 @@ async def insert_check(db: HotDb, row: CheckRow) -> None:
     )
 
 
+async def subaccount_token(db: HotDb, subaccount_id: str) -> int | None:
+    """The subaccount's version token as this transaction sees it (after its own writes)."""
+    if isinstance(db, AsyncSession):
+        return None  # SQLite: one process, nothing worth keeping across its writes
+    token = await db.fetchval(
+        "SELECT token FROM state_versions WHERE scope = 'subaccount' AND id = $1", subaccount_id
+    )
+    return None if token is None else int(token)
+
+
 async def lock_rate_window(db: HotDb, account_id: str) -> None:
     """While Redis cannot count the order-rate window, checks of one account count it from
     PostgreSQL one at a time: this lock, held until the check is written, makes the count and

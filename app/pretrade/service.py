@@ -63,6 +63,8 @@ from app.risk.reference import Reference, reference
 log = logging.getLogger("preflight.pretrade")
 ZERO = Decimal(0)
 RATE_WINDOW_MS = 1000.0
+MEMO_SIZE = 64
+"""Entries a subaccount's memo keeps before it starts again (a few books and marks)."""
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,11 @@ class Context:
     account_recent_orders: int
     siblings: Totals
     strategy_siblings_gross: Decimal
+    known: Reference | None = None
+    """The reference data the book was valued with (its instruments' tiers, the parameters)."""
     memo: dict[object, Any] = field(default_factory=dict)
     """Evaluations of the book before the basket and their totals (``_before``,
-    ``_before_totals``), shared while the state is."""
+    ``_before_totals``), shared by the subaccount's checks: keyed by everything they depend on."""
 
 
 @dataclass(frozen=True)
@@ -380,6 +384,7 @@ def context(
         account_recent_orders=0 if recent is None else recent.account,
         siblings=siblings,
         strategy_siblings_gross=strategy_gross,
+        known=loaded.known,
         memo=held.memo,
     )
 
@@ -397,22 +402,48 @@ def _reference_price(order: OrderIn, mark: MarkUsed, visible: VisibleBook) -> De
     return side[0][0] if side else None
 
 
-def _before(ctx: Context, book: Book) -> risk.Evaluation:
-    """The evaluation of the book as it stands, once per (state, marks, reservations): the
-    state is resident, so checks between two changes of it share one."""
+def _before(ctx: Context, book: Book, like: risk.Evaluation | None = None) -> risk.Evaluation:
+    """The evaluation of the book as it stands, once per (state, marks, reservations, reference
+    data): checks between two changes of any of them share one. ``like``: an evaluation of a
+    book with the same rows, whose engine inputs are patched rather than rebuilt."""
     key = (
         book.margin_mode,
         tuple(book.holdings),
         tuple(sorted(book.balances.items())),
+        tuple(sorted(book.leverage.items())),
         tuple((symbol, mark.price, mark.status, mark.funding_rate) for symbol, mark in
               sorted(book.marks.items())),
+        id(ctx.known),
     )  # fmt: skip
-    kept: risk.Evaluation | None = ctx.memo.get(key)
-    if kept is None:
-        if len(ctx.memo) >= 16:
-            ctx.memo.clear()
-        kept = ctx.memo[key] = risk.evaluate(book, ctx.parameters, liquidation=False)
-    return kept
+    kept = ctx.memo.get(key)
+    if kept is not None and kept[0] is ctx.known:
+        return cast(risk.Evaluation, kept[1])
+    evaluation = risk.evaluate(book, ctx.parameters, liquidation=False, like=like)
+    if len(ctx.memo) >= MEMO_SIZE:
+        ctx.memo.clear()
+    ctx.memo[key] = (ctx.known, evaluation)  # the reference object kept: its id is not reused
+    return evaluation
+
+
+_RESERVATION_FILLS: dict[str, tuple[Reservation, list[SimulatedFill]]] = {}
+"""A reservation's legs as fills, by its id: converted once, not once per check (the object is
+kept beside them, so a reloaded copy is converted again)."""
+
+
+def _reservation_fills(ctx: Context) -> list[SimulatedFill]:
+    """The active reservations as fills (fees included, conservatively)."""
+    fills: list[SimulatedFill] = []
+    for reservation in ctx.reservations:
+        kept = _RESERVATION_FILLS.get(reservation.reservation_id)
+        if kept is None or kept[0] is not reservation:
+            if len(_RESERVATION_FILLS) >= 100_000:
+                _RESERVATION_FILLS.clear()
+            kept = _RESERVATION_FILLS[reservation.reservation_id] = (
+                reservation,
+                reservations.as_fills([reservation]),
+            )
+        fills.extend(kept[1])
+    return fills
 
 
 def _before_totals(ctx: Context, book: Book, before: risk.Evaluation) -> Totals:
@@ -422,7 +453,7 @@ def _before_totals(ctx: Context, book: Book, before: risk.Evaluation) -> Totals:
     if kept is not None and kept[0] is before:
         return cast(Totals, kept[1])
     computed = totals(book, before, ctx.parameters.settlement_decimals)
-    if len(ctx.memo) >= 16:
+    if len(ctx.memo) >= MEMO_SIZE:
         ctx.memo.clear()
     ctx.memo[key] = (before, computed)
     return computed
@@ -437,8 +468,12 @@ def evaluate_basket(
 ) -> Outcome:
     parameters = ctx.parameters
     decimals = parameters.settlement_decimals
-    before_book = ctx.book.with_fills(reservations.as_fills(ctx.reservations))
-    before = _before(ctx, before_book)
+    base = _before(ctx, ctx.book)
+    if ctx.reservations:
+        before_book = ctx.book.with_fills(_reservation_fills(ctx))
+        before = _before(ctx, before_book, like=base)
+    else:
+        before_book, before = ctx.book, base
 
     marks = dict(before_book.marks)
     levels: dict[tuple[str, str], list[Level]] = {}
@@ -549,7 +584,6 @@ def evaluate_basket(
     )
 
     if ctx.reservations:
-        base = _before(ctx, ctx.book)
         reserved = risk.reserved_margin(base, before)
         before = replace(before, reserved_initial_margin=reserved)
         after = replace(after, reserved_initial_margin=reserved)
@@ -721,6 +755,26 @@ async def _check(
             else (reservation[0], outcome.reserved_legs, reservation[1]),
         ),
     )
+    if reservation is not None:
+        # Under the subaccount's row lock, the token this write gave it: the state with this
+        # reservation is kept under it, so the next reserving check here loads nothing.
+        token = await repository.subaccount_token(db, subaccount.subaccount_id)
+        if token is not None:
+            pretrade_state.with_reservation(
+                runtime.resident,
+                loaded.held,
+                token,
+                Reservation(
+                    reservation_id=reservation[0],
+                    check_id=check_id,
+                    subaccount_id=subaccount.subaccount_id,
+                    status="active",
+                    legs=outcome.reserved_legs,
+                    created_at=now,
+                    expires_at=reservation[1],
+                    closed_at=None,
+                ),
+            )
     codes: list[str] = [reason.code for reason in outcome.reasons]
     for code in codes or ["none"]:
         runtime.metrics.check_decisions.labels(decision, code).inc()

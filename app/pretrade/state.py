@@ -6,7 +6,7 @@ in one statement and reloads only what moved, in one statement per kind."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -110,30 +110,65 @@ async def subaccounts(
             stale.append(subaccount_id)
     if stale:
         for loaded in await repository.load_subaccounts(db, stale, since, now, settlement):
-            state = SubaccountState(
-                subaccount=loaded.subaccount,
-                holdings=tuple(Holding(*position) for position in loaded.state.positions),
-                balances=loaded.state.balances,
-                leverage=loaded.state.leverage,
-                reservations=tuple(
-                    Reservation(
-                        reservation_id=reservation_id,
-                        check_id=check_id,
-                        subaccount_id=loaded.subaccount.subaccount_id,
-                        status="active",
-                        legs=legs,
-                        created_at=created_at,
-                        expires_at=expires_at,
-                        closed_at=None,
-                    )
-                    for reservation_id, check_id, legs, created_at, expires_at in loaded.reservations
-                ),
-                realized_since=since,
-                realized_today=loaded.realized_today,
-            )
-            resident.put(subaccount_key(loaded.subaccount.subaccount_id), loaded.token, state)
-            found[loaded.subaccount.subaccount_id] = state
+            subaccount_id = loaded.subaccount.subaccount_id
+            state = _loaded_state(loaded, since, known_subaccount(resident, subaccount_id))
+            resident.put(subaccount_key(subaccount_id), loaded.token, state)
+            found[subaccount_id] = state
     return found
+
+
+def _loaded_state(
+    loaded: repository.LoadedSubaccount, since: datetime, last: SubaccountState | None
+) -> SubaccountState:
+    """The state as loaded, reusing the objects of the last state kept where they are equal:
+    what checks computed from them (positions as floats and text, reservations as fills,
+    evaluations in the memo, all keyed by content) stays computed when only a part moved."""
+    kept_holdings = {} if last is None else {_holding_key(h): h for h in last.holdings}
+    kept_reservations = {} if last is None else {r.reservation_id: r for r in last.reservations}
+    holdings = []
+    for position in loaded.state.positions:
+        holding = Holding(*position)
+        holdings.append(kept_holdings.get(_holding_key(holding), holding))
+    reservations = []
+    for reservation_id, check_id, legs, created_at, expires_at in loaded.reservations:
+        kept = kept_reservations.get(reservation_id)
+        if kept is None or kept.expires_at != expires_at:
+            kept = Reservation(
+                reservation_id=reservation_id,
+                check_id=check_id,
+                subaccount_id=loaded.subaccount.subaccount_id,
+                status="active",
+                legs=legs,
+                created_at=created_at,
+                expires_at=expires_at,
+                closed_at=None,
+            )
+        reservations.append(kept)
+    return SubaccountState(
+        subaccount=loaded.subaccount,
+        holdings=tuple(holdings),
+        balances=loaded.state.balances,
+        leverage=loaded.state.leverage,
+        reservations=tuple(reservations),
+        realized_since=since,
+        realized_today=loaded.realized_today,
+        memo={} if last is None else last.memo,
+    )
+
+
+def _holding_key(holding: Holding) -> tuple[str, Decimal, Decimal, Decimal]:
+    return (holding.instrument, holding.size, holding.entry_price, holding.isolated_margin)
+
+
+def with_reservation(
+    resident: Resident, held: SubaccountState, token: int, reservation: Reservation
+) -> None:
+    """Keep ``held`` plus a reservation this process has just written under ``token``, the
+    subaccount's token read in the writing transaction (under its row lock): the next check
+    here finds it current instead of loading it again. Harmless if the write rolls back: the
+    token is then never read again."""
+    state = replace(held, reservations=(*held.reservations, reservation))
+    resident.put(subaccount_key(held.subaccount.subaccount_id), token, state)
 
 
 async def account(
