@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.core.cache import Cache
 from app.core.config import Settings
 from app.core.db import HotStore
+from app.core.gates import Gates
 from app.core.metrics import Metrics
 from app.core.reference import ReferenceCache
 from app.core.versions import Resident
@@ -30,3 +31,5 @@ class Runtime:
     """Subaccounts, accounts, keys and trading states as of their versions (core/versions.py)."""
     reference: ReferenceCache = field(default_factory=ReferenceCache)
     """Instruments, assets and risk parameters, as current as PostgreSQL (app/core/reference.py)."""
+    gates: Gates = field(default_factory=Gates)
+    """Reserving checks of one subaccount, one at a time in this process (app/core/gates.py)."""

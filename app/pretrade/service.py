@@ -7,6 +7,7 @@ search many sizes against one snapshot of the state.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -26,7 +27,7 @@ from app.auth import service as auth_service
 from app.auth.principal import Principal
 from app.auth.service import Caller
 from app.core.cache import RateCount, RateWindow
-from app.core.db import HotDb
+from app.core.db import CHECK_COMMAND_TIMEOUT_S, HotDb
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.runtime import Runtime
 from app.core.types import format_decimal, format_timestamp, utcnow
@@ -647,7 +648,14 @@ async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
     attempt = _Attempt(transaction=body.reserve)
     for _ in range(3):
         try:
-            async with runtime.hot.connect(transaction=attempt.transaction) as db:
+            # Reserving checks of one subaccount queue in the process before they take a
+            # connection (app/core/gates.py), then on its row lock across processes.
+            gate: contextlib.AbstractAsyncContextManager[None] = (
+                runtime.gates.one_at_a_time(body.subaccount_id, CHECK_COMMAND_TIMEOUT_S)
+                if attempt.transaction
+                else contextlib.nullcontext()
+            )
+            async with gate, runtime.hot.connect(transaction=attempt.transaction) as db:
                 answer = await _check(db, runtime, who, body, request_json, attempt)
             wake_sealers()  # committed: its audit entry can be linked now, not at the next tick
             return answer
