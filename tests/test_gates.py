@@ -11,11 +11,15 @@ from app.core.errors import Unavailable
 from app.core.gates import Gates
 
 
+def in_(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
 async def test_one_key_is_held_by_one_at_a_time_and_other_keys_are_free() -> None:
     gates, order = Gates(), []
 
     async def hold(key: str, name: str, seconds: float) -> None:
-        async with gates.one_at_a_time(key, timeout_s=5):
+        async with gates.one_at_a_time(key, deadline=in_(5)):
             order.append(f"{name} in")
             await asyncio.sleep(seconds)
             order.append(f"{name} out")
@@ -34,15 +38,15 @@ async def test_a_wait_past_its_deadline_is_refused_and_forgotten() -> None:
     entered = asyncio.Event()
 
     async def hold() -> None:
-        async with gates.one_at_a_time("sub-a", timeout_s=5):
+        async with gates.one_at_a_time("sub-a", deadline=in_(5)):
             entered.set()
             await asyncio.sleep(0.2)
 
     holder = asyncio.create_task(hold())
     await entered.wait()
     with pytest.raises(Unavailable) as refused:
-        async with gates.one_at_a_time("sub-a", timeout_s=0.02):
+        async with gates.one_at_a_time("sub-a", deadline=in_(0.02)):
             pytest.fail("entered a gate that was held")
-    assert (refused.value.status, refused.value.code) == (503, "OVERLOADED")
+    assert (refused.value.status, refused.value.code) == (503, "UNAVAILABLE")
     await holder
     assert len(gates) == 0

@@ -164,9 +164,13 @@ class HotStore:
         self._session_factory = session_factory
 
     @asynccontextmanager
-    async def connect(self, *, transaction: bool = False) -> AsyncIterator[HotDb]:
+    async def connect(
+        self, *, transaction: bool = False, deadline: float | None = None
+    ) -> AsyncIterator[HotDb]:
         """A connection; with ``transaction`` its statements commit together on the way out
-        (rolled back on an error). Without, each statement commits on its own."""
+        (rolled back on an error). Without, each statement commits on its own. Waiting for it
+        ends at ``deadline`` (the event loop's clock), by default ``CHECK_COMMAND_TIMEOUT_S``
+        from now."""
         if self._pool is None:
             async with self._session_factory() as session, session.begin():
                 yield session
@@ -174,7 +178,9 @@ class HotStore:
         # As many connections as requests admitted (main.py): waiting here means PostgreSQL is
         # slow or away, and the deadline answers 503. (asyncio.timeout, not acquire's own
         # timeout, which wraps every acquire in a task of its own.)
-        async with asyncio.timeout(CHECK_COMMAND_TIMEOUT_S):
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + CHECK_COMMAND_TIMEOUT_S
+        async with asyncio.timeout_at(deadline):
             held = await self._pool.acquire()
         try:
             if transaction:

@@ -20,22 +20,24 @@ class Gates:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def one_at_a_time(self, key: str, timeout_s: float) -> AsyncIterator[None]:
-        """Hold ``key``'s gate for the block; wait at most ``timeout_s`` for it, else 503
-        ``OVERLOADED`` (nothing done: retry). A gate is forgotten when nobody holds or awaits
-        it, so keys cost nothing once idle."""
+    async def one_at_a_time(self, key: str, deadline: float) -> AsyncIterator[None]:
+        """Hold ``key``'s gate for the block; wait until ``deadline`` (the event loop's clock)
+        at most, else 503
+        ``UNAVAILABLE`` (nothing done: retry) — as the database's own lock wait would have
+        been answered: the gate is held that long only while the database is slow or away.
+        A gate is forgotten when nobody holds or awaits it, so keys cost nothing once idle."""
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
         self._locks[key] = (lock, users + 1)
         try:
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout_at(deadline):
                     await lock.acquire()
             except TimeoutError:
                 raise Unavailable(
-                    f"reserving checks on {key!r} queued longer than {timeout_s:g} s; retry",
-                    code="OVERLOADED",
+                    f"earlier reserving checks on {key!r} held it past this check's deadline "
+                    "(the database is slow or unreachable); retry"
                 ) from None
             try:
                 yield

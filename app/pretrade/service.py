@@ -7,6 +7,7 @@ search many sizes against one snapshot of the state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -650,12 +651,15 @@ async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
         try:
             # Reserving checks of one subaccount queue in the process before they take a
             # connection (app/core/gates.py), then on its row lock across processes.
+            # One deadline for both waits.
+            deadline = asyncio.get_running_loop().time() + CHECK_COMMAND_TIMEOUT_S
             gate: contextlib.AbstractAsyncContextManager[None] = (
-                runtime.gates.one_at_a_time(body.subaccount_id, CHECK_COMMAND_TIMEOUT_S)
+                runtime.gates.one_at_a_time(body.subaccount_id, deadline)
                 if attempt.transaction
                 else contextlib.nullcontext()
             )
-            async with gate, runtime.hot.connect(transaction=attempt.transaction) as db:
+            hot = runtime.hot.connect(transaction=attempt.transaction, deadline=deadline)
+            async with gate, hot as db:
                 answer = await _check(db, runtime, who, body, request_json, attempt)
             wake_sealers()  # committed: its audit entry can be linked now, not at the next tick
             return answer
