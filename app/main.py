@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,21 @@ from app.risk.router import router as risk_router
 from app.risk.webhooks import deliver_forever
 
 API_VERSION = "0.1.0"
+
+
+GC_THRESHOLDS = (10_000, 20, 20)
+"""Allocations between young collections, and young/middle collections between older ones."""
+
+
+def quiet_garbage_collector() -> None:
+    """Keep the cyclic garbage collector out of the checks' tail latency. Its full pass walks
+    every object the process holds: ~100 ms here once the libraries, the resident state and
+    the caches are loaded, every few hundred checks at Python's default thresholds (700, 10,
+    10) — the p99 of the check. What is loaded at start-up is never garbage, so it is frozen
+    out of every pass; the thresholds make young passes rarer (reference counting frees almost
+    everything a request makes) and full passes rarer still."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -86,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from app.demo import feed_forever
 
             workers.append(asyncio.create_task(feed_forever(app.state.runtime)))
+        quiet_garbage_collector()
         try:
             yield
         finally:
