@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +14,14 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from app.core.config import Settings
-from app.marketdata.marks import TWAP_QUANTUM, SourceMark, Sources, deviation_status, judge
+from app.marketdata.marks import (
+    TWAP_QUANTUM,
+    SourceMark,
+    Sources,
+    TwapState,
+    deviation_status,
+    judge,
+)
 from tests.conftest import Api
 from tests.factories import desk
 
@@ -68,22 +76,75 @@ async def test_stale_after_is_per_instrument(admin: Api) -> None:
     assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["status"] == "fresh"
 
 
+async def _post(api: Api, *marks: dict[str, Any]) -> None:
+    await api.ok("POST", "/v1/marks", json={"marks": list(marks)})
+
+
 async def test_a_jump_away_from_the_twap_is_deviating(admin: Api) -> None:
     await desk(admin)
-    # 100 held for the last 200 s, then 110 now: TWAP ≈ 100, |110 − 100| / 100 = 10% > 5%.
-    await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a", 200)]})
-    await admin.ok("POST", "/v1/marks", json={"marks": [mark("110", "a")]})
+    # 100 for 0.5 s, then 110: the TWAP is 100 over those 0.5 s, 110 only for the moments
+    # since, so about 100; |110 − 100| / 100 = 10 % > 5 % (deviating while the TWAP < 104.76).
+    await _post(admin, mark("100", "a"))
+    await asyncio.sleep(0.5)
+    await _post(admin, mark("110", "a"))
     body = await admin.ok("GET", "/v1/marks/BTC-PERP")
     assert body["status"] == "deviating"
-    assert 100 <= float(body["twap"]) < 100.1
+    assert 100 <= float(body["twap"]) < 104
 
 
 async def test_a_move_within_the_deviation_band_stays_fresh(admin: Api) -> None:
     await desk(admin)
-    # 100 for 200 s then 104: 4% from the TWAP, inside the 5% band.
-    await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a", 200)]})
-    await admin.ok("POST", "/v1/marks", json={"marks": [mark("104", "a")]})
+    # 100 for 0.5 s then 104: at most 4 % from the TWAP (100 ≤ TWAP ≤ 104), inside the band.
+    await _post(admin, mark("100", "a"))
+    await asyncio.sleep(0.5)
+    await _post(admin, mark("104", "a"))
     assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["status"] == "fresh"
+
+
+async def test_a_late_tick_never_rewrites_the_twap(admin: Api) -> None:
+    """Two fresh sources at 100 and 102, then a third source's tick at 200 dated two minutes
+    back: the mark is 101 (the late tick is stale), and the TWAP stays between 100 and 102 —
+    the late tick is not history, so it cannot drag the TWAP to ~200 and fail checks closed."""
+    await desk(admin)
+    await _post(admin, mark("100", "a"), mark("102", "b"))
+    await _post(admin, mark("200", "c", 120))
+    body = await admin.ok("GET", "/v1/marks/BTC-PERP")
+    assert (body["price"], body["status"]) == ("101", "fresh")
+    assert 100 <= float(body["twap"]) <= 102
+
+
+async def test_a_cache_that_restarted_empty_still_judges_a_jump(
+    admin: Api, settings: Settings
+) -> None:
+    """The TWAP state is kept in PostgreSQL too: 100 for 0.5 s, the cache emptied (a restart
+    without persistence), then 110 — deviating from the first post after it."""
+    await desk(admin)
+    await _post(admin, mark("100", "a"))
+    await asyncio.sleep(0.5)
+    assert settings.redis_url is not None
+    client = redis_asyncio.Redis.from_url(settings.redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["twap"] == "100"  # from PostgreSQL
+    await _post(admin, mark("110", "a"))
+    body = await admin.ok("GET", "/v1/marks/BTC-PERP")
+    assert body["status"] == "deviating"
+    assert 100 <= float(body["twap"]) < 104
+
+
+def test_the_twap_extends_by_hand() -> None:
+    """100 from t = 0, 110 from t = 1 s: at t = 2 s the TWAP is (100 · 1 + 110 · 1) / 2 = 105.
+    Past a 300 s window: 100 from 0, 110 from 400 s; at 550 s the window [250, 550] holds
+    100 for 150 s and 110 for 150 s: 105 again."""
+    state = TwapState.first(0, 100.0).extended(1_000, 110.0, 300_000)
+    assert state.at(2_000, 300_000) == 105
+    late = TwapState.first(0, 100.0).extended(400_000, 110.0, 300_000)
+    assert late.at(550_000, 300_000) == 105
+    assert late.at(700_000, 300_000) == 110  # the whole window at 110
+    # A point dated before the last is taken at the last's time: history is never rewritten.
+    assert state.extended(500, 90.0, 300_000).at_ms == 1_000
 
 
 async def test_an_older_mark_from_the_same_source_is_ignored(admin: Api) -> None:

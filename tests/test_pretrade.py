@@ -229,13 +229,9 @@ async def test_stale_and_deviating_marks_fail_closed_for_risk_adding_legs(admin:
     assert codes(adding) == ["STALE_MARK"]
     reducing = await check(admin, order(side="sell", size="0.1", limit_price="60000"))
     assert reducing["decision"] == "accept"
-    # 60,000 for the last 200 s then 66,000 now: 10 % from the TWAP.
-    older = (datetime.now(UTC) - timedelta(seconds=200)).isoformat()
-    await admin.ok(
-        "POST",
-        "/v1/marks",
-        json={"marks": [{"symbol": "BTC-PERP", "price": "60000", "source": "b", "ts": older}]},
-    )
+    # 60,000 (fresh) for 0.5 s, then 66,000: about 10 % from the TWAP (≈ 60,000).
+    await marks(admin, {"BTC-PERP": "60000"})
+    await asyncio.sleep(0.5)
     await marks(admin, {"BTC-PERP": "66000"})
     deviating = await check(admin, order(size="0.1", limit_price="66000"))
     assert codes(deviating) == ["ORACLE_DEVIATION"]

@@ -33,14 +33,6 @@ class Cache(Protocol):
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, str]]:
         """Every field of each hash (empty dict when missing)."""
 
-    async def zadd_many(
-        self, items: Sequence[tuple[str, dict[str, float]]], keep_after: float
-    ) -> None:
-        """Add scored members to sorted sets, dropping members scored below ``keep_after``."""
-
-    async def zrange_many(self, keys: Sequence[str], min_score: float) -> list[list[str]]:
-        """Members scored at or above ``min_score``, ascending by score."""
-
     async def set_many(self, items: Sequence[tuple[str, str]]) -> None: ...
 
     async def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
@@ -233,27 +225,6 @@ class RedisCache:
 
         return await self._run(op)
 
-    async def zadd_many(
-        self, items: Sequence[tuple[str, dict[str, float]]], keep_after: float
-    ) -> None:
-        async def op() -> None:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key, members in items:
-                    pipe.zadd(key, dict(members))
-                    pipe.zremrangebyscore(key, "-inf", f"({keep_after}")
-                await pipe.execute()
-
-        await self._run(op)
-
-    async def zrange_many(self, keys: Sequence[str], min_score: float) -> list[list[str]]:
-        async def op() -> list[list[str]]:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.zrangebyscore(key, min_score, "+inf")
-                return [list(members) for members in await pipe.execute()]
-
-        return await self._run(op)
-
     async def set_many(self, items: Sequence[tuple[str, str]]) -> None:
         if not items:
             return
@@ -332,23 +303,6 @@ class MemoryCache:
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, str]]:
         return [dict(self._hashes.get(key, {})) for key in keys]
-
-    async def zadd_many(
-        self, items: Sequence[tuple[str, dict[str, float]]], keep_after: float
-    ) -> None:
-        for key, members in items:
-            scores = self._sorted.setdefault(key, {})
-            scores.update(members)
-            for member in [m for m, score in scores.items() if score < keep_after]:
-                del scores[member]
-
-    async def zrange_many(self, keys: Sequence[str], min_score: float) -> list[list[str]]:
-        result = []
-        for key in keys:
-            scores = self._sorted.get(key, {})
-            ranked = sorted((score, member) for member, score in scores.items())
-            result.append([member for score, member in ranked if score >= min_score])
-        return result
 
     async def set_many(self, items: Sequence[tuple[str, str]]) -> None:
         self._strings.update(items)

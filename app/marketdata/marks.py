@@ -2,13 +2,16 @@
 
 - A source is *fresh* when its age ``now − ts ≤ stale_after``.
 - The mark is the **median of the fresh sources** (the mean of the middle two when even).
-- The **TWAP** is the time-weighted average of the mark over the last 5 minutes. Each post of
-  marks records one point per symbol: at the newest incoming timestamp, the median of the
-  sources fresh at that moment. Each point holds until the next (the last until now), and the
-  last point before the window counts from the window's start. It is computed in float64: it
-  only decides ``deviating``. The writer of a point computes the TWAP at that point's time
-  from the history and stores it beside the sources (:class:`TwapState`); a reader extends it
-  to now in O(1), whatever the length of the history (:func:`TwapState.at`).
+- The **TWAP** is the time-weighted average of the mark over the last 5 minutes. Only the
+  fresh consensus enters it: each post of marks extends it with one point per symbol, at the
+  time of the post, worth the mark then (the median of the sources fresh at that moment); a
+  post with no fresh source adds nothing. A tick dated in the past (a late source, a replay)
+  changes the sources but never rewrites the history, so one late tick cannot move the TWAP
+  away from the mark and fail every check closed. Each point holds until the next (the last
+  until now). It is computed in float64: it only decides ``deviating``. The writer extends
+  the stored state in O(1) (:meth:`TwapState.extended`) and keeps it in PostgreSQL too, so a
+  cache that restarted empty still knows it; a reader extends it to now in O(1)
+  (:meth:`TwapState.at`), whatever the length of the history.
 - Status: ``stale`` when no source is fresh (the price shown is then the median of every
   source's last value); else ``deviating`` when ``|mark − twap| / twap > max_twap_deviation``;
   else ``fresh``.
@@ -140,33 +143,6 @@ def is_fresh(now: datetime, ts: datetime, stale_after_s: Decimal) -> bool:
     return now - ts <= timedelta(seconds=float(stale_after_s))
 
 
-def point_at(sources: Sequence[SourceMark], at: datetime, stale_after_s: Decimal) -> Decimal | None:
-    """The mark at ``at``: the median of the sources whose last value was then at most
-    ``stale_after`` old (sources newer than ``at`` did not exist yet)."""
-    limit = float(stale_after_s)
-    fresh = [s.price for s in sources if 0 <= (at - s.ts).total_seconds() <= limit]
-    return median(fresh) if fresh else None
-
-
-def twap(points: Sequence[tuple[float, float]], now_ms: float, window_ms: float) -> float | None:
-    """Time-weighted average of ``(time_ms, mark)`` points over ``[now − window, now]``."""
-    start = now_ms - window_ms
-    ordered = sorted(points)
-    before = [p for p in ordered if p[0] < start]
-    series = ([(start, before[-1][1])] if before else []) + [
-        p for p in ordered if start <= p[0] <= now_ms
-    ]
-    if not series:
-        return None
-    total = span = 0.0
-    ends = [*(t for t, _ in series[1:]), now_ms]
-    for (t0, value), t1 in zip(series, ends, strict=True):
-        weight = max(0.0, t1 - t0)
-        total += value * weight
-        span += weight
-    return series[-1][1] if span == 0 else total / span
-
-
 @dataclass(frozen=True)
 class TwapState:
     """The TWAP as of the last point: ``average`` over the ``span_ms`` (≤ the window) of
@@ -191,18 +167,20 @@ class TwapState:
             return self.last
         return (self.average * kept + self.last * elapsed) / (kept + elapsed)
 
+    def extended(self, at_ms: float, value: float, window_ms: float) -> TwapState:
+        """The state after a new point ``value`` at ``at_ms`` (not before ``self.at_ms``): the
+        last point held until then, so the average before the new point is ``at(at_ms)``, over
+        ``min(span + d, window)``."""
+        at_ms = max(at_ms, self.at_ms)
+        elapsed = at_ms - self.at_ms
+        return TwapState(
+            at_ms, value, self.at(at_ms, window_ms), min(self.span_ms + elapsed, window_ms)
+        )
 
-def twap_state(
-    points: Sequence[tuple[float, float]], at_ms: float, window_ms: float
-) -> TwapState | None:
-    """The state a writer stores after recording the point at ``at_ms``."""
-    ordered = sorted(p for p in points if p[0] <= at_ms)
-    if not ordered:
-        return None
-    average = twap(ordered, at_ms, window_ms)
-    assert average is not None
-    start = max(ordered[0][0], at_ms - window_ms)
-    return TwapState(at_ms, ordered[-1][1], average, at_ms - start)
+    @classmethod
+    def first(cls, at_ms: float, value: float) -> TwapState:
+        """A history of one point: the TWAP is that point until the next."""
+        return cls(at_ms, value, value, 0.0)
 
 
 def judge(

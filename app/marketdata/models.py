@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import Float, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, Exact, JSONDocument, UTCDateTime
@@ -20,6 +20,20 @@ class MarkSource(Base):
     price: Mapped[Decimal] = mapped_column(Exact)
     ts: Mapped[datetime] = mapped_column(UTCDateTime)
     funding_rate: Mapped[Decimal | None] = mapped_column(Exact)
+
+
+class MarkTwap(Base):
+    """A symbol's TWAP state (``marks.TwapState``): the point it was last extended to, in ms
+    since the epoch, the mark then, and the average over the span before it. Floats: the TWAP
+    only decides ``deviating``."""
+
+    __tablename__ = "mark_twaps"
+
+    symbol: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at_ms: Mapped[float] = mapped_column(Float(precision=53))
+    last: Mapped[float] = mapped_column(Float(precision=53))
+    average: Mapped[float] = mapped_column(Float(precision=53))
+    span_ms: Mapped[float] = mapped_column(Float(precision=53))
 
 
 class Book(Base):

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import HotDb, dialect_name
-from app.marketdata.models import Book, MarkSource
+from app.marketdata.models import Book, MarkSource, MarkTwap
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -36,6 +36,56 @@ async def upsert_marks(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
         where=statement.excluded.ts >= MarkSource.ts,
     )
     await session.execute(statement)
+
+
+TwapRow = tuple[float, float, float, float]
+"""``(at_ms, last, average, span_ms)``: a ``marks.TwapState``."""
+
+
+async def lock_twaps(session: AsyncSession, symbols: Sequence[str]) -> dict[str, TwapRow]:
+    """The TWAP states of ``symbols``, row-locked until commit: two posts of one symbol extend
+    it one after the other, whichever process takes them."""
+    if not symbols:
+        return {}
+    query = select(MarkTwap).where(MarkTwap.symbol.in_(sorted(symbols))).order_by(MarkTwap.symbol)
+    if dialect_name(session) == "postgresql":
+        query = query.with_for_update()
+    rows = (await session.scalars(query)).all()
+    return {r.symbol: (r.at_ms, r.last, r.average, r.span_ms) for r in rows}
+
+
+async def put_twaps(session: AsyncSession, states: dict[str, TwapRow]) -> None:
+    if not states:
+        return
+    statement = _insert(session, MarkTwap).values(
+        [
+            {"symbol": symbol, "at_ms": at, "last": last, "average": average, "span_ms": span}
+            for symbol, (at, last, average, span) in sorted(states.items())
+        ]
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[MarkTwap.symbol],
+        set_={
+            "at_ms": statement.excluded.at_ms,
+            "last": statement.excluded.last,
+            "average": statement.excluded.average,
+            "span_ms": statement.excluded.span_ms,
+        },
+    )
+    await session.execute(statement)
+
+
+async def twap_rows(db: HotDb, symbols: Sequence[str]) -> dict[str, TwapRow]:
+    """The stored TWAP states of ``symbols`` (the check's fallback when the cache lacks them)."""
+    if isinstance(db, AsyncSession):
+        rows = await db.scalars(select(MarkTwap).where(MarkTwap.symbol.in_(list(symbols))))
+        return {r.symbol: (r.at_ms, r.last, r.average, r.span_ms) for r in rows}
+    found = await db.fetch(
+        "SELECT symbol, at_ms, last, average, span_ms FROM mark_twaps "
+        "WHERE symbol = ANY($1::text[])",
+        list(symbols),
+    )
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in found}
 
 
 async def marks_for(session: AsyncSession, symbols: Sequence[str]) -> list[MarkSource]:

@@ -32,8 +32,6 @@ from app.marketdata.marks import (
     age_ms,
     is_fresh,
     judge,
-    point_at,
-    twap_state,
 )
 from app.marketdata.schemas import BookIn, BookOut, MarkIn, MarkOut, MarksAccepted, SourceOut
 
@@ -47,10 +45,6 @@ def marks_key(symbol: str) -> str:
 
 TWAP_FIELD = "~twap"
 """Not a source: source names start with a letter or digit (ID_PATTERN)."""
-
-
-def _history_key(symbol: str) -> str:
-    return f"pf:history:{symbol}"
 
 
 def book_key(symbol: str) -> str:
@@ -136,27 +130,17 @@ async def _load_sources(
 
 
 async def stored_marks(db: HotDb, symbols: Sequence[str]) -> dict[str, CachedMark]:
-    """PostgreSQL's copy of the sources of ``symbols`` (those the cache could not answer)."""
+    """PostgreSQL's copy of the sources of ``symbols`` and their TWAP states (those the cache
+    could not answer)."""
     found: dict[str, CachedMark] = {}
     if symbols:
+        twaps = await repository.twap_rows(db, symbols)
         for symbol, source, price, ts, funding in await repository.source_rows(db, symbols):
-            found.setdefault(symbol, CachedMark([], None)).sources.append(
-                SourceMark(source, price, ts, funding)
-            )
+            row = twaps.get(symbol)
+            found.setdefault(
+                symbol, CachedMark([], None if row is None else TwapState(*row))
+            ).sources.append(SourceMark(source, price, ts, funding))
     return found
-
-
-async def _load_history(
-    runtime: Runtime, symbols: Sequence[str], now: datetime
-) -> dict[str, list[tuple[float, float]]]:
-    """The TWAP points of the last window (the writer's read: it stores the TWAP it finds)."""
-    since = now.timestamp() * 1000 - 2 * runtime.settings.twap_window_s * 1000
-    members = await runtime.cache.zrange_many([_history_key(s) for s in symbols], since)
-    history: dict[str, list[tuple[float, float]]] = {}
-    for symbol, items in zip(symbols, members, strict=True):
-        parts = (member.split("|") for member in items)
-        history[symbol] = [(float(ms), float(value)) for ms, value in parts]
-    return history
 
 
 @dataclass(frozen=True)
@@ -210,6 +194,48 @@ async def audit_marks(session: AsyncSession, actor: Actor, marks: Sequence[MarkI
     )
 
 
+async def _extend_twaps(
+    session: AsyncSession,
+    runtime: Runtime,
+    symbols: Sequence[str],
+    merged: Mapping[tuple[str, str], SourceMark],
+    incoming: Mapping[tuple[str, str], SourceMark],
+    now: datetime,
+) -> dict[str, TwapState]:
+    """The TWAP state of each of ``symbols`` after this post: extended by one point, at the
+    post's time, worth the fresh consensus then (the mark as a check would judge it now), for
+    each symbol the post moved and that has a fresh source; else as stored. PostgreSQL holds
+    the states (row-locked here, so concurrent posts of a symbol extend it in turn)."""
+    stored = {
+        symbol: TwapState(*row)
+        for symbol, row in (await repository.lock_twaps(session, symbols)).items()
+    }
+    thresholds = await _thresholds(session, runtime, symbols)
+    moved = {symbol for symbol, _ in incoming}
+    now_ms = now.timestamp() * 1000
+    window_ms = runtime.settings.twap_window_s * 1000
+    extended: dict[str, TwapState] = {}
+    for symbol in sorted(moved):
+        sources = [m for (s, _), m in merged.items() if s == symbol]
+        limits = thresholds[symbol]
+        mark = judge(
+            symbol, Sources.of(sources), None, now, limits.stale_after_s, limits.max_twap_deviation
+        )
+        if mark.status == "stale":
+            continue  # no fresh consensus: nothing enters the TWAP
+        before = stored.get(symbol)
+        value = float(mark.price)
+        extended[symbol] = (
+            TwapState.first(now_ms, value)
+            if before is None
+            else before.extended(now_ms, value, window_ms)
+        )
+    await repository.put_twaps(
+        session, {s: (t.at_ms, t.last, t.average, t.span_ms) for s, t in extended.items()}
+    )
+    return {**stored, **extended}
+
+
 async def post_marks(
     session: AsyncSession, runtime: Runtime, marks: Sequence[MarkIn]
 ) -> MarksAccepted:
@@ -259,28 +285,7 @@ async def post_marks(
         ],
     )
     merged = {**latest, **incoming}
-    keep_after_ms = now.timestamp() * 1000 - 2 * runtime.settings.twap_window_s * 1000
-    thresholds = await _thresholds(session, runtime, symbols)
-    points: dict[str, tuple[float, float]] = {}
-    for symbol in symbols:
-        arrived = [m.ts for (s, _), m in incoming.items() if s == symbol]
-        if not arrived:
-            continue
-        at = max(arrived)
-        sources = [m for (s, _), m in merged.items() if s == symbol]
-        value = point_at(sources, at, thresholds[symbol].stale_after_s)
-        if value is not None:
-            points[symbol] = (at.timestamp() * 1000, float(value))
-    window_ms = runtime.settings.twap_window_s * 1000
-    twaps: dict[str, TwapState] = {}
-    try:
-        history = await _load_history(runtime, list(points), now)
-        for symbol, point in points.items():
-            state = twap_state([*history[symbol], point], point[0], window_ms)
-            if state is not None:
-                twaps[symbol] = state
-    except CacheUnavailable as exc:
-        _cache_failed(runtime, exc)
+    twaps = await _extend_twaps(session, runtime, symbols, merged, incoming, now)
     try:
         # Every source of a touched symbol is written, so a cache that was emptied is refilled.
         await runtime.cache.hset_many(
@@ -294,13 +299,6 @@ async def post_marks(
                 )
                 for symbol in symbols
             ]
-        )
-        await runtime.cache.zadd_many(
-            [
-                (_history_key(symbol), {f"{ms:.0f}|{value!r}": ms})
-                for symbol, (ms, value) in points.items()
-            ],
-            keep_after=keep_after_ms,
         )
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
