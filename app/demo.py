@@ -26,7 +26,6 @@ from app.instruments import service as instruments_service
 from app.instruments.schemas import AssetIn, InstrumentIn
 from app.marketdata import service as marketdata
 from app.marketdata.schemas import BookIn, MarkIn
-from app.risk import margin_calls
 
 log = logging.getLogger("preflight.demo")
 SEEDER = Principal("demo-seed", Role.ADMIN, None)
@@ -204,8 +203,7 @@ async def publish(session: AsyncSession, runtime: Runtime, prices: dict[str, Dec
                     funding_rate=FUNDING.get(symbol),
                 )
             )
-    await marketdata.post_marks(session, runtime, marks)
-    await margin_calls.after_marks(session, runtime, list(prices))
+    await marketdata.post_marks(session, runtime, marks)  # swept by the app's sweeper
     await marketdata.audit_marks(session, FEEDER, marks)
     for symbol, instrument in _instruments().items():
         mark = prices[symbol].quantize(instrument.tick_size)

@@ -34,6 +34,7 @@ from app.instruments.router import router as instruments_router
 from app.marketdata.router import router as marketdata_router
 from app.pretrade.router import check_router
 from app.pretrade.router import router as pretrade_router
+from app.risk.margin_calls import sweep_forever
 from app.risk.reports import capture_forever
 from app.risk.router import router as risk_router
 from app.risk.webhooks import deliver_forever
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers = [
             asyncio.create_task(capture_forever(app.state.runtime)),
             asyncio.create_task(seal_forever(app.state.runtime)),
+            asyncio.create_task(sweep_forever(app.state.runtime)),
         ]
         if settings.webhook_url:
             workers.append(

@@ -141,6 +141,32 @@ async def test_a_limit_past_warn_at_raises_a_limit_call(admin: Api) -> None:
     assert call["ratio"] == pytest.approx(60000 / 70000)
 
 
+async def test_a_mark_post_answers_and_the_sweep_raises_the_call_on_its_own(
+    admin: Api, settings: Settings
+) -> None:
+    """The mark post notes what moved and answers; the sweep (off its request, every ~0.1 s,
+    no reader needed) raises the call: E = 10,000 − 8,000 = 2,000 < MM = 5 % · 52,000 = 2,600."""
+    await _long_one_btc(admin)
+    await marks(admin, {"BTC-PERP": "52000"})
+    engine = create_async_engine(settings.database_url)
+    try:
+        levels: list[str] = []
+        for _ in range(250):  # up to 5 s: the sweep runs every 0.1 s
+            async with engine.connect() as connection:
+                moved = (
+                    await connection.execute(text("SELECT count(*) FROM marks_moved"))
+                ).scalar_one()
+                levels = sorted(
+                    (await connection.execute(text("SELECT level FROM margin_calls"))).scalars()
+                )
+            if levels and not moved:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await engine.dispose()
+    assert levels == ["liquidation", "warning"]
+
+
 async def _outbox_row(settings: Settings) -> Any:
     engine = create_async_engine(settings.database_url)
     try:

@@ -36,6 +36,16 @@ class MarkTwap(Base):
     span_ms: Mapped[float] = mapped_column(Float(precision=53))
 
 
+class MovedMark(Base):
+    """A symbol marked since the last margin-call sweep (written with the marks, taken by the
+    sweep in its transaction: a sweep that fails leaves it for the next)."""
+
+    __tablename__ = "marks_moved"
+
+    symbol: Mapped[str] = mapped_column(String(64), primary_key=True)
+    moved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Book(Base):
     __tablename__ = "books"
 

@@ -8,12 +8,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import HotDb, dialect_name
-from app.marketdata.models import Book, MarkSource, MarkTwap
+from app.marketdata.models import Book, MarkSource, MarkTwap, MovedMark
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -86,6 +86,29 @@ async def twap_rows(db: HotDb, symbols: Sequence[str]) -> dict[str, TwapRow]:
         list(symbols),
     )
     return {r[0]: (r[1], r[2], r[3], r[4]) for r in found}
+
+
+async def mark_moved(session: AsyncSession, symbols: Sequence[str], at: datetime) -> None:
+    """Note ``symbols`` for the next margin-call sweep."""
+    if not symbols:
+        return
+    statement = _insert(session, MovedMark).values(
+        [{"symbol": symbol, "moved_at": at} for symbol in sorted(symbols)]
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[MovedMark.symbol], set_={"moved_at": statement.excluded.moved_at}
+    )
+    await session.execute(statement)
+
+
+async def any_moved(session: AsyncSession) -> bool:
+    return (await session.scalar(select(MovedMark.symbol).limit(1))) is not None
+
+
+async def take_moved(session: AsyncSession) -> list[str]:
+    """Every symbol noted for the sweep, taken (deleted) in this transaction."""
+    rows = await session.execute(delete(MovedMark).returning(MovedMark.symbol))
+    return sorted(rows.scalars().all())
 
 
 async def marks_for(session: AsyncSession, symbols: Sequence[str]) -> list[MarkSource]:

@@ -10,7 +10,6 @@ from app.core.http import problem_responses
 from app.core.types import ID_PATTERN
 from app.marketdata import service
 from app.marketdata.schemas import BookIn, BookOut, MarkList, MarkOut, MarksAccepted, MarksIn
-from app.risk import margin_calls
 
 router = APIRouter(prefix="/v1", tags=["market data"], responses=problem_responses(401, 403, 503))
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -23,7 +22,6 @@ async def post_marks(
     body: MarksIn, principal: MarketWriter, session: SessionDep, runtime: RuntimeDep
 ) -> MarksAccepted:
     accepted = await service.post_marks(session, runtime, body.marks)
-    await margin_calls.after_marks(session, runtime, sorted({m.symbol for m in body.marks}))
     await service.audit_marks(session, principal.actor, body.marks)
     return accepted
 

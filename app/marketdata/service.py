@@ -286,6 +286,9 @@ async def post_marks(
     )
     merged = {**latest, **incoming}
     twaps = await _extend_twaps(session, runtime, symbols, merged, incoming, now)
+    # The margin-call sweep runs off this request (app/risk/sweeper.py): the symbols are noted
+    # in this transaction, so a committed mark is always swept, whichever process does it.
+    await repository.mark_moved(session, sorted({symbol for symbol, _ in incoming}), now)
     try:
         # Every source of a touched symbol is written, so a cache that was emptied is refilled.
         await runtime.cache.hset_many(

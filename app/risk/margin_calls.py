@@ -1,6 +1,15 @@
-"""Margin calls: evaluated after every mark batch, fill, transfer and snapshot for the
-subaccounts holding what moved, in one batch engine call, inside the same transaction; each
-raise or resolve writes an outbox event that a worker delivers to the webhook.
+"""Margin calls: evaluated for the subaccounts holding what moved — by the sweep after mark posts
+(off the post's request, below), and in the transaction of every fill, transfer and snapshot —
+in one batch engine call; each raise or resolve writes an outbox event that a worker delivers
+to the webhook.
+
+The sweep: a mark post stores its marks, notes the symbols that moved (``marks_moved``, in its
+own transaction) and answers. A sweep takes every noted symbol and evaluates their holders in
+one batch, in one transaction: a sweep that fails leaves its symbols noted for the next. One
+sweep runs at a time across processes (an advisory lock); every process runs
+:func:`sweep_forever`, so a process that dies hands over at the next tick, and posts arriving
+faster than that are coalesced into one sweep. Readers of margin calls sweep first (waiting for
+a running sweep), so they see the calls of every mark posted before their request.
 
 Levels (risk parameters): ``warning`` when ``maintenance_margin_ratio ≥ margin_call_warning``
 (default 0.8), ``liquidation`` when ``≥ margin_call_liquidation`` (1.0); equity ≤ 0 with
@@ -12,6 +21,8 @@ usage (``gross notional / max_gross_notional``, ``leverage / max_leverage``) rea
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import uuid
 from collections import defaultdict
@@ -31,11 +42,14 @@ from app.core.errors import Conflict, NotFound
 from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.engine.rounding import requirement_to_decimal
+from app.marketdata import repository as marketdata_repository
 from app.pretrade.rules import limit_value
 from app.risk import repository, service
 from app.risk.batch import evaluate_subaccounts, risk_order
 from app.risk.models import MarginCall, WebhookEvent
 from app.risk.schemas import MarginCallOut
+
+log = logging.getLogger("preflight.risk")
 
 
 @dataclass(frozen=True)
@@ -171,8 +185,14 @@ async def after_marks(session: AsyncSession, runtime: Runtime, symbols: Sequence
 
 
 async def list_calls(
-    session: AsyncSession, principal: Principal, status: str | None, subaccount_id: str | None
+    session: AsyncSession,
+    runtime: Runtime,
+    principal: Principal,
+    status: str | None,
+    subaccount_id: str | None,
 ) -> list[MarginCall]:
+    """The calls, after a sweep of every mark posted before the request."""
+    await sweep(session, runtime)
     return await repository.list_calls(session, principal.accounts, status, subaccount_id)
 
 
@@ -198,3 +218,45 @@ async def acknowledge(session: AsyncSession, principal: Principal, call_id: str)
             subaccount_id=call.subaccount_id,
         )
     return call
+
+
+# --- the sweep after mark posts ------------------------------------------------------------
+
+SWEEP_EVERY_S = 0.1
+"""How often each process looks for marks to sweep: calls lag a mark by about this."""
+
+
+async def sweep(session: AsyncSession, runtime: Runtime, *, wait: bool = True) -> int:
+    """Sweep every symbol noted since the last sweep, in the caller's transaction (commit
+    promptly: the lock is held until it ends); answer how many. With ``wait=False`` a sweep
+    another process is running is not waited for (0: that one or a later one sweeps)."""
+    if not await marketdata_repository.any_moved(session):
+        return 0
+    if not await repository.lock_sweep(session, wait=wait):
+        return 0
+    symbols = await marketdata_repository.take_moved(session)
+    if symbols:
+        await after_marks(session, runtime, symbols)
+    return len(symbols)
+
+
+async def sweep_forever(
+    runtime: Runtime, every_s: float = SWEEP_EVERY_S, retry_s: float = 1.0
+) -> None:
+    """Sweep every ``every_s``; failures (a database outage) are logged once per outage and
+    retried every ``retry_s``."""
+    failures = 0
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            async with runtime.session_factory() as session, session.begin():
+                await sweep(session, runtime, wait=False)
+        except Exception:
+            if not failures:
+                log.exception("the margin-call sweep failed; retrying")
+            failures += 1
+            await asyncio.sleep(retry_s)
+            continue
+        if failures:
+            log.info("the margin-call sweep resumed", extra={"failed_sweeps": failures})
+            failures = 0

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,6 +12,17 @@ from app.core.db import dialect_name
 from app.risk.models import DailyMarginReport, MarginCall, StoredRiskParameters, WebhookEvent
 
 _ROW_ID = 1
+_SWEEP_LOCK_KEY = 0x53574550  # "SWEP": one margin-call sweep at a time, across processes
+
+
+async def lock_sweep(session: AsyncSession, *, wait: bool) -> bool:
+    """Take the sweep's lock until this transaction ends; with ``wait=False`` only if it is
+    free (False: another process is sweeping). SQLite: one process, BEGIN IMMEDIATE."""
+    if dialect_name(session) != "postgresql":
+        return True
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    taken = await session.execute(text(f"SELECT {function}(:key)"), {"key": _SWEEP_LOCK_KEY})
+    return wait or bool(taken.scalar_one())
 
 
 async def get_parameters(session: AsyncSession) -> StoredRiskParameters | None:

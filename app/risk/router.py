@@ -121,11 +121,12 @@ async def book_stress(
 async def list_margin_calls(
     principal: Reader,
     session: SessionDep,
+    runtime: RuntimeDep,
     status: Literal["open", "acknowledged", "resolved"] | None = None,
     subaccount_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
 ) -> MarginCallList:
-    """Newest first (at most 500)."""
-    calls = await margin_calls.list_calls(session, principal, status, subaccount_id)
+    """Newest first (at most 500); the calls of every mark posted before the request."""
+    calls = await margin_calls.list_calls(session, runtime, principal, status, subaccount_id)
     return MarginCallList(margin_calls=[margin_calls.margin_call_out(c) for c in calls])
 
 

@@ -580,12 +580,27 @@ class Store:
             f' FROM "{table}" AS row{WRITTEN_BY_THE_CLOCK.get(table, "")}'
             for table in await self.table_names()
         )
+        await self.swept()
         async with self.engine.begin() as connection:
             await seal(connection)  # entries are sealed just after their commit
             digests = {name: digest for name, digest in await connection.execute(text(query))}
         values = await self.redis_values()
         digests["redis"] = hashlib.sha256(repr(sorted(values.items())).encode()).hexdigest()
         return digests
+
+    async def swept(self, deadline_s: float = 10.0) -> None:
+        """Wait for the margin-call sweep of marks posted earlier (it runs off the mark post's
+        request, within ~0.1 s): what it writes is the allowed post's doing, not a refusal's."""
+        give_up = time.monotonic() + deadline_s
+        while True:
+            async with self.engine.connect() as connection:
+                left = (
+                    await connection.execute(text("SELECT count(*) FROM marks_moved"))
+                ).scalar_one()
+            if not left:
+                return
+            assert time.monotonic() < give_up, f"{left} marks still unswept after {deadline_s} s"
+            await asyncio.sleep(0.02)
 
     async def redis_values(self) -> dict[str, str]:
         """Every key of the Redis database and its value, read by type."""
