@@ -34,7 +34,6 @@ def upgrade() -> None:
         sa.Column("span_ms", sa.Float(precision=53), nullable=False),
     )
 
-
     op.create_table(
         "marks_moved",
         sa.Column("symbol", sa.String(64), primary_key=True),
