@@ -188,12 +188,33 @@ class HotStore:
                     yield held
             else:
                 yield held
+        except BaseException as exc:
+            if _connection_suspect(exc):
+                # The pool's reset is a no-op (_keep), so it would hand this connection out
+                # again as it is: after a failure of the connection itself (a server shutting
+                # down mid-statement, a cancelled or timed-out statement) it may still have an
+                # operation in flight, and the next request's first statement would fail with
+                # "another operation is in progress". It goes; the pool opens a new one.
+                held.terminate()
+            raise
         finally:
             await self._pool.release(held)
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
+
+
+def _connection_suspect(exc: BaseException) -> bool:
+    """Whether ``exc`` may leave the connection it came from unusable: anything but an error
+    PostgreSQL answered to a statement outside its connection-failure classes (08, 57P0x),
+    or an error of the request itself (raised between statements)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc.sqlstate or "").startswith(("08", "57P0"))
+    return isinstance(
+        exc,
+        OSError | asyncpg.InterfaceError | asyncpg.InternalClientError | asyncio.CancelledError,
+    )
 
 
 async def create_hot_store(

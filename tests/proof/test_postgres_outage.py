@@ -145,6 +145,8 @@ class Run:
     writes: list[Write] = field(default_factory=list)
     down: float = float("inf")
     up: float = float("inf")
+    server_log: Callable[[], str] = lambda: ""
+    """The server's log tail, shown when an answer is neither a 2xx nor a 503."""
 
     def count(self, predicate: Callable[[Write], bool]) -> int:
         return sum(1 for w in list(self.writes) if predicate(w))
@@ -171,7 +173,8 @@ async def _until(what: str, condition: Callable[[], bool], run: Run) -> None:
     deadline = time.monotonic() + PHASE_DEADLINE_S
     while not condition():
         bad = [w for w in run.writes if w.received and not (w.ok or w.status == 503)]
-        assert not bad, [(w.ident, w.status, w.error, w.answer) for w in bad[:3]]
+        assert not bad, ([(w.ident, w.status, w.error, w.answer) for w in bad[:3]],
+                         run.server_log())  # fmt: skip
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not seen within {PHASE_DEADLINE_S} s")
         await asyncio.sleep(0.05)
@@ -333,7 +336,7 @@ async def test_postgresql_outage_answers_503_and_writes_nothing_by_halves(
 ) -> None:
     """The cluster stopped under a stream of writes and started again: the module docstring's
     promises, for a stop that terminates sessions (fast) and one that kills the server."""
-    run = Run()
+    run = Run(server_log=server.output)
     stop = asyncio.Event()
     async with _client(server.url) as api:
         await _seed(api)
