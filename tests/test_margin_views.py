@@ -3,6 +3,7 @@ margin.md (BTC-PERP here: one tier, IMF 10 %, MMF 5 %, contract size 1)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.conftest import Api
@@ -209,3 +210,16 @@ async def test_risk_parameters_round_trip_and_refuse_nonsense(admin: Api) -> Non
     assert bad.status_code == 422
     assert "floor_rate" in bad.json()["detail"]
     assert (await admin.ok("GET", "/v1/risk/parameters"))["im_multiplier"] == 1.5
+
+
+async def test_two_first_writes_of_the_risk_parameters_both_succeed_in_turn(admin: Api) -> None:
+    """No parameters stored yet; two PUTs at once: both answer 200 (the second waits for the
+    first's row, then updates it), and what is stored is one of the two, whole."""
+    first, second = {"withdrawal_floor": 0.15}, {"withdrawal_floor": 0.25}
+    answers = await asyncio.gather(
+        admin.put("/v1/risk/parameters", json=first),
+        admin.put("/v1/risk/parameters", json=second),
+    )
+    assert [a.status_code for a in answers] == [200, 200]
+    stored = await admin.ok("GET", "/v1/risk/parameters")
+    assert stored["withdrawal_floor"] in (0.15, 0.25)

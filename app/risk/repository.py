@@ -29,9 +29,23 @@ async def get_parameters(session: AsyncSession) -> StoredRiskParameters | None:
     return await session.get(StoredRiskParameters, _ROW_ID)
 
 
-def add_parameters(session: AsyncSession) -> StoredRiskParameters:
-    row = StoredRiskParameters(id=_ROW_ID)
-    session.add(row)
+async def parameters_for_update(session: AsyncSession, now: datetime) -> StoredRiskParameters:
+    """The parameters' row, created if absent and row-locked until commit: two first writes
+    at once take turns (the second's insert waits for the first's, then finds its row)
+    instead of one failing on the key."""
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
+    await session.execute(
+        dialect.insert(StoredRiskParameters)
+        .values(id=_ROW_ID, parameters={}, updated_at=now)
+        .on_conflict_do_nothing(index_elements=[StoredRiskParameters.id])
+    )
+    row = await session.get(
+        StoredRiskParameters,
+        _ROW_ID,
+        with_for_update=dialect_name(session) == "postgresql",
+        populate_existing=True,
+    )
+    assert row is not None  # inserted above, or by a transaction that committed first
     return row
 
 

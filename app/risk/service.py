@@ -57,9 +57,10 @@ async def put_parameters(
     except (TypeError, ValueError) as exc:
         message = str(exc)
         raise InvalidInput(message.split(" ", 1)[0].rstrip(":"), message) from None
-    row = await repository.get_parameters(session) or repository.add_parameters(session)
+    now = utcnow()
+    row = await repository.parameters_for_update(session, now)
     row.parameters = parsed.to_dict()
-    row.updated_at = utcnow()
+    row.updated_at = now
     await session.flush()
     await audit.record(session, "risk_parameters", actor, parsed.to_dict())
     return parsed
