@@ -105,6 +105,12 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+ORM_COMMAND_TIMEOUT_S = 10.0
+"""A statement of any other endpoint (fills, transfers, views, reports) ends within this: a hung
+PostgreSQL answers 503 after it, not after the driver's default; the longest statement here
+(a whole-book read) takes about a second on 100,000 positions."""
+
+
 def create_engine(url: str, pool_size: int) -> AsyncEngine:
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -131,7 +137,7 @@ def create_engine(url: str, pool_size: int) -> AsyncEngine:
         # No pre-ping: it costs round trips on every checkout, and a dead connection already
         # fails the request into a 503 (core/http.py) and is discarded.
         pool_timeout=5,
-        connect_args={"timeout": 5, "command_timeout": 30},
+        connect_args={"timeout": 5, "command_timeout": ORM_COMMAND_TIMEOUT_S},
     )
 
 

@@ -240,8 +240,10 @@ async def _reference(db: HotDb, runtime: Runtime, token: int | None) -> Referenc
         # SQLite: the check's own session already holds the database's write lock, which a
         # second session would wait for until it timed out.
         return await reference(db, runtime)
-    async with runtime.session_factory() as session, session.begin():
-        return await reference(session, runtime)
+    # Under the check's deadline, not the ORM's longer statement timeout.
+    async with asyncio.timeout(CHECK_COMMAND_TIMEOUT_S):
+        async with runtime.session_factory() as session, session.begin():
+            return await reference(session, runtime)
 
 
 async def load(

@@ -35,7 +35,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -46,6 +46,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
+from app.core.db import CHECK_COMMAND_TIMEOUT_S, ORM_COMMAND_TIMEOUT_S
 from app.core.migrations import upgrade
 from tests.conftest import Api, empty_everything
 from tests.factories import BTC_PERP, ETH_PERP, deposit, desk, fill, marks
@@ -167,6 +168,12 @@ async def _stream(api: Api, run: Run, stop: asyncio.Event, worker: int) -> None:
         await _send(api, write)
         if not write.ok:
             await asyncio.sleep(PAUSE_AFTER_503_S)
+
+
+async def _timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    answer = await request
+    return answer, time.monotonic() - started
 
 
 async def _until(what: str, condition: Callable[[], bool], run: Run) -> None:
@@ -492,6 +499,12 @@ async def test_a_hung_postgresql_leaves_readiness_prompt_and_liveness_up(
             started = time.monotonic()
             healthz = await api.get("/healthz")
             healthz_s = time.monotonic() - started
+            # A check and a write, at once: each refused within its own deadline.
+            started = time.monotonic()
+            check, write = await asyncio.gather(
+                _timed(api.post("/v1/pretrade/check", json=_write("check", "hung-check").body)),
+                _timed(api.post("/v1/fills", json=_write("fill", "hung-fill").body)),
+            )
         finally:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
@@ -504,3 +517,11 @@ async def test_a_hung_postgresql_leaves_readiness_prompt_and_liveness_up(
     assert readyz.json()["database"] == "unavailable"
     assert readyz_s < HUNG_READY_BOUND_S
     assert healthz.status_code == 200 and healthz_s < 1.0, healthz_s
+    for (answer, seconds), bound, what in (
+        (check, CHECK_COMMAND_TIMEOUT_S, "check"),
+        (write, ORM_COMMAND_TIMEOUT_S, "fill"),
+    ):
+        figures.record(f"[hung] a {what} answered 503 in (s)", f"{seconds:.3f}", f"< {bound + 2:g}")
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["code"] == "UNAVAILABLE"
+        assert seconds < bound + 2.0, seconds  # its deadline, and a loaded machine's slack
