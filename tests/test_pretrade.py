@@ -473,3 +473,18 @@ async def test_the_margin_view_and_withdrawals_count_reservations(trader: Api) -
     assert (
         await trader.post("/v1/subaccounts/sub-cross/transfers", json=transfer)
     ).status_code == 201
+
+
+async def test_reservations_page_newest_first_with_a_cursor(trader: Api) -> None:
+    ids = []
+    for n in range(3):
+        result = await check(trader, order(size="0.01", client_order_id=f"page-{n}"), reserve=True)
+        ids.append(result["reservation_id"])
+    url = "/v1/subaccounts/sub-cross/reservations"
+    first = await trader.ok("GET", url, params={"limit": 2})
+    assert [r["reservation_id"] for r in first["reservations"]] == [ids[2], ids[1]]
+    second = await trader.ok("GET", url, params={"limit": 2, "cursor": first["next_cursor"]})
+    assert [r["reservation_id"] for r in second["reservations"]] == [ids[0]]
+    assert second["next_cursor"] is None
+    bad = await trader.get(url, params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Subaccount
@@ -71,14 +71,25 @@ async def active_reservations(
     return list((await session.scalars(query)).all())
 
 
-async def reservations_of(session: AsyncSession, subaccount_id: str) -> list[Reservation]:
-    query = (
-        select(Reservation)
-        .where(Reservation.subaccount_id == subaccount_id)
-        .order_by(Reservation.created_at.desc())
-        .limit(500)
-    )
-    return list((await session.scalars(query)).all())
+async def reservations_of(
+    session: AsyncSession, subaccount_id: str, before: tuple[datetime, str] | None, limit: int
+) -> list[Reservation]:
+    """Newest first, by (created_at, reservation_id); only those before ``before`` (a page's
+    last) when given."""
+    query = select(Reservation).where(Reservation.subaccount_id == subaccount_id)
+    if before is not None:
+        created_at, reservation_id = before
+        query = query.where(
+            or_(
+                Reservation.created_at < created_at,
+                and_(
+                    Reservation.created_at == created_at,
+                    Reservation.reservation_id < reservation_id,
+                ),
+            )
+        )
+    query = query.order_by(Reservation.created_at.desc(), Reservation.reservation_id.desc())
+    return list((await session.scalars(query.limit(limit))).all())
 
 
 async def get_reservation(session: AsyncSession, reservation_id: str) -> Reservation | None:

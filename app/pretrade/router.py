@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app.auth.dependencies import BEARER_SECURITY, CheckCaller, Reader, VenueWriter, check_caller
@@ -61,13 +61,21 @@ async def max_size(body: MaxSizeIn, caller: CheckCaller, runtime: RuntimeDep) ->
     responses=problem_responses(404, 422),
 )
 async def list_reservations(
-    principal: Reader, session: SessionDep, subaccount_id: PathId
+    principal: Reader,
+    session: SessionDep,
+    subaccount_id: PathId,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ReservationList:
-    subaccount, rows = await service.list_reservations(session, principal, subaccount_id)
+    """Newest first, ``limit`` per page; ``next_cursor`` pages on."""
+    subaccount, rows, next_cursor = await service.list_reservations(
+        session, principal, subaccount_id, cursor, limit
+    )
     now = utcnow()
     return ReservationList(
         subaccount_id=subaccount.subaccount_id,
         reservations=[reservations.reservation_out(r, now) for r in rows],
+        next_cursor=next_cursor,
     )
 
 

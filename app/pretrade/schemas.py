@@ -167,3 +167,7 @@ class ReservationOut(BaseModel):
 class ReservationList(BaseModel):
     subaccount_id: str
     reservations: list[ReservationOut]
+    """Newest first."""
+    next_cursor: str | None = Field(
+        None, description="Pass as ``cursor`` for the next page; null on the last one"
+    )

@@ -8,6 +8,7 @@ search many sizes against one snapshot of the state.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
@@ -863,9 +864,28 @@ async def max_size(runtime: Runtime, who: Caller, body: MaxSizeIn) -> MaxSizeOut
 
 
 async def list_reservations(
-    session: AsyncSession, principal: Principal, subaccount_id: str
-) -> tuple[Subaccount, list[Reservation]]:
+    session: AsyncSession, principal: Principal, subaccount_id: str, cursor: str | None, limit: int
+) -> tuple[Subaccount, list[Reservation], str | None]:
+    """A page of the subaccount's reservations, newest first, and the cursor of the next."""
     subaccount = await accounts_repository.get_subaccount(session, subaccount_id)
     if subaccount is None or not principal.sees(subaccount.account_id):
         raise NotFound(f"subaccount {subaccount_id!r} not found")
-    return subaccount, await repository.reservations_of(session, subaccount_id)
+    before = None if cursor is None else _reservation_cursor(cursor)
+    rows = await repository.reservations_of(session, subaccount_id, before, limit + 1)
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        key = f"{last.created_at.isoformat()}|{last.reservation_id}"
+        next_cursor = base64.urlsafe_b64encode(key.encode()).decode()
+    return subaccount, page, next_cursor
+
+
+def _reservation_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, reservation_id) of the previous page's last reservation."""
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        created_at, reservation_id = text.split("|")
+        return datetime.fromisoformat(created_at), reservation_id
+    except ValueError:  # bad base64, bytes, separator or timestamp: all ValueErrors
+        raise InvalidInput("cursor", "not a cursor this endpoint gave out") from None
