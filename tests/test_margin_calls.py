@@ -196,3 +196,43 @@ async def test_the_outbox_survives_a_receiver_that_fails_twice(
                     await asyncio.sleep(0.05)  # another task's write: nothing to await but time
     assert receiver.requests == 3
     assert (row.attempts, row.last_error) == (3, "HTTP 500")
+
+
+async def test_an_isolated_position_is_called_on_its_own_ratio(admin: Api) -> None:
+    """Isolated: BTC long 1 @ 60,000 with A = 3,500; ETH long 10 @ 3,000 with A = 30,000;
+    100,000 USDC. At BTC 58,000: BTC's A + u = 3,500 − 2,000 = 1,500 against MM = 5 % ·
+    58,000 = 2,900 — ratio 1.93, past both levels — while the summary is calm: E = 100,000 +
+    1,500 + 30,000 = 131,500 against MM = 2,900 + 1,500 = 4,400 (0.03). Shortfalls: 2,900 −
+    1,500 = 1,400 (liquidation), 2,900 / 0.8 − 1,500 = 2,125 (warning). Back at 62,000 (A + u
+    = 5,500, MM 3,100: 0.56) both resolve."""
+    await desk(admin, modes=("isolated",))
+    await marks(admin, {"BTC-PERP": "62000", "ETH-PERP": "3000"})  # calm: 3,100 / 5,500
+    snapshot = {
+        "balances": {"USDC": "100000"},
+        "positions": [
+            {
+                "instrument": "BTC-PERP",
+                "size": "1",
+                "entry_price": "60000",
+                "isolated_margin": "3500",
+            },
+            {
+                "instrument": "ETH-PERP",
+                "size": "10",
+                "entry_price": "3000",
+                "isolated_margin": "30000",
+            },
+        ],
+    }
+    await admin.ok("PUT", "/v1/subaccounts/sub-isolated/snapshot", json=snapshot)
+    assert (await admin.ok("GET", "/v1/margin-calls"))["margin_calls"] == []
+    await marks(admin, {"BTC-PERP": "58000", "ETH-PERP": "3000"})
+    calls = (await admin.ok("GET", "/v1/margin-calls", params={"status": "open"}))["margin_calls"]
+    found = {(c["level"], c["subject"]): c for c in calls}
+    assert set(found) == {("warning", "BTC-PERP"), ("liquidation", "BTC-PERP")}
+    assert found[("liquidation", "BTC-PERP")]["shortfall"] == "1400"
+    assert found[("warning", "BTC-PERP")]["shortfall"] == "2125"
+    assert found[("liquidation", "BTC-PERP")]["ratio"] == pytest.approx(2900 / 1500)
+    await marks(admin, {"BTC-PERP": "62000"})
+    calls = (await admin.ok("GET", "/v1/margin-calls"))["margin_calls"]
+    assert {c["status"] for c in calls} == {"resolved"}

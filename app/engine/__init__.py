@@ -23,8 +23,10 @@ down, float noise snapped) is ``rounding``. ``batch`` evaluates many subaccounts
 
 from app.engine.batch import BatchBook, batch_stress, batch_summary
 from app.engine.liquidation import (
+    IsolatedPositions,
     cross_liquidation_prices,
     isolated_liquidation_prices,
+    isolated_positions,
     portfolio_liquidation_prices,
     solve_tiered,
 )
@@ -88,6 +90,7 @@ __all__ = [
     "BookValues",
     "Collateral",
     "Direction",
+    "IsolatedPositions",
     "MarginMode",
     "MarginSummary",
     "PortfolioCharges",
@@ -110,6 +113,7 @@ __all__ = [
     "equity_to_decimal",
     "fill_default_mmf",
     "isolated_liquidation_prices",
+    "isolated_positions",
     "liquidation_price_text",
     "liquidation_price_to_decimal",
     "margin_summary",

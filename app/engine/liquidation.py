@@ -28,12 +28,13 @@ water at every price).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from app.engine.parameters import RiskArrays
 from app.engine.portfolio import PortfolioCharges
-from app.engine.tiers import TierTable
+from app.engine.tiers import TierTable, tiered_margins
 from app.engine.types import FloatArray, Positions
 
 
@@ -77,6 +78,28 @@ def isolated_liquidation_prices(positions: Positions) -> FloatArray:
         positions.isolated_margin - positions.size * positions.contract_size * positions.entry_price
     )
     return solve_tiered(constant, positions.size, positions.contract_size, positions.tiers)
+
+
+@dataclass(frozen=True)
+class IsolatedPositions:
+    """Each isolated position on its own (n,): equity ``A_i + u_i``, ``MM_i`` and the ratio."""
+
+    equity: FloatArray
+    maintenance_margin: FloatArray
+    maintenance_margin_ratio: FloatArray
+
+
+def isolated_positions(positions: Positions) -> IsolatedPositions:
+    """Each isolated position's own equity ``A_i + u_i`` (``u_i = q·k·(m − e)``), maintenance
+    margin ``MM_i = MM(|q|·k·m)`` and ratio ``MM_i / (A_i + u_i)`` — +inf when ``A_i + u_i ≤ 0``
+    with ``MM_i > 0``, 0 when ``MM_i = 0``. Position i is liquidated at 1 (``A_i + u_i ≤ MM_i``),
+    however calm the subaccount's summary ratio is (margin.md, isolated mode)."""
+    qk = positions.size * positions.contract_size
+    _, maintenance = tiered_margins(np.abs(qk) * positions.mark, positions.tiers)
+    equity = positions.isolated_margin + qk * (positions.mark - positions.entry_price)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(equity > 0, maintenance / equity, np.inf)
+    return IsolatedPositions(equity, maintenance, np.where(maintenance > 0, ratio, 0.0))
 
 
 def cross_liquidation_prices(

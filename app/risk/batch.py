@@ -40,6 +40,8 @@ class BatchEvaluation:
     summary: BatchSummary
     risk: RiskArrays
     batch: BatchBook
+    position_instruments: Sequence[str]
+    """The instrument of each of ``batch``'s position rows."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ async def load_batch(
     parameters: RiskParameters,
     *,
     everyone: bool,
-) -> tuple[BatchBook, RiskArrays]:
-    """Engine inputs for many subaccounts, built from row tuples the database already converted
+) -> tuple[BatchBook, RiskArrays, list[str]]:
+    """Engine inputs for many subaccounts (and the instrument of each position row), built from row tuples the database already converted
     to float (the batch path's Decimal → float boundary). A subaccount with active reservations
     goes through its exact ``Book`` (reservations applied as fills) instead.
     ``everyone`` reads whole tables rather than filtering by id."""
@@ -194,7 +196,7 @@ async def load_batch(
         modes=np.array([codes[s.margin_mode] for s in subaccounts], dtype=np.intp),
         reserved_initial_margin=np.zeros(len(subaccounts)),
     )
-    return batch, parameters.arrays(list(universe))
+    return batch, parameters.arrays(list(universe)), [row[1] for row in position_rows]
 
 
 async def evaluate_subaccounts(
@@ -206,8 +208,10 @@ async def evaluate_subaccounts(
     everyone: bool = False,
 ) -> BatchEvaluation:
     """Every given subaccount's summary from one batch engine call."""
-    batch, risk = await load_batch(session, runtime, subaccounts, parameters, everyone=everyone)
-    return BatchEvaluation(subaccounts, batch_summary(batch, risk), risk, batch)
+    batch, risk, instruments = await load_batch(
+        session, runtime, subaccounts, parameters, everyone=everyone
+    )
+    return BatchEvaluation(subaccounts, batch_summary(batch, risk), risk, batch, instruments)
 
 
 def risk_order(evaluation: BatchEvaluation) -> np.ndarray:

@@ -27,7 +27,7 @@ import math
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -41,11 +41,12 @@ from app.auth.principal import Principal
 from app.core.errors import Conflict, NotFound
 from app.core.runtime import Runtime
 from app.core.types import utcnow
+from app.engine import MarginMode, isolated_positions
 from app.engine.rounding import requirement_to_decimal
 from app.marketdata import repository as marketdata_repository
 from app.pretrade.rules import limit_value
 from app.risk import repository, service
-from app.risk.batch import evaluate_subaccounts, risk_order
+from app.risk.batch import BatchEvaluation, evaluate_subaccounts, risk_order
 from app.risk.models import MarginCall, WebhookEvent
 from app.risk.schemas import MarginCallOut
 
@@ -97,6 +98,37 @@ def _breaches(
     return found
 
 
+def _isolated_positions(
+    evaluation: BatchEvaluation, lowest: float
+) -> dict[int, list[tuple[str, float, float, float]]]:
+    """The isolated subaccounts' positions past ``lowest`` on their own ratio, by owner:
+    ``(instrument, MM_i / (A_i + u_i), A_i + u_i, MM_i)``. In isolated mode a position is
+    liquidated on its own, however calm the subaccount's summary looks, so each is called (and
+    resolved) by itself, its instrument as the call's subject."""
+    batch = evaluation.batch
+    positions = batch.positions
+    isolated = batch.modes[batch.position_owner] == MarginMode.ISOLATED.code
+    if not isolated.any():
+        return {}
+    alone = isolated_positions(positions)
+    ratios, equity, maintenance = (
+        alone.maintenance_margin_ratio,
+        alone.equity,
+        alone.maintenance_margin,
+    )
+    found: dict[int, list[tuple[str, float, float, float]]] = defaultdict(list)
+    for row in np.flatnonzero(isolated & (ratios >= lowest)).tolist():
+        found[int(batch.position_owner[row])].append(
+            (
+                evaluation.position_instruments[row],
+                float(ratios[row]),
+                float(equity[row]),
+                float(maintenance[row]),
+            )
+        )
+    return found
+
+
 async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequence[str]) -> None:
     """Raise and resolve the calls of ``subaccount_ids`` (one batch engine call; only the
     subaccounts past a level, holding a call, or with limits are looked at one by one)."""
@@ -114,9 +146,12 @@ async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequ
         held[sid][(level, subject)] = call
     lowest = min(parameters.margin_call_warning, parameters.margin_call_liquidation)
     past = np.flatnonzero((summary.maintenance_margin > 0) & (ratios >= lowest))
-    look = set(past.tolist()) | {
-        i for i, s in enumerate(subaccounts) if s.subaccount_id in held or s.limits
-    }
+    by_position = _isolated_positions(evaluation, lowest)
+    look = (
+        set(past.tolist())
+        | set(by_position)
+        | {i for i, s in enumerate(subaccounts) if s.subaccount_id in held or s.limits}
+    )
     now = utcnow()
     raised: list[MarginCall] = []
     for i in sorted(look):
@@ -131,6 +166,20 @@ async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequ
             parameters.margin_call_liquidation,
             parameters.settlement_decimals,
         )
+        for symbol, ratio, equity, maintenance in by_position.get(i, []):
+            breaches += [
+                replace(breach, subject=symbol)
+                for breach in _breaches(
+                    ratio,
+                    equity,
+                    maintenance,
+                    0.0,
+                    {},
+                    parameters.margin_call_warning,
+                    parameters.margin_call_liquidation,
+                    parameters.settlement_decimals,
+                )
+            ]
         current = {(b.level, b.subject): b for b in breaches}
         mine = held.get(subaccount.subaccount_id, {})
         for key, breach in current.items():

@@ -178,7 +178,9 @@ class MarginCallOut(BaseModel):
     subaccount_id: str
     account_id: str
     level: Literal["warning", "liquidation", "limit"]
-    subject: str = Field(description="For a limit call, the limit's name")
+    subject: str = Field(
+        description="For a limit call, the limit's name; for an isolated position's, its instrument"
+    )
     status: Literal["open", "acknowledged", "resolved"]
     ratio: float | None = Field(description="maintenance_margin_ratio (a limit's usage share)")
     shortfall: Money = Field(description="What a deposit must bring to get back below the level")

@@ -95,7 +95,7 @@ async def book_stress(
     decimals = parameters.settlement_decimals
     liquidated, total_shortfall, total_deficit = [], equity_to_decimal(0.0), equity_to_decimal(0.0)
     if subaccounts:
-        batch, risk = await load_batch(
+        batch, risk, _ = await load_batch(
             session, runtime, subaccounts, parameters, everyone=accounts is None
         )
         result = batch_stress(batch, risk, _shocks([scenario], risk)[0])
