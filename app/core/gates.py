@@ -21,11 +21,10 @@ class Gates:
 
     @contextlib.asynccontextmanager
     async def one_at_a_time(self, key: str, deadline: float) -> AsyncIterator[None]:
-        """Hold ``key``'s gate for the block; wait until ``deadline`` (the event loop's clock)
-        at most, else 503
-        ``UNAVAILABLE`` (nothing done: retry) — as the database's own lock wait would have
-        been answered: the gate is held that long only while the database is slow or away.
-        A gate is forgotten when nobody holds or awaits it, so keys cost nothing once idle."""
+        """Hold ``key``'s gate for the block, waiting until ``deadline`` (the event loop's
+        clock) at most; past it, 503 ``UNAVAILABLE`` (nothing done: retry), as the database's
+        own lock wait would have been answered — a gate is held that long only while the
+        database is slow or away. A gate is forgotten when nobody holds or awaits it."""
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
