@@ -211,6 +211,30 @@ class HotStore:
             await self._pool.close()
 
 
+class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
+    """An asyncpg connection that counts the statements it sends (the metric the check's cost
+    test reads), BEGIN and COMMIT included: a call per statement, where a query logger wraps
+    each in a context manager and schedules a callback."""
+
+    on_statement: Callable[[], None] = staticmethod(lambda: None)
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.on_statement()
+        return await super().execute(query, *args, **kwargs)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.on_statement()
+        return await super().fetch(query, *args, **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.on_statement()
+        return await super().fetchval(query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self.on_statement()
+        return await super().fetchrow(query, *args, **kwargs)
+
+
 def _connection_suspect(exc: BaseException) -> bool:
     """Whether ``exc`` may leave the connection it came from unusable: anything but an error
     PostgreSQL answered to a statement outside its connection-failure classes (08, 57P0x),
@@ -233,14 +257,15 @@ async def create_hot_store(
     if is_sqlite(url):
         return HotStore(None, session_factory)
 
-    async def count_statements(connection: asyncpg.Connection) -> None:
-        connection.add_query_logger(lambda _: on_statement())
+    async def count_statements(connection: CountingConnection) -> None:
+        connection.on_statement = on_statement
 
     dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
     pool = await asyncpg.create_pool(
         dsn,
         min_size=0,
         max_size=pool_size,
+        connection_class=CountingConnection,
         init=count_statements,
         reset=_keep,
         # PostgreSQL's connection slots are shared by every process: a burst's connections are
