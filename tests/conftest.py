@@ -111,6 +111,11 @@ async def empty_everything(settings: Settings) -> None:
                     raise
     finally:
         await engine.dispose()
+    await flush_redis(settings)
+
+
+async def flush_redis(settings: Settings) -> None:
+    """Empty the test Redis database: also what a Redis restart without persistence does."""
     assert settings.redis_url is not None
     client = redis_asyncio.Redis.from_url(settings.redis_url)
     try:

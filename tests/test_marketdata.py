@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import redis.asyncio as redis_asyncio
 from hypothesis import given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
@@ -22,7 +21,7 @@ from app.marketdata.marks import (
     deviation_status,
     judge,
 )
-from tests.conftest import Api
+from tests.conftest import Api, flush_redis
 from tests.factories import desk
 
 
@@ -121,12 +120,7 @@ async def test_a_cache_that_restarted_empty_still_judges_a_jump(
     await desk(admin)
     await _post(admin, mark("100", "a"))
     await asyncio.sleep(0.5)
-    assert settings.redis_url is not None
-    client = redis_asyncio.Redis.from_url(settings.redis_url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
+    await flush_redis(settings)
     assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["twap"] == "100"  # from PostgreSQL
     await _post(admin, mark("110", "a"))
     body = await admin.ok("GET", "/v1/marks/BTC-PERP")
@@ -185,12 +179,7 @@ async def test_latest_funding_rate_is_reported(admin: Api) -> None:
 async def test_marks_survive_an_emptied_cache(admin: Api, settings: Settings) -> None:
     await desk(admin)
     await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a"), mark("102", "b")]})
-    assert settings.redis_url is not None
-    client = redis_asyncio.Redis.from_url(settings.redis_url)
-    try:
-        await client.flushdb()  # what a Redis restart without persistence looks like
-    finally:
-        await client.aclose()
+    await flush_redis(settings)  # what a Redis restart without persistence looks like
     body = await admin.ok("GET", "/v1/marks/BTC-PERP")
     assert (body["price"], body["status"]) == ("101", "fresh")
     # The next post refills the cache with every source, not only the one that posted.

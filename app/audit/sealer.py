@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.audit import repository
 from app.audit.chain import GENESIS_HASH, entry_hash
+from app.core.outages import Outage
 
 if TYPE_CHECKING:  # the runtime is built from modules that record entries
     from app.core.runtime import Runtime
@@ -111,7 +112,7 @@ async def seal_forever(runtime: Runtime, every_s: float = 0.25, retry_s: float =
     _wakers.add(wake)
     if not event.contains(Session, "after_commit", _after_commit):
         event.listen(Session, "after_commit", _after_commit)
-    failures = 0
+    outage = Outage(log, "sealing the audit chain")
     try:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -122,14 +123,10 @@ async def seal_forever(runtime: Runtime, every_s: float = 0.25, retry_s: float =
                 async with runtime.session_factory() as session, session.begin():
                     await seal(session, wait=False)
             except Exception:
-                if not failures:
-                    log.exception("sealing the audit chain failed; retrying")
-                failures += 1
+                outage.failed()
                 await asyncio.sleep(retry_s)
                 continue
-            if failures:
-                log.info("sealing the audit chain resumed", extra={"failed_passes": failures})
-                failures = 0
+            outage.passed()
     finally:
         _wakers.discard(wake)
         if not _wakers:

@@ -39,6 +39,7 @@ from app.accounts import repository as accounts_repository
 from app.audit import service as audit
 from app.auth.principal import Principal
 from app.core.errors import Conflict, NotFound
+from app.core.outages import Outage
 from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.engine import MarginMode, isolated_positions
@@ -294,18 +295,14 @@ async def sweep_forever(
 ) -> None:
     """Sweep every ``every_s``; failures (a database outage) are logged once per outage and
     retried every ``retry_s``."""
-    failures = 0
+    outage = Outage(log, "the margin-call sweep")
     while True:
         await asyncio.sleep(every_s)
         try:
             async with runtime.session_factory() as session, session.begin():
                 await sweep(session, runtime, wait=False)
         except Exception:
-            if not failures:
-                log.exception("the margin-call sweep failed; retrying")
-            failures += 1
+            outage.failed()
             await asyncio.sleep(retry_s)
             continue
-        if failures:
-            log.info("the margin-call sweep resumed", extra={"failed_sweeps": failures})
-            failures = 0
+        outage.passed()
