@@ -235,16 +235,19 @@ class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
         return await super().fetchrow(query, *args, **kwargs)
 
 
+UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+"""SQLSTATEs that say the database is away, not that the statement is wrong: class 08
+(connection exception) and 57P01–57P03 (admin shutdown, crash shutdown, cannot connect now: a
+server stopping or starting). asyncpg reports these as plain errors, not OperationalError."""
+
+
 def _connection_suspect(exc: BaseException) -> bool:
     """Whether ``exc`` may leave the connection it came from unusable: anything but an error
-    PostgreSQL answered to a statement outside its connection-failure classes (08, 57P0x),
-    or an error of the request itself (raised between statements)."""
+    PostgreSQL answered to a statement outside ``UNREACHABLE_SQLSTATES``, or an error of the
+    request itself (raised between statements)."""
     if isinstance(exc, asyncpg.PostgresError):
-        return str(exc.sqlstate or "").startswith(("08", "57P0"))
-    return isinstance(
-        exc,
-        OSError | asyncpg.InterfaceError | asyncpg.InternalClientError | asyncio.CancelledError,
-    )
+        return str(exc.sqlstate or "").startswith(UNREACHABLE_SQLSTATES)
+    return isinstance(exc, OSError | asyncpg.InterfaceError | asyncio.CancelledError)
 
 
 async def create_hot_store(

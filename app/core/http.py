@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.db import UNREACHABLE_SQLSTATES
 from app.core.errors import PreflightError
 from app.core.metrics import Metrics
 
@@ -318,10 +319,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, detail, detail, headers)
 
 
-# SQLSTATEs that say the database is away, not that the request is wrong: class 08 (connection
-# exception) and 57P01–57P03 (admin shutdown, crash shutdown, cannot connect now: a server
-# stopping or starting). asyncpg reports these as plain errors, not OperationalError.
-_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 # 53300 too_many_connections: the server has no slot for a new connection; retry later.
 _NO_CONNECTION_SLOT = ("53300",)
 
@@ -330,12 +327,12 @@ def _is_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | InterfaceError | asyncpg.InterfaceError):
         return True
     if isinstance(exc, asyncpg.PostgresError):  # the check's bare driver (core/db.py, HotStore)
-        return str(exc.sqlstate or "").startswith(_UNREACHABLE_SQLSTATES + _NO_CONNECTION_SLOT)
+        return str(exc.sqlstate or "").startswith(UNREACHABLE_SQLSTATES + _NO_CONNECTION_SLOT)
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
         sqlstate = getattr(exc.orig, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(_UNREACHABLE_SQLSTATES):
+        if isinstance(sqlstate, str) and sqlstate.startswith(UNREACHABLE_SQLSTATES):
             return True
     return isinstance(exc, OSError | TimeoutError)
 

@@ -61,6 +61,8 @@ class Sources:
     times_us: tuple[int, ...]
     """Each ordered source's timestamp in whole microseconds since the epoch: ages are judged
     in exact integers, not in datetime arithmetic, once per check and symbol."""
+    oldest_us: int
+    newest_us: int
 
     @classmethod
     def of(cls, sources: Sequence[SourceMark]) -> Sources:
@@ -70,12 +72,15 @@ class Sources:
         for s in ordered:
             if s.funding_rate is not None and (funded_at is None or s.ts > funded_at):
                 funding, funded_at = s.funding_rate, s.ts
+        times = tuple(microseconds(s.ts) for s in ordered)
         return cls(
             ordered,
             median([s.price for s in ordered]),
             max(s.ts for s in ordered),
             funding,
-            tuple(microseconds(s.ts) for s in ordered),
+            times,
+            min(times),
+            max(times),
         )
 
 
@@ -199,8 +204,8 @@ def judge(
     limit_us = limit // _US
     now_us = microseconds(now)
     times = sources.times_us
-    oldest_age = now_us - min(times)
-    newest_age = now_us - max(times)
+    oldest_age = now_us - sources.oldest_us
+    newest_age = now_us - sources.newest_us
     if oldest_age <= limit_us:  # every source fresh: the common case
         price, fresh = sources.median_all, True
     elif newest_age > limit_us:  # none: the median of every last value, stale

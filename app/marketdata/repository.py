@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import HotDb, dialect_name
+from app.marketdata.marks import TwapState
 from app.marketdata.models import Book, MarkSource, MarkTwap, MovedMark
 
 
@@ -38,11 +39,7 @@ async def upsert_marks(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
     await session.execute(statement)
 
 
-TwapRow = tuple[float, float, float, float]
-"""``(at_ms, last, average, span_ms)``: a ``marks.TwapState``."""
-
-
-async def lock_twaps(session: AsyncSession, symbols: Sequence[str]) -> dict[str, TwapRow]:
+async def lock_twaps(session: AsyncSession, symbols: Sequence[str]) -> dict[str, TwapState]:
     """The TWAP states of ``symbols``, row-locked until commit: two posts of one symbol extend
     it one after the other, whichever process takes them."""
     if not symbols:
@@ -50,17 +47,26 @@ async def lock_twaps(session: AsyncSession, symbols: Sequence[str]) -> dict[str,
     query = select(MarkTwap).where(MarkTwap.symbol.in_(sorted(symbols))).order_by(MarkTwap.symbol)
     if dialect_name(session) == "postgresql":
         query = query.with_for_update()
-    rows = (await session.scalars(query)).all()
-    return {r.symbol: (r.at_ms, r.last, r.average, r.span_ms) for r in rows}
+    return {r.symbol: _twap(r) for r in (await session.scalars(query)).all()}
 
 
-async def put_twaps(session: AsyncSession, states: dict[str, TwapRow]) -> None:
+def _twap(row: MarkTwap) -> TwapState:
+    return TwapState(row.at_ms, row.last, row.average, row.span_ms)
+
+
+async def put_twaps(session: AsyncSession, states: dict[str, TwapState]) -> None:
     if not states:
         return
     statement = _insert(session, MarkTwap).values(
         [
-            {"symbol": symbol, "at_ms": at, "last": last, "average": average, "span_ms": span}
-            for symbol, (at, last, average, span) in sorted(states.items())
+            {
+                "symbol": symbol,
+                "at_ms": state.at_ms,
+                "last": state.last,
+                "average": state.average,
+                "span_ms": state.span_ms,
+            }
+            for symbol, state in sorted(states.items())
         ]
     )
     statement = statement.on_conflict_do_update(
@@ -75,17 +81,17 @@ async def put_twaps(session: AsyncSession, states: dict[str, TwapRow]) -> None:
     await session.execute(statement)
 
 
-async def twap_rows(db: HotDb, symbols: Sequence[str]) -> dict[str, TwapRow]:
+async def twap_rows(db: HotDb, symbols: Sequence[str]) -> dict[str, TwapState]:
     """The stored TWAP states of ``symbols`` (the check's fallback when the cache lacks them)."""
     if isinstance(db, AsyncSession):
         rows = await db.scalars(select(MarkTwap).where(MarkTwap.symbol.in_(list(symbols))))
-        return {r.symbol: (r.at_ms, r.last, r.average, r.span_ms) for r in rows}
+        return {r.symbol: _twap(r) for r in rows}
     found = await db.fetch(
         "SELECT symbol, at_ms, last, average, span_ms FROM mark_twaps "
         "WHERE symbol = ANY($1::text[])",
         list(symbols),
     )
-    return {r[0]: (r[1], r[2], r[3], r[4]) for r in found}
+    return {r[0]: TwapState(r[1], r[2], r[3], r[4]) for r in found}
 
 
 async def mark_moved(session: AsyncSession, symbols: Sequence[str], at: datetime) -> None:

@@ -136,10 +136,9 @@ async def stored_marks(db: HotDb, symbols: Sequence[str]) -> dict[str, CachedMar
     if symbols:
         twaps = await repository.twap_rows(db, symbols)
         for symbol, source, price, ts, funding in await repository.source_rows(db, symbols):
-            row = twaps.get(symbol)
-            found.setdefault(
-                symbol, CachedMark([], None if row is None else TwapState(*row))
-            ).sources.append(SourceMark(source, price, ts, funding))
+            found.setdefault(symbol, CachedMark([], twaps.get(symbol))).sources.append(
+                SourceMark(source, price, ts, funding)
+            )
     return found
 
 
@@ -199,23 +198,19 @@ async def _extend_twaps(
     runtime: Runtime,
     symbols: Sequence[str],
     merged: Mapping[tuple[str, str], SourceMark],
-    incoming: Mapping[tuple[str, str], SourceMark],
+    moved: Sequence[str],
     now: datetime,
 ) -> dict[str, TwapState]:
     """The TWAP state of each of ``symbols`` after this post: extended by one point, at the
     post's time, worth the fresh consensus then (the mark as a check would judge it now), for
-    each symbol the post moved and that has a fresh source; else as stored. PostgreSQL holds
+    each symbol the post ``moved`` and that has a fresh source; else as stored. PostgreSQL holds
     the states (row-locked here, so concurrent posts of a symbol extend it in turn)."""
-    stored = {
-        symbol: TwapState(*row)
-        for symbol, row in (await repository.lock_twaps(session, symbols)).items()
-    }
+    stored = await repository.lock_twaps(session, symbols)
     thresholds = await _thresholds(session, runtime, symbols)
-    moved = {symbol for symbol, _ in incoming}
     now_ms = now.timestamp() * 1000
     window_ms = runtime.settings.twap_window_s * 1000
     extended: dict[str, TwapState] = {}
-    for symbol in sorted(moved):
+    for symbol in moved:
         sources = [m for (s, _), m in merged.items() if s == symbol]
         limits = thresholds[symbol]
         mark = judge(
@@ -230,9 +225,7 @@ async def _extend_twaps(
             if before is None
             else before.extended(now_ms, value, window_ms)
         )
-    await repository.put_twaps(
-        session, {s: (t.at_ms, t.last, t.average, t.span_ms) for s, t in extended.items()}
-    )
+    await repository.put_twaps(session, extended)
     return {**stored, **extended}
 
 
@@ -285,10 +278,11 @@ async def post_marks(
         ],
     )
     merged = {**latest, **incoming}
-    twaps = await _extend_twaps(session, runtime, symbols, merged, incoming, now)
-    # The margin-call sweep runs off this request (app/risk/sweeper.py): the symbols are noted
-    # in this transaction, so a committed mark is always swept, whichever process does it.
-    await repository.mark_moved(session, sorted({symbol for symbol, _ in incoming}), now)
+    moved = sorted({symbol for symbol, _ in incoming})
+    twaps = await _extend_twaps(session, runtime, symbols, merged, moved, now)
+    # The margin-call sweep runs off this request (app/risk/margin_calls.py): the symbols are
+    # noted in this transaction, so a committed mark is always swept, whichever process does it.
+    await repository.mark_moved(session, moved, now)
     try:
         # Every source of a touched symbol is written, so a cache that was emptied is refilled.
         await runtime.cache.hset_many(
@@ -340,7 +334,7 @@ def judge_cached(
         thresholds.stale_after_s,
         thresholds.max_twap_deviation,
     )
-    runtime.metrics.mark_ages.newest_us[symbol] = max(cached.prepared.times_us)
+    runtime.metrics.mark_ages.newest_us[symbol] = cached.prepared.newest_us
     return mark
 
 

@@ -289,11 +289,12 @@ def engine_inputs(
                 or chosen != like_leverage.get(symbol)
             ):
                 matrix[:, i] = _position_row(holding, instruments[i], mark, chosen)
-        universe = list(like_inputs.risk.universe)
+        risk = parameters.arrays(like_inputs.risk.universe)  # these parameters' (cached)
+        index = {name: i for i, name in enumerate(risk.universe)}
         underlying = like_inputs.positions.underlying
         tiers = like_inputs.positions.tiers
     else:
-        universe = []
+        universe: list[str] = []
         for name in [i.underlying for i in instruments] + [
             book.assets[a].underlying or "" for a in collateral_assets
         ]:
@@ -304,6 +305,7 @@ def engine_inputs(
             for h, i in zip(holdings, instruments, strict=True)
         ]
         matrix = np.array(rows, dtype=np.float64).reshape(len(rows), 9).T.copy()
+        risk = parameters.arrays(universe)
         index = {name: i for i, name in enumerate(universe)}
         underlying = np.array([index[i.underlying] for i in instruments], dtype=np.intp)
         tiers = _tier_table(instruments)
@@ -322,7 +324,6 @@ def engine_inputs(
         underlying=underlying,
         tiers=tiers,
     )
-    index = {name: i for i, name in enumerate(universe)}
     collateral = Collateral(
         balance=np.array([float(book.balances[a]) for a in collateral_assets], dtype=np.float64),
         price=np.array(
@@ -340,7 +341,7 @@ def engine_inputs(
             dtype=np.intp,
         ),
     )
-    return EngineInputs(positions, collateral, parameters.arrays(universe), matrix)
+    return EngineInputs(positions, collateral, risk, matrix)
 
 
 def _same_rows(
