@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import redis.asyncio as redis_asyncio
@@ -38,10 +38,17 @@ class Cache(Protocol):
     async def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
 
     async def read_for_check(
-        self, hashes: Sequence[str], strings: Sequence[str], rate: RateCount | None
+        self,
+        hashes: Sequence[str],
+        strings: Sequence[str],
+        rate: RateCount | None,
+        known: int = 0,
+        needed: Sequence[bool] = (),
     ) -> CheckRead:
         """One round trip: every field of ``hashes``, the values of ``strings`` and, with
-        ``rate``, the order-rate window counted and (when the caps allow) added to atomically."""
+        ``rate``, the order-rate window counted and (when the caps allow) added to atomically.
+        While the write sequence is still ``known``, only the entries ``needed`` marks (hashes
+        then strings) are sent."""
 
     async def zrem_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> None:
         """Remove members from sorted sets."""
@@ -76,51 +83,90 @@ class RateWindow:
 
 @dataclass(frozen=True)
 class CheckRead:
-    hashes: list[dict[str, str]]
+    sequence: int
+    """The cache's write sequence when it was read (0: unknown, nothing read may be kept)."""
+    unchanged: bool
+    """The sequence was still the one the caller knew: only the entries it asked for were
+    sent, the others are None (what it read before is still current)."""
+    hashes: list[dict[str, str] | None]
     strings: list[str | None]
     rate: RateWindow | None
 
 
-# The check's one round trip, as one command. KEYS: the hashes, then the strings, then (when
-# ARGV[3] is 1) the subaccount's and the account's order-rate windows. ARGV: the number of
-# hashes, of strings, whether to count; then now_ms, window_ms, sub cap, account cap (-1 =
-# none), members. Each hash comes back as its flat field/value list, the strings as one list,
-# then {sub, account, admitted}: the windows are trimmed, counted and added to only when both
-# caps have room, atomically (no check can pass a cap beside another).
+@dataclass
+class KeptReads:
+    """What this process read from the cache at write sequence ``sequence``, decoded by the
+    reader, by key. It stays current while the sequence does: every write to the cache bumps
+    it after writing, so a read that finds the sequence unchanged finds these values too."""
+
+    sequence: int = 0
+    values: dict[str, object] = field(default_factory=dict)
+
+
+SEQUENCE_KEY = "pf:sequence"
+"""The cache's write sequence: bumped after every write (``_BUMP_SCRIPT``), never lowered."""
+
+# max(sequence + 1, Redis's clock in µs): increasing across writes, and across a restart or a
+# flush that lost it too (the clock has moved on more than the writes since could count), so a
+# sequence a process kept is never reached again with other values behind it. %.0f: Lua's
+# numbers are doubles (µs since the epoch are exact below 2^53), tostring would write 1.8e+15.
+_BUMP_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local next = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
+if now > next then next = now end
+redis.call('SET', KEYS[1], string.format('%.0f', next))
+return 1
+"""
+
+# The check's one round trip, as one command. KEYS: the sequence, the hashes, the strings,
+# then (when ARGV[3] is 1) the subaccount's and the account's order-rate windows. ARGV: the
+# number of hashes, of strings, whether to count, the sequence the caller knows, which entries
+# it needs whatever the sequence ('1'/'0' per hash, then per string); then now_ms, window_ms,
+# sub cap, account cap (-1 = none), members. The answer: the sequence; each hash as its flat
+# field/value list and each string (0 for an entry not sent: the sequence is the one the
+# caller knows and it did not ask for it); then {sub, account, admitted}: the windows are
+# trimmed, counted and added to only when both caps have room, atomically (no check can pass
+# a cap beside another).
 _CHECK_SCRIPT = """
 local n_hashes, n_strings = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-for i = 1, n_hashes do
-  out[i] = redis.call('HGETALL', KEYS[i])
-end
-if n_strings > 0 then
-  local names = {}
-  for i = 1, n_strings do names[i] = KEYS[n_hashes + i] end
-  out[n_hashes + 1] = redis.call('MGET', unpack(names))
-else
-  out[n_hashes + 1] = {}
+local sequence = redis.call('GET', KEYS[1]) or '0'
+local all = sequence == '0' or sequence ~= ARGV[4]
+local needed = ARGV[5]
+local out = {sequence}
+for i = 1, n_hashes + n_strings do
+  if all or string.byte(needed, i) == 49 then
+    if i <= n_hashes then
+      out[i + 1] = redis.call('HGETALL', KEYS[i + 1])
+    else
+      out[i + 1] = redis.call('GET', KEYS[i + 1])
+    end
+  else
+    out[i + 1] = 0
+  end
 end
 if ARGV[3] ~= '1' then
   return out
 end
-local sub_key, acct_key = KEYS[n_hashes + n_strings + 1], KEYS[n_hashes + n_strings + 2]
-local now = tonumber(ARGV[4])
-local since = now - tonumber(ARGV[5])
+local first = n_hashes + n_strings + 2
+local sub_key, acct_key = KEYS[first], KEYS[first + 1]
+local now = tonumber(ARGV[6])
+local since = now - tonumber(ARGV[7])
 redis.call('ZREMRANGEBYSCORE', sub_key, '-inf', '(' .. since)
 redis.call('ZREMRANGEBYSCORE', acct_key, '-inf', '(' .. since)
 local sub = redis.call('ZCARD', sub_key)
 local acct = redis.call('ZCARD', acct_key)
-local n = #ARGV - 7
-local sub_cap, acct_cap = tonumber(ARGV[6]), tonumber(ARGV[7])
+local n = #ARGV - 9
+local sub_cap, acct_cap = tonumber(ARGV[8]), tonumber(ARGV[9])
 local admitted = 0
 if not ((sub_cap >= 0 and sub + n > sub_cap) or (acct_cap >= 0 and acct + n > acct_cap)) then
-  for i = 8, #ARGV do
-    redis.call('ZADD', sub_key, ARGV[4], ARGV[i])
-    redis.call('ZADD', acct_key, ARGV[4], ARGV[i])
+  for i = 10, #ARGV do
+    redis.call('ZADD', sub_key, ARGV[6], ARGV[i])
+    redis.call('ZADD', acct_key, ARGV[6], ARGV[i])
   end
   admitted = 1
 end
-out[n_hashes + 2] = {sub, acct, admitted}
+out[first] = {sub, acct, admitted}
 return out
 """
 
@@ -161,6 +207,7 @@ class RedisCache:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._check_script = self._client.register_script(_CHECK_SCRIPT)
+        self._bump_script = self._client.register_script(_BUMP_SCRIPT)
         self._down_until = 0.0
         self._missed: dict[str, int] = {}  # key → the failure that last missed it
         self._failures = 0
@@ -184,7 +231,10 @@ class RedisCache:
         try:
             if self._missed:
                 missed = dict(self._missed)
-                await self._client.delete(*missed)
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.delete(*missed)
+                    await self._bump_script(keys=[SEQUENCE_KEY], client=pipe)
+                    await pipe.execute()
                 for key, failure in missed.items():
                     if self._missed.get(key) == failure:  # not missed again meanwhile
                         del self._missed[key]
@@ -212,6 +262,7 @@ class RedisCache:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key, mapping in items:
                     pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                await self._bump_script(keys=[SEQUENCE_KEY], client=pipe)  # after the writes
                 await pipe.execute()
 
         await self._run(op, [key for key, _ in items])
@@ -230,7 +281,10 @@ class RedisCache:
             return
 
         async def op() -> None:
-            await self._client.mset(dict(items))
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.mset(dict(items))
+                await self._bump_script(keys=[SEQUENCE_KEY], client=pipe)  # after the writes
+                await pipe.execute()
 
         await self._run(op, [key for key, _ in items])
 
@@ -245,10 +299,16 @@ class RedisCache:
         return await self._run(op)
 
     async def read_for_check(
-        self, hashes: Sequence[str], strings: Sequence[str], rate: RateCount | None
+        self,
+        hashes: Sequence[str],
+        strings: Sequence[str],
+        rate: RateCount | None,
+        known: int = 0,
+        needed: Sequence[bool] = (),
     ) -> CheckRead:
-        keys = [*hashes, *strings]
-        args: list[str | int] = [len(hashes), len(strings), 0 if rate is None else 1]
+        keys = [SEQUENCE_KEY, *hashes, *strings]
+        mask = "".join("1" if n else "0" for n in needed) if needed else ""
+        args: list[str | int] = [len(hashes), len(strings), 0 if rate is None else 1, known, mask]
         if rate is not None:
             keys += [rate.subaccount_key, rate.account_key]
             args += [
@@ -258,18 +318,24 @@ class RedisCache:
                 _cap(rate.account_cap),
                 *rate.members,
             ]
+        n_hashes = len(hashes)
 
         async def op() -> CheckRead:
             # One command, not a pipeline of one per key: the client's cost is per command.
             replies = await self._check_script(keys=keys, args=args)
+            sequence = int(replies[0])
             window = None
             if rate is not None:
-                sub, acct, admitted = replies[len(hashes) + 1]
+                sub, acct, admitted = replies[n_hashes + len(strings) + 1]
                 window = RateWindow(int(sub), int(acct), bool(admitted))
-            found = [
-                dict(zip(flat[::2], flat[1::2], strict=True)) for flat in replies[: len(hashes)]
+            found: list[dict[str, str] | None] = [
+                None if flat == 0 else dict(zip(flat[::2], flat[1::2], strict=True))
+                for flat in replies[1 : n_hashes + 1]
             ]
-            return CheckRead(found, list(replies[len(hashes)]), window)
+            values = [
+                None if v == 0 else v for v in replies[n_hashes + 1 : n_hashes + len(strings) + 1]
+            ]
+            return CheckRead(sequence, bool(known) and sequence == known, found, values, window)
 
         return await self._run(op)
 
@@ -311,8 +377,14 @@ class MemoryCache:
         return [self._strings.get(key) for key in keys]
 
     async def read_for_check(
-        self, hashes: Sequence[str], strings: Sequence[str], rate: RateCount | None
+        self,
+        hashes: Sequence[str],
+        strings: Sequence[str],
+        rate: RateCount | None,
+        known: int = 0,
+        needed: Sequence[bool] = (),
     ) -> CheckRead:
+        # Everything, every time (sequence 0: nothing is kept): reading a dict costs nothing.
         # No await between reading and adding: atomic within the one process it serves.
         window = None
         if rate is not None:
@@ -333,6 +405,8 @@ class MemoryCache:
                     self._sorted[key].update(dict.fromkeys(rate.members, rate.now_ms))
             window = RateWindow(counts[0], counts[1], admitted)
         return CheckRead(
+            0,
+            False,
             [dict(self._hashes.get(key, {})) for key in hashes],
             [self._strings.get(key) for key in strings],
             window,

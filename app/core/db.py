@@ -241,13 +241,19 @@ UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 server stopping or starting). asyncpg reports these as plain errors, not OperationalError."""
 
 
+BROKEN_CONNECTION = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+"""Errors of the connection itself, not of a statement. ``InternalClientError`` ("cannot switch
+to state …; another operation is in progress") is a connection the server dropped while the
+pool held it: the server's goodbye (57P01, a shutdown) arrived, its closing had not yet."""
+
+
 def _connection_suspect(exc: BaseException) -> bool:
     """Whether ``exc`` may leave the connection it came from unusable: anything but an error
     PostgreSQL answered to a statement outside ``UNREACHABLE_SQLSTATES``, or an error of the
     request itself (raised between statements)."""
     if isinstance(exc, asyncpg.PostgresError):
         return str(exc.sqlstate or "").startswith(UNREACHABLE_SQLSTATES)
-    return isinstance(exc, OSError | asyncpg.InterfaceError | asyncio.CancelledError)
+    return isinstance(exc, (*BROKEN_CONNECTION, asyncio.CancelledError))
 
 
 async def create_hot_store(

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.db import UNREACHABLE_SQLSTATES
+from app.core.db import BROKEN_CONNECTION, UNREACHABLE_SQLSTATES
 from app.core.errors import PreflightError
 from app.core.metrics import Metrics
 
@@ -324,7 +324,7 @@ _NO_CONNECTION_SLOT = ("53300",)
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | asyncpg.InterfaceError):
+    if isinstance(exc, (OperationalError, InterfaceError, *BROKEN_CONNECTION)):
         return True
     if isinstance(exc, asyncpg.PostgresError):  # the check's bare driver (core/db.py, HotStore)
         return str(exc.sqlstate or "").startswith(UNREACHABLE_SQLSTATES + _NO_CONNECTION_SLOT)
@@ -334,7 +334,7 @@ def _is_unreachable(exc: BaseException) -> bool:
         sqlstate = getattr(exc.orig, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(UNREACHABLE_SQLSTATES):
             return True
-    return isinstance(exc, OSError | TimeoutError)
+    return False
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -382,6 +382,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(asyncpg.PostgresError, _database_error)
     app.add_exception_handler(asyncpg.InterfaceError, _database_error)
+    app.add_exception_handler(asyncpg.InternalClientError, _database_error)
     # A refused or timed-out connection to PostgreSQL surfaces as a bare OSError (TimeoutError is
     # one). Answered here, not by the catch-all below: Starlette re-raises whatever reaches that
     # one after answering, and uvicorn then closes the client's keep-alive connection.

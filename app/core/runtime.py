@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.cache import Cache
+from app.core.cache import Cache, KeptReads
 from app.core.config import Settings
 from app.core.db import HotStore
 from app.core.gates import Gates
@@ -33,3 +33,5 @@ class Runtime:
     """Instruments, assets and risk parameters, as current as PostgreSQL (app/core/reference.py)."""
     gates: Gates = field(default_factory=Gates)
     """Reserving checks of one subaccount, one at a time in this process (app/core/gates.py)."""
+    kept: KeptReads = field(default_factory=KeptReads)
+    """Marks and books as the cache held them at its write sequence (marketdata.read_for_check)."""

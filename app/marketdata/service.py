@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cached_property
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -492,17 +493,36 @@ async def read_for_check(
     cached: dict[str, CachedMark] = {}
     books: dict[str, OrderBook] = {}
     window = None
+    kept = runtime.kept
+    keys = [*(marks_key(s) for s in symbols), *(book_key(s) for s in books_of)]
+    known, values = kept.sequence, kept.values  # as they are now: another check may move them
     try:
         read = await runtime.cache.read_for_check(
-            [marks_key(s) for s in symbols], [book_key(s) for s in books_of], rate
+            keys[: len(symbols)],
+            keys[len(symbols) :],
+            rate,
+            known,
+            [key not in values for key in keys],
         )
-        for symbol, fields in zip(symbols, read.hashes, strict=True):
-            found = _decode_kept(symbol, fields)
+        if not read.unchanged and read.sequence > kept.sequence:
+            kept.sequence, kept.values = read.sequence, {}  # what was kept is older
+        # Kept only under the sequence it was read at (a read that overtook this one moved it).
+        keep = kept.values if read.sequence and kept.sequence == read.sequence else {}
+        for key, symbol, fields in zip(keys[: len(symbols)], symbols, read.hashes, strict=True):
+            found = (
+                values[key]
+                if fields is None
+                else keep.setdefault(key, _decode_kept(symbol, fields))
+            )
             if found is not None:
-                cached[symbol] = found
-        for symbol, raw in zip(books_of, read.strings, strict=True):
-            if raw is not None:
-                books[symbol] = _parse_book(symbol, raw)
+                cached[symbol] = cast(CachedMark, found)
+        for key, symbol, raw in zip(keys[len(symbols) :], books_of, read.strings, strict=True):
+            if read.unchanged and key in values:
+                book = values[key]
+            else:
+                book = keep.setdefault(key, None if raw is None else _parse_book(symbol, raw))
+            if book is not None:
+                books[symbol] = cast(OrderBook, book)
         window = read.rate
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
