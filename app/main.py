@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hashlib
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from app.audit.router import router as audit_router
 from app.audit.sealer import seal_forever
 from app.auth.router import router as auth_router
 from app.core.admission import AdmissionMiddleware
+from app.core.batches import GroupCommit
 from app.core.cache import create_cache
 from app.core.config import Settings
 from app.core.db import create_engine, create_hot_store, create_session_factory
@@ -32,6 +34,7 @@ from app.core.runtime import Runtime
 from app.core.types import exact_decimal_arithmetic
 from app.instruments.router import router as instruments_router
 from app.marketdata.router import router as marketdata_router
+from app.pretrade import service as pretrade_service
 from app.pretrade.router import check_router
 from app.pretrade.router import router as pretrade_router
 from app.risk.margin_calls import sweep_forever
@@ -90,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None,
             cache_shared=settings.redis_url is not None,
             hot=hot,
+        )
+        app.state.runtime.check_records = GroupCommit(
+            functools.partial(pretrade_service.write_records, app.state.runtime)
         )
         workers = [
             asyncio.create_task(capture_forever(app.state.runtime)),

@@ -169,6 +169,11 @@ class HotStore:
         self._pool = pool
         self._session_factory = session_factory
 
+    @property
+    def pooled(self) -> bool:
+        """PostgreSQL (a pool of bare connections), not SQLite's sessions."""
+        return self._pool is not None
+
     @asynccontextmanager
     async def connect(
         self, *, transaction: bool = False, deadline: float | None = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.core.batches import GroupCommit
 from app.core.cache import Cache, KeptReads
 from app.core.config import Settings
 from app.core.db import HotStore
@@ -35,3 +37,6 @@ class Runtime:
     """Reserving checks of one subaccount, one at a time in this process (app/core/gates.py)."""
     kept: KeptReads = field(default_factory=KeptReads)
     """Marks and books as the cache held them at its write sequence (marketdata.read_for_check)."""
+    check_records: GroupCommit[Any] = field(init=False)
+    """The records of checks that reserve nothing, written together (set at start-up:
+    pretrade.service.write_records)."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -401,6 +402,40 @@ async def insert_check(db: HotDb, row: CheckRow) -> None:
         row.actor_key_id,
         row.account_id,
         row.audit_payload,
+    )
+
+
+_INSERT_CHECKS_SQL = """
+WITH answers AS (
+  INSERT INTO checks (check_id, subaccount_id, request_hash, response, created_at)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
+), orders AS (
+  INSERT INTO check_orders (subaccount_id, client_order_id, check_id)
+  SELECT * FROM unnest($6::text[], $7::text[], $8::text[])
+)
+INSERT INTO audit_log (kind, actor_key_id, account_id, subaccount_id, payload, created_at)
+SELECT 'check', * FROM unnest($9::text[], $10::text[], $2::text[], $11::text[], $5::timestamptz[])
+"""
+
+
+async def insert_checks(db: asyncpg.Connection, rows: Sequence[CheckRow]) -> None:
+    """The records of checks that reserve nothing, in one statement (PostgreSQL): all of them
+    commit, or none (a reused order id in any is a unique violation)."""
+    assert all(row.reservation is None for row in rows)
+    orders = [(row.subaccount_id, o, row.check_id) for row in rows for o in row.client_order_ids]
+    await db.execute(
+        _INSERT_CHECKS_SQL,
+        [row.check_id for row in rows],
+        [row.subaccount_id for row in rows],
+        [row.request_hash for row in rows],
+        [row.response_json for row in rows],
+        [row.created_at for row in rows],
+        [subaccount for subaccount, _, _ in orders],
+        [order_id for _, order_id, _ in orders],
+        [check_id for _, _, check_id in orders],
+        [row.actor_key_id for row in rows],
+        [row.account_id for row in rows],
+        [row.audit_payload for row in rows],
     )
 
 

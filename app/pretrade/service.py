@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
@@ -663,7 +664,11 @@ async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
             )
             hot = runtime.hot.connect(transaction=attempt.transaction, deadline=deadline)
             async with gate, hot as db:
-                answer = await _check(db, runtime, who, body, request_json, attempt)
+                answer, record = await _check(db, runtime, who, body, request_json, attempt)
+            if record is not None:
+                # Written with the records of concurrent checks, on a connection of its own
+                # (this one is already free): one statement and one commit for all of them.
+                await runtime.check_records.write(record)
             wake_sealers()  # committed: its audit entry can be linked now, not at the next tick
             return answer
         except _Relock as relock:
@@ -682,7 +687,9 @@ async def _check(
     body: CheckIn,
     request_json: str,
     attempt: _Attempt,
-) -> bytes:
+) -> tuple[bytes, repository.CheckRow | None]:
+    """The answer, and its record when the caller is to write it (a check that reserves
+    nothing, on PostgreSQL); any other record is written here, in the check's transaction."""
     now = utcnow()
     order_ids = [o.client_order_id for o in body.orders if o.client_order_id is not None]
     loaded = await load(db, runtime, who, body.subaccount_id, order_ids, now, attempt)
@@ -694,7 +701,7 @@ async def _check(
     if loaded.used_order_ids:
         earlier = await repository.earlier_answers(db, body.subaccount_id, order_ids)
         if len(earlier) == 1 and earlier[0][0] == digest:
-            return earlier[0][1].encode()
+            return earlier[0][1].encode(), None
         raise Conflict("a client_order_id of this basket was already checked with other content")
 
     check_id = uuid.uuid4().hex
@@ -751,25 +758,25 @@ async def _check(
             "expires_at": None if reservation is None else format_timestamp(reservation[1]),
         }
     )  # the shape of ``CheckOut``, built once as the bytes sent, stored and audited
-    await repository.insert_check(
-        db,
-        repository.CheckRow(
-            check_id=check_id,
-            subaccount_id=subaccount.subaccount_id,
-            account_id=subaccount.account_id,
-            actor_key_id=loaded.principal.actor.key_id,
-            request_hash=digest,
-            response_json=response_json,
-            audit_payload=(
-                f'{{"check_id":"{check_id}","request":{request_json},"response":{response_json}}}'
-            ),
-            created_at=now,
-            client_order_ids=order_ids,
-            reservation=None
-            if reservation is None
-            else (reservation[0], outcome.reserved_legs, reservation[1]),
+    record = repository.CheckRow(
+        check_id=check_id,
+        subaccount_id=subaccount.subaccount_id,
+        account_id=subaccount.account_id,
+        actor_key_id=loaded.principal.actor.key_id,
+        request_hash=digest,
+        response_json=response_json,
+        audit_payload=(
+            f'{{"check_id":"{check_id}","request":{request_json},"response":{response_json}}}'
         ),
+        created_at=now,
+        client_order_ids=order_ids,
+        reservation=None
+        if reservation is None
+        else (reservation[0], outcome.reserved_legs, reservation[1]),
     )
+    deferred = reservation is None and not attempt.transaction and runtime.hot.pooled
+    if not deferred:
+        await repository.insert_check(db, record)
     if reservation is not None:
         # Under the subaccount's row lock, the token this write gave it: the state with this
         # reservation is kept under it, so the next reserving check here loads nothing.
@@ -793,7 +800,30 @@ async def _check(
     codes: list[str] = [reason.code for reason in outcome.reasons]
     for code in codes or ["none"]:
         runtime.metrics.check_decisions.labels(decision, code).inc()
-    return response_json.encode()
+    return response_json.encode(), record if deferred else None
+
+
+async def write_records(
+    runtime: Runtime, records: list[repository.CheckRow]
+) -> list[Exception | None]:
+    """A batch of checks' records (``runtime.check_records``): one statement for all; if one of
+    them reused an order id (two checks raced for it), each alone, so only that one fails."""
+    async with runtime.hot.connect() as db:
+        assert isinstance(db, asyncpg.Connection)
+        if len(records) > 1:
+            try:
+                await repository.insert_checks(db, records)
+                return [None] * len(records)
+            except asyncpg.UniqueViolationError:
+                pass
+        errors: list[Exception | None] = []
+        for record in records:
+            try:
+                await repository.insert_checks(db, [record])
+                errors.append(None)
+            except asyncpg.UniqueViolationError as exc:
+                errors.append(exc)
+        return errors
 
 
 async def _window_from_postgres(db: HotDb, subaccount: Subaccount, now: datetime) -> RateWindow:
