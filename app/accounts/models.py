@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, Exact, JSONDocument, UTCDateTime
@@ -43,12 +43,15 @@ class Leverage(Base):
 
 
 class TradingState(Base):
-    """A non-default trading state; ``scope_id`` is empty for the global scope."""
+    """A non-default trading state; ``scope_id`` is empty for the global scope. ``source`` is
+    ``manual`` (set through the API) or ``auto`` (the circuit breaker, app/risk/breaker.py):
+    each source keeps its own row, so neither overwrites the other; the stricter governs."""
 
     __tablename__ = "trading_states"
 
     scope: Mapped[str] = mapped_column(String(16), primary_key=True)
     scope_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(8), primary_key=True, server_default="manual")
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(500))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -80,9 +83,14 @@ class Position(Base):
 
 class Fill(Base):
     __tablename__ = "fills"
-    __table_args__ = (Index("ix_fills_subaccount_ts", "subaccount_id", "ts"),)
+    # ``fill_id`` is the client's idempotency id, unique per subaccount only: the same id in
+    # another tenant's subaccount is another fill (a global key would 409 and reveal it).
+    __table_args__ = (
+        PrimaryKeyConstraint("subaccount_id", "fill_id"),
+        Index("ix_fills_subaccount_ts", "subaccount_id", "ts"),
+    )
 
-    fill_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fill_id: Mapped[str] = mapped_column(String(64))
     subaccount_id: Mapped[str] = mapped_column(ForeignKey("subaccounts.subaccount_id"))
     instrument: Mapped[str] = mapped_column(ForeignKey("instruments.symbol"))
     side: Mapped[str] = mapped_column(String(4))
@@ -102,8 +110,10 @@ class Fill(Base):
 
 class Transfer(Base):
     __tablename__ = "transfers"
+    # Unique per source subaccount (the one in the path), like ``Fill.fill_id``.
+    __table_args__ = (PrimaryKeyConstraint("subaccount_id", "transfer_id"),)
 
-    transfer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    transfer_id: Mapped[str] = mapped_column(String(64))
     subaccount_id: Mapped[str] = mapped_column(ForeignKey("subaccounts.subaccount_id"))
     asset: Mapped[str] = mapped_column(ForeignKey("assets.symbol"))
     amount: Mapped[Decimal] = mapped_column(Exact)

@@ -7,7 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, and_, cast, delete, exists, or_, select
+from sqlalchemy import Float, and_, cast, delete, exists, or_, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import (
@@ -138,14 +139,73 @@ async def leverage_of(session: AsyncSession, subaccount_id: str) -> dict[str, Le
 
 
 async def get_trading_state(
-    session: AsyncSession, scope: str, scope_id: str
+    session: AsyncSession, scope: str, scope_id: str, source: str = "manual"
 ) -> TradingState | None:
-    return await session.get(TradingState, (scope, scope_id))
+    return await session.get(TradingState, (scope, scope_id, source))
 
 
 async def list_trading_states(session: AsyncSession) -> Sequence[TradingState]:
-    query = select(TradingState).order_by(TradingState.scope, TradingState.scope_id)
+    query = select(TradingState).order_by(
+        TradingState.scope, TradingState.scope_id, TradingState.source
+    )
     return (await session.scalars(query)).all()
+
+
+async def auto_reduce_only_of(session: AsyncSession, subaccount_ids: Sequence[str]) -> set[str]:
+    """Which of ``subaccount_ids`` the circuit breaker holds in reduce-only."""
+    if not subaccount_ids:
+        return set()
+    query = select(TradingState.scope_id).where(
+        TradingState.scope == "subaccount",
+        TradingState.source == "auto",
+        TradingState.scope_id.in_(list(subaccount_ids)),
+    )
+    return set((await session.scalars(query)).all())
+
+
+async def insert_auto_states(session: AsyncSession, rows: Sequence[TradingState]) -> set[str]:
+    """Insert the circuit breaker's states in one statement, skipping any already there (a
+    concurrent evaluation of the same subaccount set it first); the scope ids inserted."""
+    if not rows:
+        return set()
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
+    columns = [c.name for c in TradingState.__table__.columns]
+    statement = (
+        dialect.insert(TradingState)
+        .values([{name: getattr(row, name) for name in columns} for row in rows])
+        .on_conflict_do_nothing(index_elements=["scope", "scope_id", "source"])
+        .returning(TradingState.scope_id)
+    )
+    return set((await session.scalars(statement)).all())
+
+
+async def delete_auto_states(
+    session: AsyncSession, subaccount_ids: Sequence[str] | None
+) -> list[TradingState]:
+    """Delete the circuit breaker's states of ``subaccount_ids`` (None: all of them); the rows
+    deleted (one a concurrent evaluation deleted first is not among them)."""
+    statement = delete(TradingState).where(TradingState.source == "auto")
+    if subaccount_ids is not None:
+        if not subaccount_ids:
+            return []
+        statement = statement.where(
+            TradingState.scope == "subaccount", TradingState.scope_id.in_(list(subaccount_ids))
+        )
+    result = await session.execute(
+        statement.returning(
+            TradingState.scope, TradingState.scope_id, TradingState.state, TradingState.reason
+        ).execution_options(synchronize_session=False)
+    )
+    return [
+        TradingState(
+            scope=row.scope,
+            scope_id=row.scope_id,
+            source="auto",
+            state=row.state,
+            reason=row.reason,
+        )
+        for row in result
+    ]
 
 
 async def trading_states_over(
@@ -229,13 +289,25 @@ async def realized_since(
     return total
 
 
-async def get_fills(session: AsyncSession, fill_ids: Sequence[str]) -> dict[str, Fill]:
-    rows = await session.scalars(select(Fill).where(Fill.fill_id.in_(list(fill_ids))))
-    return {row.fill_id: row for row in rows}
+FillKey = tuple[str, str]
+"""``(subaccount_id, fill_id)``: a fill id is unique within its subaccount only."""
 
 
-async def get_transfer(session: AsyncSession, transfer_id: str) -> Transfer | None:
-    return await session.get(Transfer, transfer_id)
+async def get_fills(session: AsyncSession, keys: Sequence[FillKey]) -> dict[FillKey, Fill]:
+    """The fills recorded under any of these ``(subaccount_id, fill_id)`` keys."""
+    if not keys:
+        return {}
+    rows = await session.scalars(
+        select(Fill).where(tuple_(Fill.subaccount_id, Fill.fill_id).in_(list(set(keys))))
+    )
+    return {(row.subaccount_id, row.fill_id): row for row in rows}
+
+
+async def get_transfer(
+    session: AsyncSession, subaccount_id: str, transfer_id: str
+) -> Transfer | None:
+    """The transfer ``transfer_id`` recorded from this subaccount (ids are per subaccount)."""
+    return await session.get(Transfer, {"subaccount_id": subaccount_id, "transfer_id": transfer_id})
 
 
 def add(
@@ -352,7 +424,8 @@ async def load_account(db: HotDb, account_id: str) -> LoadedAccount | None:
 
 
 async def load_trading_states(db: HotDb) -> tuple[int | None, list[tuple[str, str, str]]]:
-    """Every non-default trading state ``(scope, scope_id, state)`` and their version token."""
+    """Every non-default trading state ``(scope, scope_id, state)`` and their version token (a
+    scope may come twice: its manual and its automatic state)."""
     if isinstance(db, AsyncSession):
         token = (await versions.tokens(db, [versions.TRADING])).get(versions.TRADING)
         return token, [(r.scope, r.scope_id, r.state) for r in await list_trading_states(db)]

@@ -187,7 +187,11 @@ async def set_trading_state(
 
 
 @router.get("/trading-state", response_model=TradingStateList)
-async def list_trading_states(principal: Reader, session: SessionDep) -> TradingStateList:
+async def list_trading_states(
+    principal: Reader, session: SessionDep, runtime: RuntimeDep
+) -> TradingStateList:
+    # The automatic states of every mark posted before this request (as margin calls).
+    await margin_calls.sweep(session, runtime)
     return TradingStateList(trading_states=await service.list_trading_states(session, principal))
 
 

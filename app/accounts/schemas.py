@@ -182,6 +182,8 @@ class TradingStateOut(BaseModel):
     scope: str
     id: str | None
     state: str
+    source: Literal["manual", "auto"]
+    """``manual``: set through the API; ``auto``: the circuit breaker (``auto_reduce_only``)."""
     reason: str
     updated_at: Timestamp
 
@@ -249,11 +251,16 @@ class FillsIn(StrictIn):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:
-        seen: set[str] = set()
+        # A fill id is unique per subaccount: two subaccounts may each use it.
+        seen: set[tuple[str, str]] = set()
         for index, fill in enumerate(self.fills):
-            if fill.fill_id in seen:
-                raise ValueError(f"fills[{index}].fill_id: {fill.fill_id!r} appears twice")
-            seen.add(fill.fill_id)
+            key = (fill.subaccount_id, fill.fill_id)
+            if key in seen:
+                raise ValueError(
+                    f"fills[{index}].fill_id: {fill.fill_id!r} appears twice"
+                    f" for subaccount {fill.subaccount_id!r}"
+                )
+            seen.add(key)
         return self
 
 

@@ -273,7 +273,8 @@ async def set_trading_state(
     if body.scope != "global":
         await _scope_exists(session, principal, body)
     scope_id = body.id or ""
-    row = await repository.get_trading_state(session, body.scope, scope_id)
+    # Only the manual state: the circuit breaker's own state of the same scope stands apart.
+    row = await repository.get_trading_state(session, body.scope, scope_id, "manual")
     now = utcnow()
     if body.state == "active":
         # Active is the default: only non-active states are kept.
@@ -281,13 +282,18 @@ async def set_trading_state(
             await repository.remove(session, row)
     else:
         if row is None:
-            row = TradingState(scope=body.scope, scope_id=scope_id)
+            row = TradingState(scope=body.scope, scope_id=scope_id, source="manual")
             repository.add(session, row)
         row.state, row.reason, row.updated_at = body.state, body.reason, now
     await session.flush()
     await audit.record(session, "trading_state.set", principal.actor, body.model_dump())
     return TradingStateOut(
-        scope=body.scope, id=body.id, state=body.state, reason=body.reason, updated_at=now
+        scope=body.scope,
+        id=body.id,
+        state=body.state,
+        source="manual",
+        reason=body.reason,
+        updated_at=now,
     )
 
 
@@ -312,6 +318,7 @@ async def list_trading_states(session: AsyncSession, principal: Principal) -> li
             scope=row.scope,
             id=row.scope_id or None,
             state=row.state,
+            source=row.source,
             reason=row.reason,
             updated_at=row.updated_at,
         )

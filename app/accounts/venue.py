@@ -114,10 +114,12 @@ async def record_fills(
 
     # Lock first, then look for earlier copies: a concurrent replay waits and then sees ours.
     await repository.lock_subaccounts(session, subaccounts)
-    stored = await repository.get_fills(session, [item.fill_id for item in fills])
+    # Fill ids are unique per subaccount: another subaccount's same id is another fill.
+    keys = [(item.subaccount_id, item.fill_id) for item in fills]
+    stored = await repository.get_fills(session, keys)
     hashes = [request_hash(item) for item in fills]
-    for index, (item, digest) in enumerate(zip(fills, hashes, strict=True)):
-        earlier = stored.get(item.fill_id)
+    for index, (key, item, digest) in enumerate(zip(keys, fills, hashes, strict=True)):
+        earlier = stored.get(key)
         if earlier is not None and earlier.request_hash != digest:
             raise Conflict(
                 f"fills[{index}].fill_id {item.fill_id!r} was already recorded with other content"
@@ -134,9 +136,9 @@ async def record_fills(
     balances = {sid: await repository.balances_of(session, sid) for sid in subaccounts}
     now = utcnow()
     result: list[Fill] = []
-    for item, digest in zip(fills, hashes, strict=True):
-        if item.fill_id in stored:
-            result.append(stored[item.fill_id])
+    for key, item, digest in zip(keys, fills, hashes, strict=True):
+        if key in stored:
+            result.append(stored[key])
             continue
         instrument = instruments[item.instrument]
         held = positions[item.subaccount_id]
@@ -200,7 +202,7 @@ async def record_fills(
         repository.add(session, fill)
         if item.client_order_id is not None:
             await reservations.consume(session, item.subaccount_id, item.client_order_id, item.size)
-        stored[item.fill_id] = fill
+        stored[key] = fill
         result.append(fill)
         await audit.record(
             session,
@@ -241,9 +243,11 @@ async def record_transfer(
             raise InvalidInput("to_subaccount_id", "must differ from the source subaccount")
     locked = [subaccount.subaccount_id] + ([destination.subaccount_id] if destination else [])
     await repository.lock_subaccounts(session, locked)
-    earlier = await repository.get_transfer(session, body.transfer_id)
+    # Transfer ids are unique per source subaccount: one used elsewhere is neither a replay
+    # nor a conflict here (nor revealed).
+    earlier = await repository.get_transfer(session, subaccount.subaccount_id, body.transfer_id)
     if earlier is not None:
-        if earlier.request_hash != digest or earlier.subaccount_id != subaccount.subaccount_id:
+        if earlier.request_hash != digest:
             raise Conflict(f"transfer_id {body.transfer_id!r} was already used with other content")
         return earlier, False
 

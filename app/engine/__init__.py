@@ -30,7 +30,7 @@ from app.engine.liquidation import (
     portfolio_liquidation_prices,
     solve_tiered,
 )
-from app.engine.parameters import RiskArrays, RiskParameters
+from app.engine.parameters import AutoReduceOnly, RiskArrays, RiskParameters
 from app.engine.portfolio import PortfolioCharges, charges_from_legs, portfolio_charges
 from app.engine.rounding import (
     SNAP_ABSOLUTE,
@@ -85,6 +85,7 @@ __all__ = [
     "SNAP_ABSOLUTE",
     "SNAP_ULPS",
     "SUMMARY_FIELDS",
+    "AutoReduceOnly",
     "BatchBook",
     "BatchSummary",
     "BookValues",

@@ -30,6 +30,20 @@ def _pair(key: str) -> tuple[str, str]:
     return a, b
 
 
+@dataclass(frozen=True)
+class AutoReduceOnly:
+    """The automatic circuit breaker: a subaccount with open positions whose
+    ``maintenance_margin_ratio`` reaches ``at`` (or whose equity is ≤ 0) is put in
+    ``reduce_only``, released when its ratio falls below ``release_below`` (0 < release_below
+    < at: the gap keeps a book hovering at the threshold from flapping in and out)."""
+
+    at: float
+    release_below: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"at": self.at, "release_below": self.release_below}
+
+
 @dataclass(frozen=True, kw_only=True)
 class RiskParameters:
     """The methodology's parameters (defaults from margin.md). Validated at construction.
@@ -41,6 +55,7 @@ class RiskParameters:
     - ``floor_rate`` 0.005, ``im_multiplier`` 1.25, ``withdrawal_floor`` 0.0,
       ``default_slippage`` 0.005, ``margin_call_warning`` 0.8, ``margin_call_liquidation`` 1.0,
       ``settlement_decimals`` 6.
+    - ``auto_reduce_only``: the automatic circuit breaker (:class:`AutoReduceOnly`), None = off.
 
     Every r_u + spread_u must stay below 1 (otherwise equity − maintenance would stop being
     monotone in a mark and a liquidation price would not be unique).
@@ -59,6 +74,7 @@ class RiskParameters:
     margin_call_warning: float = 0.8
     margin_call_liquidation: float = 1.0
     settlement_decimals: int = 6
+    auto_reduce_only: AutoReduceOnly | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scan_ranges", dict(self.scan_ranges))
@@ -100,6 +116,15 @@ class RiskParameters:
         check("margin_call_liquidation", self.margin_call_liquidation, 0.0, 10.0)
         if not isinstance(self.settlement_decimals, int) or not 0 <= self.settlement_decimals <= 18:
             raise ValueError("settlement_decimals must be an integer in [0, 18]")
+        breaker = self.auto_reduce_only
+        if breaker is not None:
+            if not (math.isfinite(breaker.at) and breaker.at > 0):
+                raise ValueError(f"auto_reduce_only.at = {breaker.at!r} must be a number above 0")
+            if not 0 < breaker.release_below < breaker.at:
+                raise ValueError(
+                    f"auto_reduce_only.release_below = {breaker.release_below!r} must lie in"
+                    f" (0, at = {breaker.at!r})"
+                )
         for u in {*self.scan_ranges, *self.spread_rates, ""}:
             if self.scan_range(u) + self.spread_rate(u) >= 1.0:
                 name = repr(u) if u else "the defaults"
@@ -160,7 +185,11 @@ class RiskParameters:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = dict(sorted(value.items())) if isinstance(value, Mapping) else value
+            if isinstance(value, Mapping):
+                value = dict(sorted(value.items()))
+            elif isinstance(value, AutoReduceOnly):
+                value = value.to_dict()
+            out[f.name] = value
         return out
 
     @classmethod
@@ -180,9 +209,28 @@ class RiskParameters:
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ValueError("settlement_decimals must be an integer")
                 kwargs[name] = value
+            elif name == "auto_reduce_only":
+                kwargs[name] = _auto_reduce_only(value)
             else:
                 kwargs[name] = _number(name, value)
         return cls(**kwargs)
+
+
+def _auto_reduce_only(value: Any) -> AutoReduceOnly | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError("auto_reduce_only must be null or an object {at, release_below}")
+    unknown = sorted(set(value) - {"at", "release_below"})
+    if unknown:
+        raise ValueError(f"auto_reduce_only.{unknown[0]} is not a parameter (at, release_below)")
+    for key in ("at", "release_below"):
+        if key not in value:
+            raise ValueError(f"auto_reduce_only.{key} is required")
+    return AutoReduceOnly(
+        at=_number("auto_reduce_only.at", value["at"]),
+        release_below=_number("auto_reduce_only.release_below", value["release_below"]),
+    )
 
 
 def _number(name: str, value: Any) -> float:

@@ -83,6 +83,9 @@ class Basket:
     orders: Sequence[OrderView]
     reducing_only: bool
     free_collateral_after: Decimal
+    margin_cover: Decimal
+    """What covers the basket's margin: equity after (cross, portfolio), free collateral
+    before the basket (isolated)."""
     before: Totals
     """This subaccount before the basket (its reservations counted as filled)."""
     after: Totals
@@ -104,8 +107,22 @@ class Basket:
 Rule = Callable[[Basket], list[Reason]]
 
 
-def _reason(code: ReasonCode, index: int | None, message: str) -> Reason:
-    return Reason(code=code, order_index=index, message=message)
+Number = Decimal | int | float
+
+
+def _reason(
+    code: ReasonCode,
+    index: int | None,
+    message: str,
+    value: Number | None = None,
+    limit: Number | None = None,
+    shortfall: Decimal | None = None,
+) -> Reason:
+    """A reason; a numeric rule gives ``value`` (what the basket would make its quantity) and
+    ``limit`` (what it allows): money and sizes as decimals, ratios as floats, counts as ints."""
+    return Reason(
+        code=code, order_index=index, message=message, value=value, limit=limit, shortfall=shortfall
+    )
 
 
 def _state(basket: Basket, order: OrderView) -> str:
@@ -142,7 +159,13 @@ def check_reduce_only(basket: Basket) -> list[Reason]:
 
 def check_lot_size(basket: Basket) -> list[Reason]:
     return [
-        _reason("LOT_SIZE", o.index, f"size {o.size} is not a multiple of {o.instrument.lot_size}")
+        _reason(
+            "LOT_SIZE",
+            o.index,
+            f"size {o.size} is not a multiple of {o.instrument.lot_size}",
+            o.size,
+            o.instrument.lot_size,
+        )
         for o in basket.orders
         if o.size % o.instrument.lot_size != 0
     ]
@@ -154,6 +177,8 @@ def check_tick_size(basket: Basket) -> list[Reason]:
             "TICK_SIZE",
             o.index,
             f"limit_price {o.limit_price} is not a multiple of {o.instrument.tick_size}",
+            o.limit_price,
+            o.instrument.tick_size,
         )
         for o in basket.orders
         if o.limit_price is not None and o.limit_price % o.instrument.tick_size != 0
@@ -173,6 +198,8 @@ def check_price_band(basket: Basket) -> list[Reason]:
                     "PRICE_BAND",
                     o.index,
                     f"limit_price is {distance:.2%} from the mark {o.mark.price}; the band is {band}",
+                    float(distance),
+                    float(band),
                 )
             )
     return reasons
@@ -184,6 +211,8 @@ def check_liquidity(basket: Basket) -> list[Reason]:
             "INSUFFICIENT_LIQUIDITY",
             o.index,
             f"the visible book fills {o.execution.filled_size} of {o.size}",
+            o.size,
+            o.execution.filled_size,
         )
         for o in basket.orders
         if o.execution.short_of_liquidity
@@ -246,6 +275,8 @@ def check_order_notional(basket: Basket) -> list[Reason]:
                         code,
                         o.index,
                         f"order notional {o.notional} exceeds {whose} max_order_notional {cap}",
+                        o.notional,
+                        cap,
                     )
                 )
     return reasons
@@ -268,6 +299,8 @@ def check_position_notional(basket: Basket) -> list[Reason]:
                     "MAX_POSITION_NOTIONAL",
                     index,
                     f"{symbol} position notional {notional} exceeds {sub_cap}",
+                    notional,
+                    sub_cap,
                 )
             )
         total = notional + basket.siblings.by_instrument.get(symbol, ZERO)
@@ -277,6 +310,8 @@ def check_position_notional(basket: Basket) -> list[Reason]:
                     "ACCOUNT_LIMIT",
                     index,
                     f"account {symbol} position notional {total} exceeds {account_cap}",
+                    total,
+                    account_cap,
                 )
             )
     return reasons
@@ -297,6 +332,8 @@ def check_underlying_notional(basket: Basket) -> list[Reason]:
                     "MAX_UNDERLYING_NOTIONAL",
                     None,
                     f"net {underlying} notional {after} exceeds {sub_cap}",
+                    after,
+                    sub_cap,
                 )
             )
         total = abs(
@@ -309,6 +346,8 @@ def check_underlying_notional(basket: Basket) -> list[Reason]:
                     "ACCOUNT_LIMIT",
                     None,
                     f"account net {underlying} notional {total} exceeds {account_cap}",
+                    total,
+                    account_cap,
                 )
             )
     return reasons
@@ -321,12 +360,20 @@ def check_gross_notional(basket: Basket) -> list[Reason]:
     gross = basket.after.gross_notional
     cap = limit_value(basket.subaccount_limits, "max_gross_notional")
     if cap is not None and gross > cap:
-        reasons.append(_reason("MAX_GROSS_NOTIONAL", None, f"gross notional {gross} exceeds {cap}"))
+        reasons.append(
+            _reason("MAX_GROSS_NOTIONAL", None, f"gross notional {gross} exceeds {cap}", gross, cap)
+        )
     account_cap = limit_value(basket.account_limits, "max_gross_notional")
     total = gross + basket.siblings.gross_notional
     if account_cap is not None and total > account_cap:
         reasons.append(
-            _reason("ACCOUNT_LIMIT", None, f"account gross notional {total} exceeds {account_cap}")
+            _reason(
+                "ACCOUNT_LIMIT",
+                None,
+                f"account gross notional {total} exceeds {account_cap}",
+                total,
+                account_cap,
+            )
         )
     strategies = basket.account_limits.get("strategy_limits") or {}
     if basket.strategy is not None and basket.strategy in strategies:
@@ -338,6 +385,8 @@ def check_gross_notional(basket: Basket) -> list[Reason]:
                     "STRATEGY_LIMIT",
                     None,
                     f"strategy {basket.strategy} gross notional {strategy_total} exceeds {strategy_cap}",
+                    strategy_total,
+                    strategy_cap,
                 )
             )
     return reasons
@@ -372,7 +421,15 @@ def check_leverage(basket: Basket) -> list[Reason]:
         leverage = _leverage(gross, equity)
         if leverage is None or leverage > cap:
             shown = "unbounded (equity ≤ 0)" if leverage is None else f"{leverage:.4f}"
-            reasons.append(_reason(code, None, f"{whose} after would be {shown}; the cap is {cap}"))  # type: ignore[arg-type]
+            reasons.append(
+                _reason(
+                    code,  # type: ignore[arg-type]
+                    None,
+                    f"{whose} after would be {shown}; the cap is {cap}",
+                    None if leverage is None else float(leverage),  # unbounded: no number
+                    float(cap),
+                )
+            )
     return reasons
 
 
@@ -384,12 +441,18 @@ def check_loss_limit(basket: Basket) -> list[Reason]:
     loss = -(basket.after.realized_today + basket.after.unrealized_pnl)
     cap = limit_value(basket.subaccount_limits, "max_daily_loss")
     if cap is not None and loss > cap:
-        reasons.append(_reason("LOSS_LIMIT", None, f"today's loss {loss} exceeds {cap}"))
+        reasons.append(_reason("LOSS_LIMIT", None, f"today's loss {loss} exceeds {cap}", loss, cap))
     account_cap = limit_value(basket.account_limits, "max_daily_loss")
     total = loss - (basket.siblings.realized_today + basket.siblings.unrealized_pnl)
     if account_cap is not None and total > account_cap:
         reasons.append(
-            _reason("ACCOUNT_LIMIT", None, f"account loss today {total} exceeds {account_cap}")
+            _reason(
+                "ACCOUNT_LIMIT",
+                None,
+                f"account loss today {total} exceeds {account_cap}",
+                total,
+                account_cap,
+            )
         )
     return reasons
 
@@ -403,14 +466,24 @@ def check_open_orders(basket: Basket) -> list[Reason]:
     if cap is not None and basket.before.open_orders + new > cap:
         reasons.append(
             _reason(
-                "MAX_OPEN_ORDERS", None, f"{basket.before.open_orders} open + {new} exceeds {cap}"
+                "MAX_OPEN_ORDERS",
+                None,
+                f"{basket.before.open_orders} open + {new} exceeds {cap}",
+                basket.before.open_orders + new,
+                int(cap),
             )
         )
     account_cap = limit_value(basket.account_limits, "max_open_orders")
     total = basket.before.open_orders + basket.siblings.open_orders + new
     if account_cap is not None and total > account_cap:
         reasons.append(
-            _reason("ACCOUNT_LIMIT", None, f"account open orders {total} exceed {account_cap}")
+            _reason(
+                "ACCOUNT_LIMIT",
+                None,
+                f"account open orders {total} exceed {account_cap}",
+                total,
+                int(account_cap),
+            )
         )
     return reasons
 
@@ -425,25 +498,43 @@ def check_order_rate(basket: Basket) -> list[Reason]:
                 "ORDER_RATE",
                 None,
                 f"{basket.before.recent_orders} orders in the last second + {new} exceeds {cap}/s",
+                basket.before.recent_orders + new,
+                int(cap),
             )
         )
     account_cap = limit_value(basket.account_limits, "max_order_rate")
     total = basket.account_recent_orders + new
     if account_cap is not None and total > account_cap:
         reasons.append(
-            _reason("ACCOUNT_LIMIT", None, f"account order rate {total}/s exceeds {account_cap}/s")
+            _reason(
+                "ACCOUNT_LIMIT",
+                None,
+                f"account order rate {total}/s exceeds {account_cap}/s",
+                total,
+                int(account_cap),
+            )
         )
     return reasons
 
 
 def check_margin(basket: Basket) -> list[Reason]:
-    if basket.reducing_only or basket.free_collateral_after >= 0:
+    """``value`` is what the basket needs and ``limit`` what covers it (margin.md: cross and
+    portfolio, initial margin after against equity after, fees paid; isolated, the allocation
+    and fee against free collateral), so ``limit − value`` is the free collateral after; the
+    ``shortfall`` is its opposite. A deposit of ``d`` of the settlement asset (price and weight
+    1) raises free collateral by exactly ``d`` and moves no requirement, so depositing the
+    shortfall passes and one unit of precision less does not."""
+    free = basket.free_collateral_after
+    if basket.reducing_only or free >= 0:
         return []
     return [
         _reason(
             "INSUFFICIENT_MARGIN",
             None,
-            f"free collateral after the basket would be {basket.free_collateral_after}",
+            f"free collateral after the basket would be {free}",
+            basket.margin_cover - free,
+            basket.margin_cover,
+            -free,
         )
     ]
 

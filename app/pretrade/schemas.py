@@ -94,6 +94,17 @@ class Reason(BaseModel):
     code: ReasonCode
     order_index: int | None
     message: str
+    value: Money | int | float | None = Field(
+        None,
+        description="What the basket would make the rule's quantity (money and sizes as decimal "
+        "strings, ratios and counts as numbers); null for a rule that measures nothing",
+    )
+    limit: Money | int | float | None = Field(None, description="What the rule allows")
+    shortfall: Money | None = Field(
+        None,
+        description="INSUFFICIENT_MARGIN only: the smallest deposit of the settlement asset that "
+        "lets the basket pass the margin rule",
+    )
 
 
 class ExecutionOut(BaseModel):
@@ -143,6 +154,9 @@ class MaxSizeOut(BaseModel):
     side: str
     size: Money = Field(description="The largest multiple of lot_size the check accepts now")
     binding: ReasonCode | None = Field(description="The rule one lot more would break")
+    reasons: list[Reason] = Field(
+        description="Every reason the check gives one lot more, with its numbers"
+    )
     after: MarginSummaryOut
 
 

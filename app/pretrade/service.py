@@ -576,6 +576,11 @@ def evaluate_basket(
         orders=views,
         reducing_only=not any(v.adds_risk for v in views) and mm_after <= mm_before,
         free_collateral_after=free_after,
+        margin_cover=_money(
+            before_values["free_collateral"]
+            if ctx.subaccount.margin_mode == "isolated"
+            else after_values["equity"]
+        ),
         before=before_totals,
         after=after_totals,
         siblings=ctx.siblings,
@@ -608,6 +613,11 @@ def evaluate_basket(
             for order, execution in zip(orders, executions, strict=True)
         ],
     )
+
+
+def _money(value: Decimal | float | None) -> Decimal:
+    assert isinstance(value, Decimal)
+    return value
 
 
 def _reserved_size_and_price(execution: Execution) -> dict[str, str | None]:
@@ -886,6 +896,7 @@ async def max_size(runtime: Runtime, who: Caller, body: MaxSizeIn) -> MaxSizeOut
         side=body.side,
         size=lot * passing,
         binding=binding,
+        reasons=above.reasons,
         after=after,
     )
 

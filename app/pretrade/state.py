@@ -44,6 +44,9 @@ class AccountState:
     subaccount_ids: tuple[str, ...]
 
 
+STRICTNESS = {"active": 0, "reduce_only": 1, "halted": 2}
+
+
 @dataclass(frozen=True)
 class TradingStates:
     states: Mapping[tuple[str, str], str]
@@ -193,6 +196,12 @@ async def trading_states(
     if kept is not None:
         return kept
     token, rows = await accounts_repository.load_trading_states(db)
-    states = TradingStates({(scope, scope_id): state for scope, scope_id, state in rows})
-    resident.put(TRADING, token, states)
-    return states
+    states: dict[tuple[str, str], str] = {}
+    for scope, scope_id, state in rows:
+        # A scope's manual and automatic states: the stricter governs.
+        other = states.get((scope, scope_id))
+        if other is None or STRICTNESS[state] > STRICTNESS[other]:
+            states[(scope, scope_id)] = state
+    trading = TradingStates(states)
+    resident.put(TRADING, token, trading)
+    return trading

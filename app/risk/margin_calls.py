@@ -16,7 +16,8 @@ Levels (risk parameters): ``warning`` when ``maintenance_margin_ratio ≥ margin
 anything open counts as past both. Shortfall: what a deposit must bring to get back below the
 level, ``max(0, MM / level − E)``. A limit with ``warn_at`` raises a ``limit`` call when its
 usage (``gross notional / max_gross_notional``, ``leverage / max_leverage``) reaches
-``warn_at``. A call resolves itself when the subaccount is back below its level.
+``warn_at``. A call resolves itself when the subaccount is back below its level. The
+automatic circuit breaker (app/risk/breaker.py) is evaluated with them, from the same batch.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from app.engine import MarginMode, isolated_positions
 from app.engine.rounding import requirement_to_decimal
 from app.marketdata import repository as marketdata_repository
 from app.pretrade.rules import limit_value
-from app.risk import repository, service
+from app.risk import breaker, repository, service
 from app.risk.batch import BatchEvaluation, evaluate_subaccounts, risk_order
 from app.risk.models import MarginCall, WebhookEvent
 from app.risk.schemas import MarginCallOut
@@ -209,6 +210,7 @@ async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequ
     for call in raised:
         if call.id in inserted:
             _outbox(session, "margin_call.raised", call, now)
+    await breaker.evaluate(session, parameters.auto_reduce_only, evaluation, ratios)
     await session.flush()
 
 

@@ -30,7 +30,7 @@ from app.engine.rounding import (
 )
 from app.pretrade import repository as pretrade_repository
 from app.pretrade import reservations
-from app.risk import repository
+from app.risk import breaker, repository
 from app.risk.book import Book, EngineInputs, Holding, MarkUsed, engine_inputs, load_book
 from app.risk.schemas import (
     AccountMarginOut,
@@ -63,6 +63,9 @@ async def put_parameters(
     row.updated_at = now
     await session.flush()
     await audit.record(session, "risk_parameters", actor, parsed.to_dict())
+    if parsed.auto_reduce_only is None:
+        # Off: nothing would ever release the automatic states still held.
+        await breaker.release_all(session)
     return parsed
 
 
