@@ -70,6 +70,40 @@ CountLimit = Annotated[
 ]
 
 
+class SymbolCapIn(StrictIn):
+    value: PositiveDecimal
+    warn_at: Fraction | None = Field(None, description="Default: the limit's own warn_at")
+
+
+SymbolCap = Annotated[
+    SymbolCapIn, BeforeValidator(_as_limit, json_schema_input_type=PositiveDecimal | SymbolCapIn)
+]
+MAX_SYMBOLS = 1000
+
+
+class SymbolLimitIn(StrictIn):
+    """A cap per symbol: ``value`` for every symbol, ``by_symbol`` replacing it for some (a
+    symbol with neither is uncapped). Symbols need not be listed yet: a desk may cap an
+    instrument before it trades."""
+
+    value: PositiveDecimal | None = None
+    warn_at: Fraction = Field(DEFAULT_WARN_AT, description="Alert when usage crosses this share")
+    by_symbol: dict[Identifier, SymbolCap] | None = Field(None, max_length=MAX_SYMBOLS)
+
+    @model_validator(mode="after")
+    def _caps_something(self) -> Self:
+        # A limit that caps nothing is refused rather than stored as a silent "no cap".
+        if self.value is None and not self.by_symbol:
+            raise ValueError("value: required unless by_symbol names at least one symbol")
+        return self
+
+
+SymbolLimit = Annotated[
+    SymbolLimitIn,
+    BeforeValidator(_as_limit, json_schema_input_type=PositiveDecimal | SymbolLimitIn),
+]
+
+
 class StrategyLimitsIn(StrictIn):
     max_gross_notional: Limit
 
@@ -80,9 +114,13 @@ class SubaccountLimitsIn(StrictIn):
     max_gross_notional: Limit | None = None
     max_leverage: Limit | None = None
     max_order_notional: Limit | None = None
-    max_position_notional: Limit | None = Field(None, description="Per instrument")
-    max_underlying_notional: Limit | None = Field(
-        None, description="Per underlying, long and short netted, then absolute"
+    max_position_notional: SymbolLimit | None = Field(
+        None, description="Per instrument; by_symbol keyed by instrument"
+    )
+    max_underlying_notional: SymbolLimit | None = Field(
+        None,
+        description="Per underlying, long and short netted, then absolute; by_symbol keyed by"
+        " underlying",
     )
     max_daily_loss: Limit | None = Field(
         None, description="Realised + unrealised PnL since 00:00 UTC"
@@ -102,6 +140,14 @@ class LimitOut(BaseModel):
     warn_at: Money
 
 
+class SymbolLimitOut(BaseModel):
+    value: Money | None = Field(
+        None, description="The cap of every symbol without its own; null: those are uncapped"
+    )
+    warn_at: Money
+    by_symbol: dict[str, LimitOut] | None = None
+
+
 class CountLimitOut(BaseModel):
     value: int
     warn_at: Money
@@ -115,8 +161,8 @@ class LimitsOut(BaseModel):
     max_gross_notional: LimitOut | None = None
     max_leverage: LimitOut | None = None
     max_order_notional: LimitOut | None = None
-    max_position_notional: LimitOut | None = None
-    max_underlying_notional: LimitOut | None = None
+    max_position_notional: SymbolLimitOut | None = None
+    max_underlying_notional: SymbolLimitOut | None = None
     max_daily_loss: LimitOut | None = None
     max_open_orders: CountLimitOut | None = None
     max_order_rate: CountLimitOut | None = None

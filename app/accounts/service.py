@@ -21,6 +21,7 @@ from app.accounts.schemas import (
     SubaccountLimitsIn,
     SubaccountOut,
     SubaccountPatch,
+    SymbolLimitIn,
     TradingStateIn,
     TradingStateOut,
 )
@@ -170,14 +171,34 @@ async def subaccount_out(session: AsyncSession, subaccount: Subaccount) -> Subac
 # --- limits ---------------------------------------------------------------------------------
 
 
+def _stored_symbol_limit(limit: SymbolLimitIn) -> dict[str, Any]:
+    """``{"value"?, "warn_at", "by_symbol"?: {symbol: {"value", "warn_at"}}}``: a symbol's
+    bare number takes the limit's ``warn_at``, written out so readers need no default."""
+    stored: dict[str, Any] = {"warn_at": str(limit.warn_at)}
+    if limit.value is not None:
+        stored["value"] = str(limit.value)
+    if limit.by_symbol:
+        stored["by_symbol"] = {
+            symbol: {
+                "value": str(cap.value),
+                "warn_at": str(limit.warn_at if cap.warn_at is None else cap.warn_at),
+            }
+            for symbol, cap in sorted(limit.by_symbol.items())
+        }
+    return stored
+
+
 def _stored_limits(body: BaseModel) -> dict[str, Any]:
-    """Limits as stored: every limit becomes ``{"value": "…", "warn_at": "…"}``."""
+    """Limits as stored: every limit becomes ``{"value": "…", "warn_at": "…"}`` (the per-symbol
+    ones also carry ``by_symbol``, and ``value`` only when given)."""
     stored: dict[str, Any] = {}
     for name, value in body:
         if value is None:
             continue
         if name == "strategy_limits":
             stored[name] = {strategy: _stored_limits(caps) for strategy, caps in value.items()}
+        elif isinstance(value, SymbolLimitIn):
+            stored[name] = _stored_symbol_limit(value)
         else:
             stored[name] = {"value": str(value.value), "warn_at": str(value.warn_at)}
     return stored

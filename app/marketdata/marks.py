@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,10 @@ class Sources:
     in exact integers, not in datetime arithmetic, once per check and symbol."""
     oldest_us: int
     newest_us: int
+
+    @cached_property
+    def median_all_float(self) -> float:
+        return float(self.median_all)
 
     @classmethod
     def of(cls, sources: Sequence[SourceMark]) -> Sources:
@@ -200,14 +205,21 @@ def judge(
     for now (None: no history). Ages are compared in whole microseconds, as ``is_fresh``
     compares datetimes: ``now − ts ≤ stale_after`` (the limit rounded to the microsecond, as a
     ``timedelta`` rounds it)."""
-    limit = timedelta(seconds=float(stale_after_s))
-    limit_us = limit // _US
+    limit, limit_us = _stale_limit(stale_after_s)
     now_us = microseconds(now)
     times = sources.times_us
     oldest_age = now_us - sources.oldest_us
     newest_age = now_us - sources.newest_us
     if oldest_age <= limit_us:  # every source fresh: the common case
         price, fresh = sources.median_all, True
+        if recorded is not None and recorded > 0:
+            # Its float is kept with the sources: judged once per post, not per check.
+            clear = _float_deviation(sources.median_all_float, recorded, max_twap_deviation)
+            if clear is not None:
+                age = max(0, newest_age // 1000)
+                return Mark(
+                    symbol, price, clear, age, sources.funding_rate, sources, now, limit, recorded
+                )
     elif newest_age > limit_us:  # none: the median of every last value, stale
         price, fresh = sources.median_all, False
     else:
@@ -223,6 +235,32 @@ _DEVIATION_SLACK = 1e-9
 """Relative room, around the limit, inside which the deviation is judged in exact decimals."""
 
 
+@functools.lru_cache(maxsize=256)
+def _stale_limit(stale_after_s: Decimal) -> tuple[timedelta, int]:
+    """``stale_after`` as a ``timedelta`` and in whole microseconds (as a timedelta rounds it):
+    a few distinct values, converted once."""
+    limit = timedelta(seconds=float(stale_after_s))
+    return limit, limit // _US
+
+
+@functools.lru_cache(maxsize=256)
+def _bound(limit: Decimal) -> float:
+    return float(limit)
+
+
+def _float_deviation(price: float, recorded: float, limit: Decimal) -> MarkStatus | None:
+    """The deviation decided in float64 when clearly on one side of the limit (``recorded >
+    0``); None near it, where the exact rule decides."""
+    ratio = abs(price - recorded) / recorded
+    bound = _bound(limit)
+    slack = _DEVIATION_SLACK * bound + 1e-12 / recorded + 1e-15
+    if ratio < bound - slack:
+        return "fresh"
+    if ratio > bound + slack:
+        return "deviating"
+    return None
+
+
 def deviation_status(price: Decimal, recorded: float | None, limit: Decimal) -> MarkStatus:
     """``deviating`` when ``|price − twap| / twap > limit``, with ``twap`` the recorded float at
     12 places. Decided in float64 when clearly on one side: the float ratio is off by at most
@@ -231,13 +269,9 @@ def deviation_status(price: Decimal, recorded: float | None, limit: Decimal) -> 
     if recorded is None:
         return "fresh"  # no history: nothing to deviate from
     if recorded > 0:
-        ratio = abs(float(price) - recorded) / recorded
-        bound = float(limit)
-        slack = _DEVIATION_SLACK * bound + 1e-12 / recorded + 1e-15
-        if ratio < bound - slack:
-            return "fresh"
-        if ratio > bound + slack:
-            return "deviating"
+        status = _float_deviation(float(price), recorded, limit)
+        if status is not None:
+            return status
     average = Decimal(repr(recorded)).quantize(TWAP_QUANTUM)
     if average > 0 and abs(price - average) / average > limit:
         return "deviating"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,7 @@ from app.accounts.repository import SubaccountState, get_subaccount, realized_si
 from app.core import versions
 from app.core.db import HotDb
 from app.pretrade.models import CheckRecord, OrderId, Reservation
+from app.risk.models import DailyMarginReport
 
 
 async def checks_for_order_ids(
@@ -149,6 +150,9 @@ class LoadedSubaccount:
     """Active, unexpired reservations: ``(reservation_id, check_id, legs, created_at,
     expires_at)`` in creation order."""
     realized_today: Decimal
+    unrealized_at_start: Decimal | None
+    """Unrealised PnL in the capture that opened the day (the previous day's end-of-day
+    report), None when none was captured."""
 
 
 _SUBACCOUNTS_SQL = """
@@ -167,7 +171,9 @@ SELECT s.subaccount_id, s.account_id, s.margin_mode, s.strategy, s.limits::text,
            AND r.status = 'active' AND r.expires_at > $3)::text,
        (SELECT coalesce(sum(f.realized_pnl
                  - CASE WHEN f.fee_asset = $4 THEN f.fee ELSE 0 END), 0)
-          FROM fills f WHERE f.subaccount_id = s.subaccount_id AND f.ts >= $2)::text
+          FROM fills f WHERE f.subaccount_id = s.subaccount_id AND f.ts >= $2)::text,
+       (SELECT m.summary->>'unrealized_pnl' FROM margin_reports m
+         WHERE m.subaccount_id = s.subaccount_id AND m.report_date = $5)
   FROM subaccounts s
   LEFT JOIN state_versions v ON v.scope = 'subaccount' AND v.id = s.subaccount_id
  WHERE s.subaccount_id = ANY($1::text[])
@@ -187,7 +193,9 @@ async def load_subaccounts(
             if (loaded := await _load_subaccount_orm(db, subaccount_id, since, now, settlement))
         ]
     found = []
-    for row in await db.fetch(_SUBACCOUNTS_SQL, list(subaccount_ids), since, now, settlement):
+    opened_by = _opening_report(since)
+    rows = await db.fetch(_SUBACCOUNTS_SQL, list(subaccount_ids), since, now, settlement, opened_by)
+    for row in rows:
         subaccount = Subaccount(
             subaccount_id=row[0],
             account_id=row[1],
@@ -208,8 +216,17 @@ async def load_subaccounts(
             (rid, cid, legs, _timestamp(created), _timestamp(expires))
             for rid, cid, legs, created, expires in json.loads(row[10])
         ]
-        found.append(LoadedSubaccount(row[6], subaccount, state, reservations, Decimal(row[11])))
+        start = None if row[12] is None else Decimal(row[12])
+        found.append(
+            LoadedSubaccount(row[6], subaccount, state, reservations, Decimal(row[11]), start)
+        )
     return found
+
+
+def _opening_report(since: datetime) -> date:
+    """The end-of-day report that opened the day starting at ``since`` (midnight UTC): the
+    previous day's, captured just after that midnight."""
+    return (since - timedelta(days=1)).date()
 
 
 def _timestamp(text: str) -> datetime:
@@ -241,7 +258,17 @@ async def _load_subaccount_orm(
         await state_of(session, subaccount_id),
         [(r.reservation_id, r.check_id, r.legs, r.created_at, r.expires_at) for r in rows],
         await realized_since(session, subaccount_id, since, settlement),
+        await _unrealized_at_start(session, subaccount_id, since),
     )
+
+
+async def _unrealized_at_start(
+    session: AsyncSession, subaccount_id: str, since: datetime
+) -> Decimal | None:
+    report = await session.get(DailyMarginReport, (_opening_report(since), subaccount_id))
+    if report is None or report.summary.get("unrealized_pnl") is None:
+        return None
+    return Decimal(str(report.summary["unrealized_pnl"]))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from app.pretrade import reservations, service
 from app.pretrade.schemas import (
     CheckIn,
     CheckOut,
+    MaxScaleIn,
+    MaxScaleOut,
     MaxSizeIn,
     MaxSizeOut,
     ReservationList,
@@ -53,6 +55,17 @@ async def check(request: Request) -> Response:
 )
 async def max_size(body: MaxSizeIn, caller: CheckCaller, runtime: RuntimeDep) -> MaxSizeOut:
     return await service.max_size(runtime, caller, body)
+
+
+@router.post(
+    "/pretrade/max-scale",
+    response_model=MaxScaleOut,
+    responses=problem_responses(400, 404, 409, 422),
+)
+async def max_scale(body: MaxScaleIn, caller: CheckCaller, runtime: RuntimeDep) -> MaxScaleOut:
+    """The largest factor of a basket (each leg rounded down to its lot) the check accepts now;
+    a hedge keeps its ratio. Reserves, records and audits nothing."""
+    return await service.max_scale(runtime, caller, body)
 
 
 @router.get(

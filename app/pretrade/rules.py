@@ -22,9 +22,38 @@ ZERO = Decimal(0)
 
 
 def limit_value(limits: Mapping[str, Any], name: str) -> Decimal | None:
-    """The stored ``{"value": "…"}`` of a limit, or None when there is no cap."""
+    """The stored ``{"value": "…"}`` of a limit, or None when there is no cap. A per-symbol
+    limit (``max_position_notional``, ``max_underlying_notional``) may have no ``value`` —
+    only ``by_symbol`` caps: read those with :func:`symbol_limit`."""
     entry = limits.get(name)
-    return None if entry is None else Decimal(str(entry["value"]))
+    value = None if entry is None else entry.get("value")
+    return None if value is None else Decimal(str(value))
+
+
+@dataclass(frozen=True)
+class SymbolCap:
+    value: Decimal
+    warn_at: Decimal
+
+
+def symbol_cap(limits: Mapping[str, Any], name: str, symbol: str) -> SymbolCap | None:
+    """The cap of ``symbol`` under a per-symbol limit: its own ``by_symbol`` entry, else the
+    limit's ``value`` (with the limit's ``warn_at``), else None (uncapped)."""
+    entry = limits.get(name)
+    if entry is None:
+        return None
+    own = (entry.get("by_symbol") or {}).get(symbol)
+    if own is not None:
+        return SymbolCap(Decimal(str(own["value"])), Decimal(str(own["warn_at"])))
+    if entry.get("value") is None:
+        return None
+    return SymbolCap(Decimal(str(entry["value"])), Decimal(str(entry["warn_at"])))
+
+
+def symbol_limit(limits: Mapping[str, Any], name: str, symbol: str) -> Decimal | None:
+    """The cap's value of ``symbol`` under a per-symbol limit, or None when uncapped."""
+    cap = symbol_cap(limits, name, symbol)
+    return None if cap is None else cap.value
 
 
 @dataclass(frozen=True)
@@ -53,6 +82,8 @@ class Totals:
     equity: Decimal = ZERO
     unrealized_pnl: Decimal = ZERO
     realized_today: Decimal = ZERO
+    unrealized_at_start: Decimal = ZERO
+    """Unrealised PnL when the day opened (its end-of-day capture)."""
     open_orders: int = 0
     """Legs of active reservations."""
     recent_orders: int = 0
@@ -71,6 +102,7 @@ class Totals:
             self.equity + other.equity,
             self.unrealized_pnl + other.unrealized_pnl,
             self.realized_today + other.realized_today,
+            self.unrealized_at_start + other.unrealized_at_start,
             self.open_orders + other.open_orders,
             self.recent_orders + other.recent_orders,
             merged(self.by_instrument, other.by_instrument),
@@ -288,9 +320,9 @@ def _growing(basket: Basket) -> list[OrderView]:
 
 def check_position_notional(basket: Basket) -> list[Reason]:
     reasons = []
-    sub_cap = limit_value(basket.subaccount_limits, "max_position_notional")
-    account_cap = limit_value(basket.account_limits, "max_position_notional")
     for symbol in dict.fromkeys(o.instrument.symbol for o in _growing(basket)):
+        sub_cap = symbol_limit(basket.subaccount_limits, "max_position_notional", symbol)
+        account_cap = symbol_limit(basket.account_limits, "max_position_notional", symbol)
         index = next(o.index for o in basket.orders if o.instrument.symbol == symbol)
         notional = basket.after.by_instrument.get(symbol, ZERO)
         if sub_cap is not None and notional > sub_cap:
@@ -319,9 +351,9 @@ def check_position_notional(basket: Basket) -> list[Reason]:
 
 def check_underlying_notional(basket: Basket) -> list[Reason]:
     reasons = []
-    sub_cap = limit_value(basket.subaccount_limits, "max_underlying_notional")
-    account_cap = limit_value(basket.account_limits, "max_underlying_notional")
     for underlying in dict.fromkeys(o.instrument.underlying for o in _growing(basket)):
+        sub_cap = symbol_limit(basket.subaccount_limits, "max_underlying_notional", underlying)
+        account_cap = symbol_limit(basket.account_limits, "max_underlying_notional", underlying)
         before = abs(basket.before.by_underlying.get(underlying, ZERO))
         after = abs(basket.after.by_underlying.get(underlying, ZERO))
         if after <= before:
@@ -433,17 +465,23 @@ def check_leverage(basket: Basket) -> list[Reason]:
     return reasons
 
 
+def _todays_pnl(totals: Totals) -> Decimal:
+    return totals.realized_today + totals.unrealized_pnl - totals.unrealized_at_start
+
+
 def check_loss_limit(basket: Basket) -> list[Reason]:
-    """Today's loss = −(PnL realised since 00:00 UTC + unrealised PnL of the book after)."""
+    """Today's loss = −(PnL realised since 00:00 UTC + the change of unrealised PnL since then:
+    that of the book after, less that of the capture which opened the day). A position carried
+    over midnight counts only its move since; one opened today, its whole unrealised PnL."""
     if basket.reducing_only:
         return []
     reasons = []
-    loss = -(basket.after.realized_today + basket.after.unrealized_pnl)
+    loss = -_todays_pnl(basket.after)
     cap = limit_value(basket.subaccount_limits, "max_daily_loss")
     if cap is not None and loss > cap:
         reasons.append(_reason("LOSS_LIMIT", None, f"today's loss {loss} exceeds {cap}", loss, cap))
     account_cap = limit_value(basket.account_limits, "max_daily_loss")
-    total = loss - (basket.siblings.realized_today + basket.siblings.unrealized_pnl)
+    total = loss - _todays_pnl(basket.siblings)
     if account_cap is not None and total > account_cap:
         reasons.append(
             _reason(

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from app.core.types import Identifier, Money, PositiveDecimal, StrictIn, Timestamp
 from app.risk.schemas import MarginSummaryOut, MarkUsedOut, PositionMarginOut
@@ -72,6 +72,16 @@ class OrderIn(StrictIn):
         return self
 
 
+def check_distinct_order_ids(orders: list[OrderIn]) -> None:
+    """No ``client_order_id`` twice in one basket."""
+    seen: set[str] = set()
+    for index, order in enumerate(orders):
+        if order.client_order_id is not None:
+            if order.client_order_id in seen:
+                raise ValueError(f"orders[{index}].client_order_id: appears twice")
+            seen.add(order.client_order_id)
+
+
 class CheckIn(StrictIn):
     subaccount_id: Identifier
     orders: list[OrderIn] = Field(min_length=1, max_length=50)
@@ -81,12 +91,7 @@ class CheckIn(StrictIn):
 
     @model_validator(mode="after")
     def _distinct_order_ids(self) -> Self:
-        seen: set[str] = set()
-        for index, order in enumerate(self.orders):
-            if order.client_order_id is not None:
-                if order.client_order_id in seen:
-                    raise ValueError(f"orders[{index}].client_order_id: appears twice")
-                seen.add(order.client_order_id)
+        check_distinct_order_ids(self.orders)
         return self
 
 
@@ -158,6 +163,60 @@ class MaxSizeOut(BaseModel):
         description="Every reason the check gives one lot more, with its numbers"
     )
     after: MarginSummaryOut
+
+
+MAX_SCALE = Decimal(1000)
+"""The largest ``max_scale`` a max-scale search accepts."""
+
+
+def _scale_in_range(value: Decimal) -> Decimal:
+    if value > MAX_SCALE:
+        raise ValueError(f"must be at most {MAX_SCALE}")
+    return value
+
+
+class MaxScaleIn(StrictIn):
+    """A basket as a check takes it (no ``reserve``: nothing is held), and the largest factor
+    to try. ``client_order_id``s are allowed so a desk can send the basket it will check, but
+    nothing is recorded under them."""
+
+    subaccount_id: Identifier
+    orders: list[OrderIn] = Field(min_length=1, max_length=50)
+    max_scale: Annotated[PositiveDecimal, AfterValidator(_scale_in_range)] = Field(
+        Decimal(1), description="The largest factor to try: greater than 0, at most 1000"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_order_ids(self) -> Self:
+        check_distinct_order_ids(self.orders)
+        return self
+
+
+class ScaledOrderOut(BaseModel):
+    order_index: int
+    size: Money = Field(
+        description="floor(scale · size / lot_size) · lot_size: this leg's size at ``scale``"
+    )
+
+
+class MaxScaleOut(BaseModel):
+    subaccount_id: str
+    scale: Money = Field(
+        description="The largest factor whose basket (each leg's size times it, rounded down "
+        'to the leg\'s lot) the check accepts now; "0" when no basket with every leg at least '
+        "one lot fits"
+    )
+    orders: list[ScaledOrderOut] = Field(description="Every leg's size at ``scale``")
+    binding: ReasonCode | None = Field(
+        description="The rule the basket breaks at the next step (the least larger factor at "
+        "which some leg gains a lot); null when ``max_scale`` itself passes"
+    )
+    reasons: list[Reason] = Field(
+        description="Every reason the check gives at the next step, with its numbers"
+    )
+    after: MarginSummaryOut = Field(
+        description="The subaccount after the basket at ``scale`` (as it stands when 0)"
+    )
 
 
 class ReservationLegOut(BaseModel):

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, cast
 
 import asyncpg  # type: ignore[import-untyped]
@@ -39,16 +40,20 @@ from app.engine import RiskParameters
 from app.instruments import service as instruments_service
 from app.marketdata import service as marketdata
 from app.marketdata.marks import Mark, is_fresh
-from app.pretrade import repository, reservations
+from app.pretrade import repository, reservations, scaling
 from app.pretrade import state as pretrade_state
 from app.pretrade.models import Reservation
 from app.pretrade.rules import Basket, OrderView, Totals, judge, limit_value
 from app.pretrade.schemas import (
     CheckIn,
+    MaxScaleIn,
+    MaxScaleOut,
     MaxSizeIn,
     MaxSizeOut,
     OrderIn,
     Reason,
+    ReasonCode,
+    ScaledOrderOut,
 )
 from app.pretrade.simulate import BookStatus, Execution, Leg, Level, execute
 from app.pretrade.state import (
@@ -91,6 +96,7 @@ class Context:
     states: Mapping[str, str]
     books: Mapping[str, VisibleBook]
     realized_today: Decimal
+    unrealized_at_start: Decimal
     recent_orders: int
     account_recent_orders: int
     siblings: Totals
@@ -201,6 +207,7 @@ def _siblings(
         sibling_totals = replace(
             totals(book, evaluation, known.parameters.settlement_decimals),
             realized_today=sibling.realized_today,
+            unrealized_at_start=sibling.unrealized_at_start,
             open_orders=reservations.open_orders(held),
         )
         total = total + sibling_totals
@@ -386,6 +393,7 @@ def context(
         ),
         books=books,
         realized_today=held.realized_today,
+        unrealized_at_start=held.unrealized_at_start,
         recent_orders=0 if recent is None else recent.subaccount,
         account_recent_orders=0 if recent is None else recent.account,
         siblings=siblings,
@@ -557,10 +565,15 @@ def evaluate_basket(
     before_totals = replace(
         _before_totals(ctx, priced_before, before),
         realized_today=ctx.realized_today,
+        unrealized_at_start=ctx.unrealized_at_start,
         open_orders=reservations.open_orders(ctx.reservations),
         recent_orders=ctx.recent_orders,
     )
-    after_totals = replace(totals(after_book, after, decimals), realized_today=ctx.realized_today)
+    after_totals = replace(
+        totals(after_book, after, decimals),
+        realized_today=ctx.realized_today,
+        unrealized_at_start=ctx.unrealized_at_start,
+    )
     after_values = after.values()
     before_values = before.values()
     free_after = after_values["free_collateral"]
@@ -898,6 +911,99 @@ async def max_size(runtime: Runtime, who: Caller, body: MaxSizeIn) -> MaxSizeOut
         binding=binding,
         reasons=above.reasons,
         after=after,
+    )
+
+
+# --- max scale -------------------------------------------------------------------------------
+
+
+async def max_scale(runtime: Runtime, who: Caller, body: MaxScaleIn) -> MaxScaleOut:
+    """The largest factor of the basket the check accepts now, every leg's size times it and
+    rounded down to its lot (``app/pretrade/scaling.py``: the steps, the search and what it
+    assumes). One I/O phase, then a pure search against that snapshot; like ``max_size`` it
+    reserves, records and audits nothing (a question, not a check).
+
+    The answer holds by construction: the check accepts the basket at ``scale`` and rejects it
+    at the next step, whose reasons are returned. A nonzero ``scale`` gives every leg at least
+    one lot; when even the least such basket fails (or ``max_scale`` cannot give every leg a
+    lot: ``LOT_SIZE``), ``scale`` is 0."""
+    now = utcnow()
+    instruments = list(dict.fromkeys(o.instrument for o in body.orders))
+    async with runtime.hot.connect() as db:
+        loaded = await load(db, runtime, who, body.subaccount_id, (), now, _Attempt(False))
+        _known_instruments(
+            loaded.known,
+            [(f"orders[{i}].instrument", o.instrument) for i, o in enumerate(body.orders)],
+        )
+        marks, books, _ = await _market(db, runtime, loaded, instruments, None, now)
+    ctx = context(loaded, marks, books, instruments, None, now)
+    lots = [ctx.book.instruments[o.instrument].lot_size for o in body.orders]
+    ray = scaling.Ray.of([o.size for o in body.orders], lots)
+    outcomes: dict[scaling.Lots, Outcome] = {}
+
+    def legs(counts: scaling.Lots) -> list[OrderIn]:
+        # Copies, not re-validated: a leg's size is its lot count times its lot, exactly.
+        return [
+            order.model_copy(update={"size": n * lot})
+            for order, n, lot in zip(body.orders, counts, lots, strict=True)
+        ]
+
+    def attempt(counts: scaling.Lots) -> Outcome:
+        if counts not in outcomes:  # the ladder and the bisection may land on one basket twice
+            outcomes[counts] = evaluate_basket(ctx, legs(counts), liquidation=False)
+        return outcomes[counts]
+
+    limit = Fraction(body.max_scale)
+    if ray.first_full > limit:
+        # No factor up to max_scale gives every leg a lot: the basket is not the hedge asked.
+        counts = ray.lots_at(limit)
+        short = [
+            Reason(
+                code="LOT_SIZE",
+                order_index=i,
+                message=f"at max_scale {format_decimal(body.max_scale)} this leg would be "
+                f"{format_decimal(body.max_scale * order.size)}, under one lot of "
+                f"{format_decimal(lot)}; every leg needs at least one",
+                value=body.max_scale * order.size,
+                limit=lot,
+            )
+            for i, (order, lot, n) in enumerate(zip(body.orders, lots, counts, strict=True))
+            if n == 0
+        ]
+        standing = attempt(ray.lots_at(ray.first_full)).before
+        return _scaled(body, Decimal(0), [0] * len(lots), lots, "LOT_SIZE", short, standing)
+    found = scaling.search(ray, limit, lambda counts: attempt(counts).accepted)
+    above = None if found.step is None else attempt(ray.lots_at(found.step))
+    reasons = [] if above is None else above.reasons
+    binding = reasons[0].code if reasons else None
+    if found.answer is None:
+        assert above is not None
+        return _scaled(body, Decimal(0), [0] * len(lots), lots, binding, reasons, above.before)
+    counts = ray.lots_at(found.answer)
+    final = evaluate_basket(ctx, legs(counts), liquidation=True)
+    scale = body.max_scale if found.step is None else scaling.as_decimal(found.answer, found.step)
+    return _scaled(body, scale, list(counts), lots, binding, reasons, final.after)
+
+
+def _scaled(
+    body: MaxScaleIn,
+    scale: Decimal,
+    counts: Sequence[int],
+    lots: Sequence[Decimal],
+    binding: ReasonCode | None,
+    reasons: list[Reason],
+    after: risk.Evaluation,
+) -> MaxScaleOut:
+    return MaxScaleOut(
+        subaccount_id=body.subaccount_id,
+        scale=scale,
+        orders=[
+            ScaledOrderOut(order_index=i, size=n * lot)
+            for i, (n, lot) in enumerate(zip(counts, lots, strict=True))
+        ],
+        binding=binding,
+        reasons=reasons,
+        after=after.summary_out(),
     )
 
 

@@ -31,6 +31,9 @@ class SubaccountState:
     """Active when loaded; expiry is by time, so each use filters (:meth:`held`)."""
     realized_since: datetime
     realized_today: Decimal
+    unrealized_at_start: Decimal
+    """Unrealised PnL when the day opened (its end-of-day capture; 0 without one): today's
+    loss counts the change since, not the whole of today's unrealised PnL."""
     memo: dict[object, Any] = field(default_factory=dict, compare=False)
     """What checks computed from this state (it is gone with the state when it moves)."""
 
@@ -155,6 +158,7 @@ def _loaded_state(
         reservations=tuple(reservations),
         realized_since=since,
         realized_today=loaded.realized_today,
+        unrealized_at_start=loaded.unrealized_at_start or Decimal(0),
         memo={} if last is None else last.memo,
     )
 

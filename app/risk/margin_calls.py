@@ -16,8 +16,11 @@ Levels (risk parameters): ``warning`` when ``maintenance_margin_ratio ≥ margin
 anything open counts as past both. Shortfall: what a deposit must bring to get back below the
 level, ``max(0, MM / level − E)``. A limit with ``warn_at`` raises a ``limit`` call when its
 usage (``gross notional / max_gross_notional``, ``leverage / max_leverage``) reaches
-``warn_at``. A call resolves itself when the subaccount is back below its level. The
-automatic circuit breaker (app/risk/breaker.py) is evaluated with them, from the same batch.
+``warn_at``; the per-symbol caps (``max_position_notional`` per instrument,
+``max_underlying_notional`` per underlying) raise one call per symbol, subject
+``<limit>:<symbol>``, each resolving on its own. A call resolves itself when the subaccount is
+back below its level. The automatic circuit breaker (app/risk/breaker.py) is evaluated with
+them, from the same batch.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from app.core.types import utcnow
 from app.engine import MarginMode, isolated_positions
 from app.engine.rounding import requirement_to_decimal
 from app.marketdata import repository as marketdata_repository
-from app.pretrade.rules import limit_value
+from app.pretrade.rules import limit_value, symbol_cap
 from app.risk import breaker, repository, service
 from app.risk.batch import BatchEvaluation, evaluate_subaccounts, risk_order
 from app.risk.models import MarginCall, WebhookEvent
@@ -97,6 +100,56 @@ def _breaches(
         share = usage / float(cap)
         if share >= warn_at:
             found.append(Breach("limit", name, None if math.isinf(share) else share, Decimal(0)))
+    return found
+
+
+SYMBOL_LIMITS = ("max_position_notional", "max_underlying_notional")
+
+
+@dataclass(frozen=True)
+class _Exposure:
+    """One subaccount's notionals as the per-symbol caps measure them (floats, as the batch)."""
+
+    by_instrument: dict[str, float]
+    """|q|·k·m per instrument."""
+    by_underlying: dict[str, float]
+    """Σ q·k·m per underlying (signed: long and short netted)."""
+
+
+def _exposures(evaluation: BatchEvaluation, owners: set[int]) -> dict[int, _Exposure]:
+    """Per-symbol exposure of the subaccounts ``owners`` (those with a per-symbol cap)."""
+    if not owners:
+        return {}
+    positions, owner = evaluation.batch.positions, evaluation.batch.position_owner
+    notional = positions.size * positions.contract_size * positions.mark
+    universe = evaluation.risk.universe
+    found: dict[int, _Exposure] = {}
+    for row in np.flatnonzero(np.isin(owner, list(owners)) & (positions.size != 0)).tolist():
+        exposure = found.setdefault(int(owner[row]), _Exposure({}, {}))
+        symbol = evaluation.position_instruments[row]
+        underlying = universe[int(positions.underlying[row])]
+        value = float(notional[row])
+        exposure.by_instrument[symbol] = exposure.by_instrument.get(symbol, 0.0) + abs(value)
+        exposure.by_underlying[underlying] = exposure.by_underlying.get(underlying, 0.0) + value
+    return found
+
+
+def _symbol_breaches(limits: dict[str, Any], exposure: _Exposure) -> list[Breach]:
+    """A ``limit`` call per symbol whose usage (its notional / its cap) reaches its warn_at."""
+    found = []
+    for name, usage in (
+        ("max_position_notional", exposure.by_instrument),
+        ("max_underlying_notional", exposure.by_underlying),
+    ):
+        if name not in limits:
+            continue
+        for symbol, notional in sorted(usage.items()):
+            cap = symbol_cap(limits, name, symbol)
+            if cap is None:
+                continue
+            share = abs(notional) / float(cap.value)
+            if share >= float(cap.warn_at):
+                found.append(Breach("limit", f"{name}:{symbol}", share, Decimal(0)))
     return found
 
 
@@ -154,6 +207,10 @@ async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequ
         | set(by_position)
         | {i for i, s in enumerate(subaccounts) if s.subaccount_id in held or s.limits}
     )
+    exposures = _exposures(
+        evaluation,
+        {i for i, s in enumerate(subaccounts) if any(name in s.limits for name in SYMBOL_LIMITS)},
+    )
     now = utcnow()
     raised: list[MarginCall] = []
     for i in sorted(look):
@@ -168,6 +225,8 @@ async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequ
             parameters.margin_call_liquidation,
             parameters.settlement_decimals,
         )
+        if i in exposures:
+            breaches += _symbol_breaches(subaccount.limits, exposures[i])
         for symbol, ratio, equity, maintenance in by_position.get(i, []):
             breaches += [
                 replace(breach, subject=symbol)

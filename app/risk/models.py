@@ -43,8 +43,9 @@ class MarginCall(Base):
     subaccount_id: Mapped[str] = mapped_column(ForeignKey("subaccounts.subaccount_id"))
     account_id: Mapped[str] = mapped_column(String(64))
     level: Mapped[str] = mapped_column(String(16))
-    subject: Mapped[str] = mapped_column(String(64))
-    """Empty for the margin levels; the limit's name for ``limit``."""
+    subject: Mapped[str] = mapped_column(String(128))
+    """Empty for the margin levels; the limit's name for ``limit`` (``<limit>:<symbol>`` for a
+    per-symbol cap: a 64-character symbol needs the room)."""
     status: Mapped[str] = mapped_column(String(16))
     ratio: Mapped[float | None] = mapped_column(Float)
     shortfall: Mapped[Decimal] = mapped_column(Exact)

@@ -179,7 +179,9 @@ class MarginCallOut(BaseModel):
     account_id: str
     level: Literal["warning", "liquidation", "limit"]
     subject: str = Field(
-        description="For a limit call, the limit's name; for an isolated position's, its instrument"
+        description="For a limit call, the limit's name (``<limit>:<symbol>`` for a per-symbol"
+        " cap: max_position_notional, max_underlying_notional); for an isolated position's,"
+        " its instrument"
     )
     status: Literal["open", "acknowledged", "resolved"]
     ratio: float | None = Field(description="maintenance_margin_ratio (a limit's usage share)")

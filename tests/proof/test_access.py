@@ -416,6 +416,10 @@ POLICY: dict[str, Rule] = {
             },
         ),
     ),
+    "POST /v1/pretrade/max-scale": rule(
+        VENUE_WRITERS,
+        owned("/v1/pretrade/max-scale", {"subaccount_id": "{o.main}", "orders": [order()]}),
+    ),
     "GET /v1/subaccounts/{subaccount_id}/reservations": rule(READERS, owned(SUB + "/reservations")),
     "DELETE /v1/reservations/{reservation_id}": rule(
         VENUE_WRITERS, owned("/v1/reservations/{o.reservation}")
