@@ -107,7 +107,17 @@ async def _create_key(role: str, accounts: list[str] | None, label: str | None) 
 
 
 def keys_create(args: argparse.Namespace) -> None:
-    key = asyncio.run(_create_key(args.role, args.account or None, args.label))
+    from app.core.errors import PreflightError
+
+    url = Settings().database_url
+    if is_sqlite(url):
+        # As on serve: the embedded default migrates itself, so a fresh clone can mint its
+        # first key before the first start.
+        _migrate(url)
+    try:
+        key = asyncio.run(_create_key(args.role, args.account or None, args.label))
+    except PreflightError as exc:  # e.g. an unknown account: a message, not a traceback
+        sys.exit(f"preflight: {exc.detail}")
     print(key)
 
 

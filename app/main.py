@@ -17,6 +17,7 @@ from app.audit.router import router as audit_router
 from app.audit.sealer import seal_forever
 from app.auth.router import router as auth_router
 from app.core.admission import AdmissionMiddleware
+from app.core.apidocs import install_api_docs
 from app.core.batches import GroupCommit
 from app.core.cache import create_cache
 from app.core.config import Settings
@@ -41,6 +42,7 @@ from app.risk.margin_calls import sweep_forever
 from app.risk.reports import capture_forever
 from app.risk.router import router as risk_router
 from app.risk.webhooks import deliver_forever
+from app.ui.router import create_router as create_ui_router
 
 API_VERSION = "0.1.0"
 
@@ -126,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=API_VERSION,
         summary="Pre-trade margin checks for crypto-derivatives desks trading with cross-margin",
         lifespan=lifespan,
+        docs_url=None,  # install_api_docs serves both with the app's own assets
+        redoc_url=None,
     )
     install_error_handlers(app)
     generated_openapi = app.openapi
@@ -148,4 +152,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit_router,
     ):
         app.include_router(router)
+    install_api_docs(app)
+    app.include_router(create_ui_router())  # the risk page: /ui, / redirects there
     return app

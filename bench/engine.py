@@ -3,7 +3,12 @@
 One subaccount of 10 / 100 / 1,000 / 10,000 positions in each mode (summary including
 liquidation prices; median µs per call over many runs), the default stress grid (82 scenarios)
 of the 1,000-position book, and a batch of 10,000 subaccounts × 10 positions (summary and one stress scenario).
-Targets (2 vCPU): 1,000-position summary ≤ 1 ms; the 10,000 × 10 batch ≤ 1 s.
+Options (issue 12): a 1,000-position book of which 200 options, its portfolio summary = today's
+``margin_summary`` in portfolio mode (with liquidation prices) + ``option_values`` (greeks and
+standard margin) + ``option_portfolio_charges`` (the 7 × 3 grid), the cost of the summary once
+options are wired in.
+Targets (2 vCPU): 1,000-position summary ≤ 1 ms; the 10,000 × 10 batch ≤ 1 s; the summary of
+1,000 positions with 200 options ≤ 2 ms.
 """
 
 from __future__ import annotations
@@ -22,13 +27,17 @@ from app.engine import (
     BatchBook,
     Collateral,
     MarginMode,
+    OptionTerms,
     Positions,
     RiskParameters,
     TierTable,
     batch_stress,
     batch_summary,
+    black76_value,
     default_scenarios,
     margin_summary,
+    option_portfolio_charges,
+    option_values,
     shock_matrix,
     stress,
 )
@@ -69,6 +78,39 @@ def book(n: int, rng: np.random.Generator) -> tuple[Positions, Collateral]:
     return positions, collateral
 
 
+def option_book(
+    n: int, n_options: int, rng: np.random.Generator
+) -> tuple[Positions, Collateral, OptionTerms]:
+    """``book(n − n_options)`` plus n_options options (calls and puts, long and short, strikes
+    ±30% of the index, 1–180 days, σ 0.3–1.0) on the same underlyings, marked at Black-76."""
+    futures, collateral = book(n - n_options, rng)
+    und = rng.integers(0, len(UNIVERSE), n_options)
+    spot = PRICES[und]
+    is_call = rng.random(n_options) < 0.5
+    strike = spot * rng.uniform(0.7, 1.3, n_options)
+    years = rng.uniform(1, 180, n_options) / 365
+    sigma = rng.uniform(0.3, 1.0, n_options)
+    # Positions wants a mark > 0: a worthless option is quoted at a tick.
+    premium = np.maximum(black76_value(is_call, spot, strike, sigma, years), spot * 1e-5)
+    options = Positions.create(
+        size=rng.choice([-1.0, 1.0], n_options) * rng.lognormal(10, 1, n_options) / spot,
+        entry_price=premium * rng.uniform(0.9, 1.1, n_options),
+        mark=premium,
+        tiers=TierTable.uniform([(0.0, 0.0, 0.0)], n_options),
+        underlying=und,
+        tick_size=spot * 1e-5,
+    )
+    terms = OptionTerms.create(
+        is_option=np.arange(n) >= n - n_options,
+        is_call=np.concatenate([np.zeros(n - n_options, dtype=bool), is_call]),
+        strike=np.concatenate([np.ones(n - n_options), strike]),
+        time_to_expiry=np.concatenate([np.zeros(n - n_options), years]),
+        volatility=np.concatenate([np.zeros(n - n_options), sigma]),
+        underlying_price=np.concatenate([np.ones(n - n_options), spot]),
+    )
+    return Positions.concat([futures, options]), collateral, terms
+
+
 def median_us(call: Callable[[], object], budget_s: float = 0.5) -> float:
     """Median wall time of ``call`` in µs over as many runs as fit in ``budget_s`` (5–2,000)."""
     call()
@@ -105,6 +147,20 @@ def main() -> None:
     for mode in MarginMode:
         us = median_us(lambda m=mode: stress(positions, collateral, risk, m, scenarios))
         rows.append((f"stress, 1,000 positions × {len(scenarios)} scenarios", mode.value, us, ""))
+
+    with_options, option_collateral, terms = option_book(1_000, 200, rng)
+
+    def summary_with_options() -> None:
+        margin_summary(with_options, option_collateral, risk, MarginMode.PORTFOLIO)
+        option_values(with_options, terms, risk)
+        option_portfolio_charges(with_options, option_collateral, risk, terms)
+
+    case = "portfolio summary, 1,000 positions of which 200 options"
+    rows.append((case, "portfolio", median_us(summary_with_options), "≤ 2,000"))
+    us = median_us(lambda: option_values(with_options, terms, risk))
+    rows.append(("  of which option_values (greeks, standard margin)", "", us, ""))
+    us = median_us(lambda: option_portfolio_charges(with_options, option_collateral, risk, terms))
+    rows.append(("  of which option_portfolio_charges (7 × 3 grid)", "", us, ""))
 
     books = [book(10, rng) for _ in range(10_000)]
     modes = list(MarginMode)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -40,3 +43,22 @@ async def test_api_smoke_on_sqlite(tmp_path: Path) -> None:
             assert check["executions"][0]["price_source"] == "mark"
             ready = await api.ok("GET", "/readyz")
             assert ready["cache"] == "in-process"
+
+
+def test_cli_mints_a_key_on_a_fresh_database(tmp_path: Path) -> None:
+    """README's `preflight keys create` on a clone that has never served: the embedded
+    default migrates itself, as `serve` does; an unknown account is a message, not a
+    traceback."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/new/preflight.db"
+    env = {**os.environ, "PREFLIGHT_DATABASE_URL": url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "app.cli", "keys", "create", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    created = cli("--role", "admin", "--label", "first")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("pf_") and len(created.stdout.split()) == 1
+    unknown = cli("--role", "trader", "--account", "fund-a")
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == "preflight: accounts[0]: unknown account 'fund-a'"

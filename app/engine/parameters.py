@@ -56,6 +56,10 @@ class RiskParameters:
       ``default_slippage`` 0.005, ``margin_call_warning`` 0.8, ``margin_call_liquidation`` 1.0,
       ``settlement_decimals`` 6.
     - ``auto_reduce_only``: the automatic circuit breaker (:class:`AutoReduceOnly`), None = off.
+    - Options (margin.md "Options", unused by a book without options): standard margin of a short
+      option ``option_im_base`` 0.15, ``option_im_min`` 0.10, ``option_mm_base`` 0.075; portfolio
+      volatility moves ``vol_up`` 0.5, ``vol_down`` 0.25, ``vega_power`` 0.3; the short option
+      minimum's ``short_option_rate`` 0.01.
 
     Every r_u + spread_u must stay below 1 (otherwise equity − maintenance would stop being
     monotone in a mark and a liquidation price would not be unique).
@@ -75,6 +79,13 @@ class RiskParameters:
     margin_call_liquidation: float = 1.0
     settlement_decimals: int = 6
     auto_reduce_only: AutoReduceOnly | None = None
+    option_im_base: float = 0.15
+    option_im_min: float = 0.10
+    option_mm_base: float = 0.075
+    vol_up: float = 0.5
+    vol_down: float = 0.25
+    vega_power: float = 0.3
+    short_option_rate: float = 0.01
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scan_ranges", dict(self.scan_ranges))
@@ -114,6 +125,13 @@ class RiskParameters:
         check("default_slippage", self.default_slippage, 0.0, 1.0, True)
         check("margin_call_warning", self.margin_call_warning, 0.0, self.margin_call_liquidation)
         check("margin_call_liquidation", self.margin_call_liquidation, 0.0, 10.0)
+        check("option_im_base", self.option_im_base, 0.0, 1.0)
+        check("option_im_min", self.option_im_min, 0.0, 1.0)
+        check("option_mm_base", self.option_mm_base, 0.0, 1.0)
+        check("vol_up", self.vol_up, 0.0, 10.0)
+        check("vol_down", self.vol_down, 0.0, 1.0)
+        check("vega_power", self.vega_power, 0.0, 2.0)
+        check("short_option_rate", self.short_option_rate, 0.0, 1.0, True)
         if not isinstance(self.settlement_decimals, int) or not 0 <= self.settlement_decimals <= 18:
             raise ValueError("settlement_decimals must be an integer in [0, 18]")
         breaker = self.auto_reduce_only
@@ -172,6 +190,13 @@ class RiskParameters:
             floor_rate=self.floor_rate,
             im_multiplier=self.im_multiplier,
             withdrawal_floor=self.withdrawal_floor,
+            option_im_base=self.option_im_base,
+            option_im_min=self.option_im_min,
+            option_mm_base=self.option_mm_base,
+            vol_up=self.vol_up,
+            vol_down=self.vol_down,
+            vega_power=self.vega_power,
+            short_option_rate=self.short_option_rate,
         )
         for array in (arrays.scan_range, arrays.spread_rate, arrays.correlation):
             array.flags.writeable = False  # shared by every later call
@@ -244,7 +269,7 @@ class RiskArrays:
     """``RiskParameters`` materialised for one universe of U underlyings (index order).
 
     ``scan_range`` (U,), ``spread_rate`` (U,), ``correlation`` (U, U); scalars as in
-    ``RiskParameters``. Build with ``RiskParameters().arrays(("BTC", "ETH", ...))``.
+    ``RiskParameters`` (the option ones default to margin.md's values). Build with ``RiskParameters().arrays(("BTC", "ETH", ...))``.
     """
 
     universe: tuple[str, ...]
@@ -254,6 +279,13 @@ class RiskArrays:
     floor_rate: float
     im_multiplier: float
     withdrawal_floor: float
+    option_im_base: float = 0.15
+    option_im_min: float = 0.10
+    option_mm_base: float = 0.075
+    vol_up: float = 0.5
+    vol_down: float = 0.25
+    vega_power: float = 0.3
+    short_option_rate: float = 0.01
 
     @property
     def n_underlyings(self) -> int:

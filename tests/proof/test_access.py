@@ -44,8 +44,10 @@ import pytest
 import redis.asyncio as redis_asyncio
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from starlette.routing import Mount
 
 from app.audit.sealer import seal
 from app.core.config import Settings
@@ -82,10 +84,14 @@ SCOPES: tuple[str | None, ...] = (None, "alpha", "bravo")
 
 class Kind(Enum):
     PUBLIC = "no key needed"
+    REDIRECT = "no key needed: a redirect (3xx) to a public page"
     SHARED = "shared data: every allowed key, scoped or not"
     COMMON = "a write every account shares: allowed roles with an unscoped key only"
     OWNED = "about one account's object: to a key scoped elsewhere, as if it did not exist"
     LIST = "shows exactly what the key's scope holds"
+
+
+NO_KEY = frozenset({Kind.PUBLIC, Kind.REDIRECT})
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,10 @@ def public(path: str) -> Rule:
     return rule(EVERYONE, Case(Kind.PUBLIC, path))
 
 
+def redirect(path: str) -> Rule:
+    return rule(EVERYONE, Case(Kind.REDIRECT, path))
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -271,6 +281,11 @@ POLICY: dict[str, Rule] = {
     "GET /docs": public("/docs"),
     "GET /docs/oauth2-redirect": public("/docs/oauth2-redirect"),
     "GET /redoc": public("/redoc"),
+    # The risk page's files (app/ui): static, no account data; the page calls /v1 with a key.
+    "GET /": redirect("/"),
+    "GET /ui": public("/ui"),
+    "GET /ui/{asset:path}": public("/ui/risk.js"),
+    "GET /docs/assets": public("/docs/assets/swagger-ui/swagger-ui.css"),  # the viewers' files
     # Auth (admin). A scoped admin mints keys inside its scope only: a scope never grows
     # (another account's key: 403, as for an unknown account).
     "POST /v1/api-keys": rule(
@@ -440,7 +455,11 @@ def app_routes(app: FastAPI) -> list[str]:
     Starlette adds beside each GET of its own routes, is that GET without a body)."""
     routes: list[str] = []
     for route in iter_route_contexts(app.routes):
-        methods = set(route.methods or {"ANY"})
+        # A mount of static files answers GET (and HEAD) below its path, nothing else.
+        static = isinstance(route.original_route, Mount) and isinstance(
+            route.original_route.app, StaticFiles
+        )
+        methods = {"GET"} if static else set(route.methods or {"ANY"})
         if "GET" in methods:
             methods.discard("HEAD")
         routes.extend(f"{method} {route.path}" for method in sorted(methods))
@@ -734,7 +753,7 @@ class Matrix:
                 call = this.build(w, w.alpha, me, n)
                 who = f"{role}@{scope or 'all'}"
                 headers = {"Authorization": f"Bearer {w.keys[role, scope]}"}
-                if this.kind is Kind.PUBLIC:
+                if this.kind in NO_KEY:
                     found.append(Probe(who, headers, call, "ok", scope))
                 elif role not in roles or (this.kind is Kind.COMMON and scope is not None):
                     found.append(Probe(who, headers, call, "403", scope))
@@ -745,7 +764,7 @@ class Matrix:
                     found.append(Probe(who, headers, call, "ok", scope))
         for name, headers in w.bad.items():
             call = this.build(w, w.alpha, w.alpha, next(self.serial))
-            expect = "ok" if this.kind is Kind.PUBLIC else "401"
+            expect = "ok" if this.kind in NO_KEY else "401"
             found.append(Probe(f"bad credential ({name})", headers, call, expect))
         return found
 
@@ -790,8 +809,9 @@ class Matrix:
         status, body = response.status_code, response.text
         seen = f"{status} {body[:300]}"
         if probe.expect == "ok":
-            if not 200 <= status < 300:
-                self.tally.mismatches.append(f"{where}: expected 2xx, got {seen}")
+            low = 300 if this.kind is Kind.REDIRECT else 200
+            if not low <= status < low + 100:
+                self.tally.mismatches.append(f"{where}: expected {low // 100}xx, got {seen}")
                 return
             if method == "POST" and probe.call.url == "/v1/api-keys":
                 key = response.json()["key"]
@@ -848,7 +868,7 @@ class Matrix:
         """A scoped key's answer mentions no other account's objects, and an answer that needs
         no key mentions no account's; a list shows each of its key's accounts."""
         w = self.w
-        if this.kind is Kind.PUBLIC:
+        if this.kind in NO_KEY:
             foreign = [w.alpha, w.bravo]
         elif probe.scope is not None:
             foreign = [w.alpha if probe.scope == "bravo" else w.bravo]
