@@ -47,6 +47,7 @@ def _print_demo_banner(host: str, port: int, admin_key: str) -> None:
         f"""
 Preflight demo — {base}  (docs: {base}/docs)
 admin key: {admin_key}
+risk page: {base}/ui  (paste the admin key)
 
   curl -s {auth} {base}/v1/subaccounts/fund-a.cross/margin
   curl -s {auth} {base}/v1/marks/BTC-PERP
