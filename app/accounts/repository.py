@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -388,6 +389,58 @@ async def balance_float_rows(
     if subaccount_ids is not None:
         query = query.where(Balance.subaccount_id.in_(list(subaccount_ids)))
     return (await session.execute(query)).all()
+
+
+async def subaccount_tokens(session: AsyncSession) -> dict[str, int]:
+    """Every subaccount's version token, in one statement (PostgreSQL: the whole-book views
+    validate their resident rows with it, app/risk/resident.py)."""
+    rows = await driver_fetch(
+        session, "SELECT id, token FROM state_versions WHERE scope = 'subaccount'"
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def detached_subaccounts(
+    session: AsyncSession, subaccount_ids: Sequence[str] | None
+) -> list[Subaccount]:
+    """The subaccounts of ``subaccount_ids`` (None: all) as objects of no session, which a
+    process may keep across requests (read-only). Read as rows, so the caller's session and
+    any of its objects stay untouched."""
+    table = Subaccount.__table__
+    query = select(*table.columns)
+    if subaccount_ids is not None:
+        query = query.where(table.c.subaccount_id.in_(list(subaccount_ids)))
+    found = []
+    for count, row in enumerate((await session.execute(query)).mappings()):
+        if count % 1000 == 999:
+            # Thousands of objects (a first load): let other requests run meanwhile.
+            await asyncio.sleep(0)
+        found.append(Subaccount(**row))
+    return found
+
+
+ENGINE_POSITION, ENGINE_BALANCE, ENGINE_LEVERAGE = 0, 1, 2
+"""The kinds of :func:`engine_rows`."""
+
+
+async def engine_rows(session: AsyncSession, subaccount_ids: Sequence[str] | None) -> Sequence[Any]:
+    """``(kind, subaccount_id, name, a, b, c)`` as floats converted by the database, in one
+    statement (one snapshot): open positions ``(ENGINE_POSITION, sid, instrument, size,
+    entry_price, isolated_margin)``, balances ``(ENGINE_BALANCE, sid, asset, amount, -, -)``
+    and chosen leverage ``(ENGINE_LEVERAGE, sid, instrument, leverage, -, -)``. PostgreSQL only;
+    ``None`` reads every subaccount."""
+    where = "" if subaccount_ids is None else " AND subaccount_id = ANY($1)"
+    sql = (
+        f"SELECT {ENGINE_POSITION}, subaccount_id, instrument, size::float8, entry_price::float8,"
+        f" isolated_margin::float8 FROM positions WHERE size <> 0{where}"
+        f" UNION ALL SELECT {ENGINE_BALANCE}, subaccount_id, asset, amount::float8, 0, 0"
+        f" FROM balances WHERE TRUE{where}"
+        f" UNION ALL SELECT {ENGINE_LEVERAGE}, subaccount_id, instrument, leverage::float8, 0, 0"
+        f" FROM leverage WHERE TRUE{where}"
+    )
+    if subaccount_ids is None:
+        return await driver_fetch(session, sql)
+    return await driver_fetch(session, sql, list(subaccount_ids))
 
 
 # --- resident state: each load reads the state and its version token in one snapshot ---------

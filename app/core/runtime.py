@@ -37,6 +37,8 @@ class Runtime:
     """Reserving checks of one subaccount, one at a time in this process (app/core/gates.py)."""
     kept: KeptReads = field(default_factory=KeptReads)
     """Marks and books as the cache held them at its write sequence (marketdata.read_for_check)."""
+    book: Any = None
+    """The whole book's engine rows as of their versions, made on first use (app/risk/resident.py)."""
     check_records: GroupCommit[Any] = field(init=False)
     """The records of checks that reserve nothing, written together (set at start-up:
     pretrade.service.write_records)."""

@@ -56,6 +56,10 @@ async def earlier_answers(
     return [(row[0], row[1]) for row in rows]
 
 
+MANY_IDS = 256
+"""More ids than this are matched in Python (see :func:`active_reservations`)."""
+
+
 async def active_reservations(
     session: AsyncSession, subaccount_ids: Sequence[str], now: datetime
 ) -> list[Reservation]:
@@ -63,14 +67,19 @@ async def active_reservations(
         return []
     query = (
         select(Reservation)
-        .where(
-            Reservation.subaccount_id.in_(list(subaccount_ids)),
-            Reservation.status == "active",
-            Reservation.expires_at > now,
-        )
+        .where(Reservation.status == "active", Reservation.expires_at > now)
         .order_by(Reservation.created_at)
     )
-    return list((await session.scalars(query)).all())
+    if len(subaccount_ids) <= MANY_IDS:
+        return list(
+            (
+                await session.scalars(query.where(Reservation.subaccount_id.in_(subaccount_ids)))
+            ).all()
+        )
+    # The whole book: the few active reservations, filtered here, rather than a list of
+    # thousands of ids to bind and match.
+    wanted = set(subaccount_ids)
+    return [r for r in (await session.scalars(query)).all() if r.subaccount_id in wanted]
 
 
 async def reservations_of(

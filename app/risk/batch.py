@@ -1,5 +1,7 @@
-"""Many subaccounts at once: bulk reads, one engine call (risk overview, whole-book stress,
-margin calls). Arrays are built in one pass, never one engine input per subaccount."""
+"""Many subaccounts at once: their rows from the resident book (app/risk/resident.py; bulk
+reads on the embedded database or for a few subaccounts), one engine call (risk overview,
+whole-book stress, margin calls). Arrays are built in one pass, never one engine input per
+subaccount: instrument and asset values once per symbol, fanned out to the rows by code."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from app.marketdata import service as marketdata
 from app.pretrade import repository as pretrade_repository
 from app.pretrade import reservations
 from app.risk.book import Book, load_book, tier_rows
+from app.risk.resident import BookView, Symbols, rows_from_tuples
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,13 @@ async def load_batch(
     parameters: RiskParameters,
     *,
     everyone: bool,
+    view: BookView | None = None,
 ) -> tuple[BatchBook, RiskArrays, list[str]]:
     """Engine inputs for many subaccounts (and the instrument of each position row), built from row tuples the database already converted
     to float (the batch path's Decimal → float boundary). A subaccount with active reservations
     goes through its exact ``Book`` (reservations applied as fills) instead.
-    ``everyone`` reads whole tables rather than filtering by id."""
+    ``everyone`` reads whole tables rather than filtering by id; a ``view`` (the resident book,
+    app/risk/resident.py) answers the rows instead of the database."""
     owner_of = {s.subaccount_id: i for i, s in enumerate(subaccounts)}
     ids = None if everyone else list(owner_of)
     pending: dict[str, list[Any]] = defaultdict(list)
@@ -85,26 +90,35 @@ async def load_batch(
         )
         exact.append((owner_of[sid], book.with_fills(fills)))
 
-    position_rows = [
-        row
-        for row in await accounts_repository.position_float_rows(session, ids)
-        if row[0] in owner_of and row[0] not in pending
-    ]
-    balance_rows = [
-        row
-        for row in await accounts_repository.balance_float_rows(session, ids)
-        if row[0] in owner_of and row[0] not in pending
-    ]
-    leverage = {
-        (sid, instrument): float(chosen)
-        for sid, instrument, chosen in await accounts_repository.leverage_rows(session, ids)
-    }
+    if view is not None:
+        rows = view.rows(list(owner_of), pending)
+    else:
+        # The embedded database, and a few subaccounts: their rows read now.
+        position_rows = [
+            row
+            for row in await accounts_repository.position_float_rows(session, ids)
+            if row[0] in owner_of and row[0] not in pending
+        ]
+        balance_rows = [
+            row
+            for row in await accounts_repository.balance_float_rows(session, ids)
+            if row[0] in owner_of and row[0] not in pending
+        ]
+        leverage = {
+            (sid, instrument): float(chosen)
+            for sid, instrument, chosen in await accounts_repository.leverage_rows(session, ids)
+        }
+        rows = rows_from_tuples(Symbols(), position_rows, balance_rows, leverage, owner_of)
+    symbols = rows.symbols
+    names = symbols.names()
     instruments = {i.symbol: i for i in await instruments_repository.list_instruments(session)}
     assets = {a.symbol: a for a in await instruments_repository.list_assets(session)}
-    held_symbols = {row[1] for row in position_rows} | {
+    held_symbols = {str(names[c]) for c in np.unique(rows.instrument).tolist()} | {
         h.instrument for _, book in exact for h in book.holdings
     }
-    held_assets = {row[1] for row in balance_rows if row[1] in assets}
+    held_assets = {
+        name for c in np.unique(rows.asset).tolist() if (name := str(names[c])) in assets
+    }
     judged = await marketdata.current_marks(session, runtime, sorted(held_symbols | held_assets))
 
     universe: dict[str, int] = {}
@@ -134,14 +148,16 @@ async def load_batch(
         for a in held_assets
     }
 
-    # Rows of the exact books join the float rows, converted the same way.
+    # Rows of the exact books join the resident rows, converted the same way.
+    exact_positions: list[tuple[str, str, float, float, float]] = []
+    exact_balances: list[tuple[str, str, float]] = []
     for _, book in exact:
         sid = book.subaccount_id
-        position_rows += [
+        exact_positions += [
             (sid, h.instrument, float(h.size), float(h.entry_price), float(h.isolated_margin))
             for h in book.holdings
         ]
-        balance_rows += [(sid, a, float(v)) for a, v in book.balances.items() if a in assets]
+        exact_balances += [(sid, a, float(v)) for a, v in book.balances.items() if a in assets]
         for h in book.holdings:
             mark_used = book.marks.get(h.instrument)
             if mark_used is not None and mark_used.status == "missing":
@@ -154,49 +170,69 @@ async def load_batch(
                     if assets[a].underlying
                     else -1
                 )
+    if exact:
+        exact_leverage = {
+            (book.subaccount_id, symbol): float(chosen)
+            for _, book in exact
+            for symbol, chosen in book.leverage.items()
+        }
+        rows = rows.join(
+            rows_from_tuples(symbols, exact_positions, exact_balances, exact_leverage, owner_of)
+        )
 
-    specs = [known[row[1]] for row in position_rows]
-    entry = np.array([row[3] for row in position_rows], dtype=np.float64)
-    priced = np.array([spec.mark for spec in specs], dtype=np.float64)
-    priced = np.where(np.isnan(priced), entry, priced)
+    # One value per instrument (and asset) code, fanned out to the rows by numpy.
+    codes = len(symbols)
+    spec_row = np.zeros(codes, dtype=np.intp)
+    contract_size = np.ones(codes, dtype=np.float64)
+    tick_size = np.ones(codes, dtype=np.float64)
+    perpetual = np.zeros(codes, dtype=bool)
+    underlying = np.zeros(codes, dtype=np.intp)
+    mark_of = np.full(codes, math.nan, dtype=np.float64)
+    funding = np.zeros(codes, dtype=np.float64)
+    for symbol, spec in known.items():
+        c = symbols.code(symbol)
+        spec_row[c], contract_size[c], tick_size[c] = spec.row, spec.contract_size, spec.tick_size
+        perpetual[c], underlying[c] = spec.perpetual, spec.underlying
+        mark_of[c], funding[c] = spec.mark, spec.funding_rate
+    price_of = np.zeros(codes, dtype=np.float64)
+    weight_of = np.zeros(codes, dtype=np.float64)
+    asset_under_of = np.full(codes, -1, dtype=np.intp)
+    for a, price in asset_price.items():
+        c = symbols.code(a)
+        price_of[c], weight_of[c] = price, float(assets[a].collateral_weight)
+        asset_under_of[c] = asset_under[a]
+
+    row_codes = rows.instrument
+    priced = np.where(np.isnan(mark_of[row_codes]), rows.entry_price, mark_of[row_codes])
     positions = Positions.create(
-        size=np.array([row[2] for row in position_rows], dtype=np.float64),
-        contract_size=np.array([spec.contract_size for spec in specs], dtype=np.float64),
-        entry_price=entry,
+        size=rows.size,
+        contract_size=contract_size[row_codes],
+        entry_price=rows.entry_price,
         mark=priced,
-        tiers=TierTable.from_rows(tiers).take(
-            np.array([spec.row for spec in specs], dtype=np.intp)
-        ),
-        underlying=np.array([spec.underlying for spec in specs], dtype=np.intp),
-        tick_size=np.array([spec.tick_size for spec in specs], dtype=np.float64),
-        isolated_margin=np.array([row[4] for row in position_rows], dtype=np.float64),
-        leverage=np.array(
-            [leverage.get((row[0], row[1]), 0.0) for row in position_rows]
-            if leverage
-            else np.zeros(len(position_rows)),
-            dtype=np.float64,
-        ),
-        funding_rate=np.array([spec.funding_rate for spec in specs], dtype=np.float64),
-        is_perpetual=np.array([spec.perpetual for spec in specs], dtype=bool),
+        tiers=TierTable.from_rows(tiers).take(spec_row[row_codes]),
+        underlying=underlying[row_codes],
+        tick_size=tick_size[row_codes],
+        isolated_margin=rows.isolated_margin,
+        leverage=rows.leverage,
+        funding_rate=funding[row_codes],
+        is_perpetual=perpetual[row_codes],
     )
     collateral = Collateral.create(
-        balance=np.array([row[2] for row in balance_rows], dtype=np.float64),
-        price=np.array([asset_price[row[1]] for row in balance_rows], dtype=np.float64),
-        weight=np.array(
-            [float(assets[row[1]].collateral_weight) for row in balance_rows], dtype=np.float64
-        ),
-        underlying=np.array([asset_under[row[1]] for row in balance_rows], dtype=np.intp),
+        balance=rows.amount,
+        price=price_of[rows.asset],
+        weight=weight_of[rows.asset],
+        underlying=asset_under_of[rows.asset],
     )
-    codes = {mode.value: mode.code for mode in MarginMode}
+    mode_codes = {mode.value: mode.code for mode in MarginMode}
     batch = BatchBook(
         positions=positions,
-        position_owner=np.array([owner_of[row[0]] for row in position_rows], dtype=np.intp),
+        position_owner=rows.position_owner,
         collateral=collateral,
-        collateral_owner=np.array([owner_of[row[0]] for row in balance_rows], dtype=np.intp),
-        modes=np.array([codes[s.margin_mode] for s in subaccounts], dtype=np.intp),
+        collateral_owner=rows.balance_owner,
+        modes=np.array([mode_codes[s.margin_mode] for s in subaccounts], dtype=np.intp),
         reserved_initial_margin=np.zeros(len(subaccounts)),
     )
-    return batch, parameters.arrays(list(universe)), [row[1] for row in position_rows]
+    return batch, parameters.arrays(list(universe)), symbols.names()[row_codes].tolist()
 
 
 async def evaluate_subaccounts(
@@ -206,10 +242,11 @@ async def evaluate_subaccounts(
     parameters: RiskParameters,
     *,
     everyone: bool = False,
+    view: BookView | None = None,
 ) -> BatchEvaluation:
     """Every given subaccount's summary from one batch engine call."""
     batch, risk, instruments = await load_batch(
-        session, runtime, subaccounts, parameters, everyone=everyone
+        session, runtime, subaccounts, parameters, everyone=everyone, view=view
     )
     return BatchEvaluation(subaccounts, batch_summary(batch, risk), risk, batch, instruments)
 

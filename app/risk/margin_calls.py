@@ -50,7 +50,7 @@ from app.engine import MarginMode, isolated_positions
 from app.engine.rounding import requirement_to_decimal
 from app.marketdata import repository as marketdata_repository
 from app.pretrade.rules import limit_value, symbol_cap
-from app.risk import breaker, repository, service
+from app.risk import breaker, repository, resident, service
 from app.risk.batch import BatchEvaluation, evaluate_subaccounts, risk_order
 from app.risk.models import MarginCall, WebhookEvent
 from app.risk.schemas import MarginCallOut
@@ -184,14 +184,33 @@ def _isolated_positions(
     return found
 
 
-async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequence[str]) -> None:
+YIELD_EVERY = 500
+"""Subaccounts looked at one by one between two looks at the event loop."""
+
+FEW_SUBACCOUNTS = 64
+"""Up to this many, an evaluation reads its subaccounts' rows (a fill's own subaccount); more
+go through the resident book (app/risk/resident.py)."""
+
+
+async def evaluate(
+    session: AsyncSession,
+    runtime: Runtime,
+    subaccount_ids: Sequence[str],
+    view: resident.BookView | None = None,
+) -> None:
     """Raise and resolve the calls of ``subaccount_ids`` (one batch engine call; only the
     subaccounts past a level, holding a call, or with limits are looked at one by one)."""
     if not subaccount_ids:
         return
-    subaccounts = await accounts_repository.get_subaccounts(session, subaccount_ids)
+    if view is None and len(subaccount_ids) > FEW_SUBACCOUNTS:
+        view = await resident.current_view(session, runtime)
+    subaccounts = (
+        view.get(subaccount_ids)
+        if view is not None
+        else await accounts_repository.get_subaccounts(session, subaccount_ids)
+    )
     parameters = await service.parameters(session)
-    evaluation = await evaluate_subaccounts(session, runtime, subaccounts, parameters)
+    evaluation = await evaluate_subaccounts(session, runtime, subaccounts, parameters, view=view)
     ratios = risk_order(evaluation)
     summary = evaluation.summary
     held: dict[str, dict[tuple[str, str], MarginCall]] = defaultdict(dict)
@@ -213,7 +232,10 @@ async def evaluate(session: AsyncSession, runtime: Runtime, subaccount_ids: Sequ
     )
     now = utcnow()
     raised: list[MarginCall] = []
-    for i in sorted(look):
+    for count, i in enumerate(sorted(look)):
+        if count % YIELD_EVERY == YIELD_EVERY - 1:
+            # Thousands of calls (a first sweep of a large book): let requests run meanwhile.
+            await asyncio.sleep(0)
         subaccount = subaccounts[i]
         breaches = _breaches(
             float(ratios[i]),
@@ -290,6 +312,10 @@ def _outbox(session: AsyncSession, event: str, call: MarginCall, now: datetime) 
 
 async def after_marks(session: AsyncSession, runtime: Runtime, symbols: Sequence[str]) -> None:
     """Evaluate every subaccount holding one of ``symbols`` (a position or a balance)."""
+    view = await resident.current_view(session, runtime)
+    if view is not None:
+        await evaluate(session, runtime, view.holding(symbols), view)
+        return
     await evaluate(
         session, runtime, await accounts_repository.subaccounts_holding(session, symbols)
     )
@@ -357,6 +383,12 @@ async def sweep_forever(
     """Sweep every ``every_s``; failures (a database outage) are logged once per outage and
     retried every ``retry_s``."""
     outage = Outage(log, "the margin-call sweep")
+    try:
+        # The resident book loaded at start, not by the first view or sweep to need it.
+        async with runtime.session_factory() as session, session.begin():
+            await resident.current_view(session, runtime)
+    except Exception:
+        log.debug("the resident book was not loaded at start", exc_info=True)
     while True:
         await asyncio.sleep(every_s)
         try:

@@ -14,7 +14,7 @@ from app.core.errors import InvalidInput
 from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.engine.rounding import summary_to_decimals
-from app.risk import service
+from app.risk import resident, service
 from app.risk.batch import evaluate_subaccounts, risk_order
 from app.risk.schemas import OverviewOut, OverviewRow
 
@@ -55,15 +55,22 @@ async def overview(
     """Sorted most at risk first: ratios and leverage descending (equity ≤ 0 on top), free
     collateral and equity ascending; ties by subaccount id."""
     offset = _offset(cursor)
+    view = await resident.current_view(session, runtime)
     subaccounts = [
         s
-        for s in await accounts_repository.list_subaccounts(session, account_id, accounts)
+        for s in (
+            view.subaccounts(account_id, accounts)
+            if view is not None
+            else await accounts_repository.list_subaccounts(session, account_id, accounts)
+        )
         if margin_mode is None or s.margin_mode == margin_mode
     ]
     everyone = account_id is None and accounts is None and margin_mode is None
     parameters = await service.parameters(session)
     evaluation = (
-        await evaluate_subaccounts(session, runtime, subaccounts, parameters, everyone=everyone)
+        await evaluate_subaccounts(
+            session, runtime, subaccounts, parameters, everyone=everyone, view=view
+        )
         if subaccounts
         else None
     )

@@ -17,7 +17,7 @@ from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.engine import SUMMARY_FIELDS
 from app.engine.rounding import summary_to_decimals
-from app.risk import repository, service
+from app.risk import repository, resident, service
 from app.risk.batch import evaluate_subaccounts
 from app.risk.schemas import MarginReportOut, MarginReportRow
 
@@ -28,12 +28,17 @@ COLUMNS = ("subaccount_id", "account_id", "margin_mode", *SUMMARY_FIELDS)
 async def _live_rows(
     session: AsyncSession, runtime: Runtime, accounts: frozenset[str] | None
 ) -> list[MarginReportRow]:
-    subaccounts = await accounts_repository.list_subaccounts(session, None, accounts)
+    view = await resident.current_view(session, runtime)
+    subaccounts = (
+        view.subaccounts(None, accounts)
+        if view is not None
+        else await accounts_repository.list_subaccounts(session, None, accounts)
+    )
     if not subaccounts:
         return []
     parameters = await service.parameters(session)
     evaluation = await evaluate_subaccounts(
-        session, runtime, subaccounts, parameters, everyone=accounts is None
+        session, runtime, subaccounts, parameters, everyone=accounts is None, view=view
     )
     return [
         MarginReportRow.model_validate(

@@ -13,7 +13,7 @@ from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.engine import RiskArrays, batch_stress, default_scenarios, stress
 from app.engine.rounding import equity_to_decimal, requirement_to_decimal
-from app.risk import service
+from app.risk import resident, service
 from app.risk.batch import load_batch
 from app.risk.book import engine_inputs, load_book
 from app.risk.schemas import (
@@ -89,14 +89,19 @@ async def book_stress(
 ) -> BookStressOut:
     """One scenario over every subaccount the key sees, in one batch call: who would be
     liquidated and the total shortfall and deficit."""
-    subaccounts = await accounts_repository.list_subaccounts(session, None, accounts)
+    view = await resident.current_view(session, runtime)
+    subaccounts = (
+        view.subaccounts(None, accounts)
+        if view is not None
+        else await accounts_repository.list_subaccounts(session, None, accounts)
+    )
     parameters = await service.parameters(session)
 
     decimals = parameters.settlement_decimals
     liquidated, total_shortfall, total_deficit = [], equity_to_decimal(0.0), equity_to_decimal(0.0)
     if subaccounts:
         batch, risk, _ = await load_batch(
-            session, runtime, subaccounts, parameters, everyone=accounts is None
+            session, runtime, subaccounts, parameters, everyone=accounts is None, view=view
         )
         result = batch_stress(batch, risk, _shocks([scenario], risk)[0])
         for i in np.flatnonzero(result.liquidatable | (result.deficit > 0)):
