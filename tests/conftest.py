@@ -25,7 +25,7 @@ from app.core.migrations import upgrade
 from app.main import create_app
 from app.models import load_all_models
 from tests import services
-from tests.servers import ADMIN_KEY
+from tests.servers import ADMIN_KEY, server_env, serving
 
 
 def _claim_redis_database() -> int:
@@ -173,3 +173,22 @@ class Api:
 @pytest.fixture
 async def admin(clean: None, raw_client: httpx.AsyncClient) -> Api:
     return Api(raw_client, ADMIN_KEY)
+
+
+@pytest.fixture(scope="module")
+def servers(postgres_url: str, redis_url: str) -> Iterator[tuple[str, str]]:
+    """Two real server processes on the test database and Redis (what one process writes,
+    the other must see at once)."""
+    env = server_env(postgres_url, redis_url)
+    with serving(env) as a, serving(env) as b:
+        yield a.url, b.url
+
+
+@pytest.fixture
+async def apis(clean: None, servers: tuple[str, str]) -> AsyncIterator[tuple[Api, Api]]:
+    """The admin of each of ``servers``."""
+    async with (
+        httpx.AsyncClient(base_url=servers[0], timeout=30) as a,
+        httpx.AsyncClient(base_url=servers[1], timeout=30) as b,
+    ):
+        yield Api(a, ADMIN_KEY), Api(b, ADMIN_KEY)

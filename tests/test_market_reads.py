@@ -8,37 +8,16 @@ fills at 60,010, fee 0.0005 · 6,001 = 3.0005; against asks at 60,100, fee 0.000
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import httpx
-import pytest
-
 from app.core.cache import RedisCache
 from app.core.config import Settings
-from tests.conftest import ADMIN_KEY, Api, flush_redis
+from tests.conftest import Api, flush_redis
 from tests.factories import deposit, desk, marks
-from tests.servers import server_env, serving
 
 MARKET_BUY = {"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "market"}
-
-
-@pytest.fixture(scope="module")
-def servers(postgres_url: str, redis_url: str) -> Iterator[tuple[str, str]]:
-    env = server_env(postgres_url, redis_url)
-    with serving(env) as a, serving(env) as b:
-        yield a.url, b.url
-
-
-@pytest.fixture
-async def apis(clean: None, servers: tuple[str, str]) -> AsyncIterator[tuple[Api, Api]]:
-    async with (
-        httpx.AsyncClient(base_url=servers[0], timeout=30) as a,
-        httpx.AsyncClient(base_url=servers[1], timeout=30) as b,
-    ):
-        yield Api(a, ADMIN_KEY), Api(b, ADMIN_KEY)
 
 
 async def _book(api: Api, ask: str) -> None:

@@ -10,35 +10,14 @@ book posted, so a limit order fills at its limit price 60,000):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
-import httpx
-import pytest
-
-from tests.conftest import ADMIN_KEY, Api
+from tests.conftest import Api
 from tests.factories import BTC_PERP, deposit, desk, fill, marks
-from tests.servers import server_env, serving
 
 ORDER = {"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "limit",
          "limit_price": "60000"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def servers(postgres_url: str, redis_url: str) -> Iterator[tuple[str, str]]:
-    env = server_env(postgres_url, redis_url)
-    with serving(env) as a, serving(env) as b:
-        yield a.url, b.url
-
-
-@pytest.fixture
-async def apis(clean: None, servers: tuple[str, str]) -> AsyncIterator[tuple[Api, Api]]:
-    async with (
-        httpx.AsyncClient(base_url=servers[0], timeout=30) as a,
-        httpx.AsyncClient(base_url=servers[1], timeout=30) as b,
-    ):
-        yield Api(a, ADMIN_KEY), Api(b, ADMIN_KEY)
 
 
 async def _check(api: Api, order: dict[str, Any] = ORDER) -> dict[str, Any]:
