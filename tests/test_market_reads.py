@@ -16,6 +16,7 @@ from app.core.cache import RedisCache
 from app.core.config import Settings
 from tests.conftest import Api, flush_redis
 from tests.factories import deposit, desk, marks
+from tests.test_reference_cache import _check as check_on
 
 MARKET_BUY = {"instrument": "BTC-PERP", "side": "buy", "size": "0.1", "type": "market"}
 
@@ -30,10 +31,7 @@ async def _book(api: Api, ask: str) -> None:
 
 
 async def _check(api: Api) -> dict[str, Any]:
-    body: dict[str, Any] = await api.ok(
-        "POST", "/v1/pretrade/check", json={"subaccount_id": "sub-cross", "orders": [MARKET_BUY]}
-    )
-    return body
+    return await check_on(api, MARKET_BUY)
 
 
 async def test_a_mark_and_a_book_posted_on_one_process_are_used_by_the_next_check_on_the_other(
