@@ -269,7 +269,7 @@ class RiskArrays:
     """``RiskParameters`` materialised for one universe of U underlyings (index order).
 
     ``scan_range`` (U,), ``spread_rate`` (U,), ``correlation`` (U, U); scalars as in
-    ``RiskParameters`` (the option ones default to margin.md's values). Build with ``RiskParameters().arrays(("BTC", "ETH", ...))``.
+    ``RiskParameters``. Build with ``RiskParameters().arrays(("BTC", "ETH", ...))``.
     """
 
     universe: tuple[str, ...]
@@ -279,13 +279,13 @@ class RiskArrays:
     floor_rate: float
     im_multiplier: float
     withdrawal_floor: float
-    option_im_base: float = 0.15
-    option_im_min: float = 0.10
-    option_mm_base: float = 0.075
-    vol_up: float = 0.5
-    vol_down: float = 0.25
-    vega_power: float = 0.3
-    short_option_rate: float = 0.01
+    option_im_base: float
+    option_im_min: float
+    option_mm_base: float
+    vol_up: float
+    vol_down: float
+    vega_power: float
+    short_option_rate: float
 
     @property
     def n_underlyings(self) -> int:

@@ -362,23 +362,6 @@ class CheckRow:
     """``(reservation_id, legs, expires_at)``."""
 
 
-_INSERT_CHECK_SQL = """
-WITH answer AS (
-  INSERT INTO checks (check_id, subaccount_id, request_hash, response, created_at)
-  VALUES ($1, $2, $3, $4::jsonb, $5)
-), orders AS (
-  INSERT INTO check_orders (subaccount_id, client_order_id, check_id)
-  SELECT $2, order_id, $1 FROM unnest($6::text[]) AS order_id
-), held AS (
-  INSERT INTO reservations
-    (reservation_id, check_id, subaccount_id, status, legs, created_at, expires_at)
-  SELECT $7::text, $1, $2, 'active', $8::jsonb, $5, $9 WHERE $7::text IS NOT NULL
-)
-INSERT INTO audit_log (kind, actor_key_id, account_id, subaccount_id, payload, created_at)
-VALUES ('check', $10, $11, $2, $12, $5)
-"""
-
-
 async def insert_check(db: HotDb, row: CheckRow) -> None:
     """One statement on PostgreSQL: all of it commits, or none (a reused order id is a
     unique violation, answered 409 and retried into a replay)."""
@@ -424,21 +407,7 @@ async def insert_check(db: HotDb, row: CheckRow) -> None:
             subaccount_id=row.subaccount_id,
         )
         return
-    await db.execute(
-        _INSERT_CHECK_SQL,
-        row.check_id,
-        row.subaccount_id,
-        row.request_hash,
-        row.response_json,
-        row.created_at,
-        row.client_order_ids,
-        reservation_id,
-        None if legs is None else json.dumps(legs),
-        expires_at,
-        row.actor_key_id,
-        row.account_id,
-        row.audit_payload,
-    )
+    await insert_checks(db, [row])
 
 
 _INSERT_CHECKS_SQL = """
@@ -448,6 +417,12 @@ WITH answers AS (
 ), orders AS (
   INSERT INTO check_orders (subaccount_id, client_order_id, check_id)
   SELECT * FROM unnest($6::text[], $7::text[], $8::text[])
+), held AS (
+  INSERT INTO reservations
+    (reservation_id, check_id, subaccount_id, status, legs, created_at, expires_at)
+  SELECT r.id, r.check_id, r.subaccount_id, 'active', r.legs, r.created_at, r.expires_at
+    FROM unnest($12::text[], $13::text[], $14::text[], $15::jsonb[], $16::timestamptz[],
+                $17::timestamptz[]) AS r(id, check_id, subaccount_id, legs, created_at, expires_at)
 )
 INSERT INTO audit_log (kind, actor_key_id, account_id, subaccount_id, payload, created_at)
 SELECT 'check', * FROM unnest($9::text[], $10::text[], $2::text[], $11::text[], $5::timestamptz[])
@@ -455,10 +430,11 @@ SELECT 'check', * FROM unnest($9::text[], $10::text[], $2::text[], $11::text[], 
 
 
 async def insert_checks(db: asyncpg.Connection, rows: Sequence[CheckRow]) -> None:
-    """The records of checks that reserve nothing, in one statement (PostgreSQL): all of them
-    commit, or none (a reused order id in any is a unique violation)."""
-    assert all(row.reservation is None for row in rows)
+    """The records of checks, their order ids, reservations and audit entries, in one
+    statement (PostgreSQL): all of them commit, or none (a reused order id in any is a unique
+    violation, answered 409 and retried into a replay)."""
     orders = [(row.subaccount_id, o, row.check_id) for row in rows for o in row.client_order_ids]
+    held = [(row, row.reservation) for row in rows if row.reservation is not None]
     await db.execute(
         _INSERT_CHECKS_SQL,
         [row.check_id for row in rows],
@@ -472,6 +448,12 @@ async def insert_checks(db: asyncpg.Connection, rows: Sequence[CheckRow]) -> Non
         [row.actor_key_id for row in rows],
         [row.account_id for row in rows],
         [row.audit_payload for row in rows],
+        [reservation_id for _, (reservation_id, _, _) in held],
+        [row.check_id for row, _ in held],
+        [row.subaccount_id for row, _ in held],
+        [json.dumps(legs) for _, (_, legs, _) in held],
+        [row.created_at for row, _ in held],
+        [expires_at for _, (_, _, expires_at) in held],
     )
 
 

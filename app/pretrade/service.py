@@ -589,7 +589,7 @@ def evaluate_basket(
         orders=views,
         reducing_only=not any(v.adds_risk for v in views) and mm_after <= mm_before,
         free_collateral_after=free_after,
-        margin_cover=_money(
+        margin_cover=risk.money(
             before_values["free_collateral"]
             if ctx.subaccount.margin_mode == "isolated"
             else after_values["equity"]
@@ -626,11 +626,6 @@ def evaluate_basket(
             for order, execution in zip(orders, executions, strict=True)
         ],
     )
-
-
-def _money(value: Decimal | float | None) -> Decimal:
-    assert isinstance(value, Decimal)
-    return value
 
 
 def _reserved_size_and_price(execution: Execution) -> dict[str, str | None]:

@@ -201,11 +201,12 @@ def reserved_margin(base: Evaluation, held: Evaluation) -> Decimal:
     """What reservations add to initial margin: ``IM(book + reservations) − IM(book)``, ≥ 0."""
     with_reservations = held.rounded
     without = base.rounded
-    added = _money(with_reservations["initial_margin"]) - _money(without["initial_margin"])
+    added = money(with_reservations["initial_margin"]) - money(without["initial_margin"])
     return max(Decimal(0), added)
 
 
-def _money(value: Decimal | float | None) -> Decimal:
+def money(value: Decimal | float | None) -> Decimal:
+    """A money figure of ``Evaluation.values()`` (those are Decimals; ratios are floats)."""
     assert isinstance(value, Decimal)
     return value
 
