@@ -18,7 +18,7 @@ from app.audit.sealer import seal_forever
 from app.auth.router import router as auth_router
 from app.core.admission import AdmissionMiddleware
 from app.core.apidocs import install_api_docs
-from app.core.batches import GroupCommit
+from app.core.batches import GroupCall
 from app.core.cache import create_cache
 from app.core.config import Settings
 from app.core.db import create_engine, create_hot_store, create_session_factory
@@ -96,8 +96,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache_shared=settings.redis_url is not None,
             hot=hot,
         )
-        app.state.runtime.check_records = GroupCommit(
+        app.state.runtime.check_records = GroupCall(
             functools.partial(pretrade_service.write_records, app.state.runtime)
+        )
+        app.state.runtime.versions_reads = GroupCall(
+            functools.partial(pretrade_service.read_versions, app.state.runtime)
         )
         workers = [
             asyncio.create_task(capture_forever(app.state.runtime)),

@@ -12,7 +12,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 from fastapi import FastAPI
 
-from app.core.batches import GroupCommit
+from app.core.batches import GroupCall
 from app.pretrade.repository import CheckRow
 from app.pretrade.service import write_records
 from tests.conftest import Api
@@ -34,11 +34,11 @@ async def test_records_handed_over_during_a_write_go_together_in_the_next() -> N
         await release.wait()
         return [ValueError(f"odd {r}") if r % 2 else None for r in records]
 
-    group: GroupCommit[int] = GroupCommit(write)
-    first = asyncio.create_task(group.write(0))
+    group: GroupCall[int, None] = GroupCall(write)
+    first = asyncio.create_task(group.call(0))
     await _settle()
     assert batches == [[0]]  # a lone record is written at once
-    later = [asyncio.create_task(group.write(n)) for n in range(1, 6)]
+    later = [asyncio.create_task(group.call(n)) for n in range(1, 6)]
     await _settle()
     assert not first.done()  # not acknowledged before its write returns
     release.set()
@@ -54,8 +54,8 @@ async def test_a_batch_that_raises_fails_every_record_of_it() -> None:
     async def write(records: list[int]) -> list[Exception | None]:
         raise ConnectionRefusedError("database away")
 
-    group: GroupCommit[int] = GroupCommit(write)
-    results = await asyncio.gather(*(group.write(n) for n in range(3)), return_exceptions=True)
+    group: GroupCall[int, None] = GroupCall(write)
+    results = await asyncio.gather(*(group.call(n) for n in range(3)), return_exceptions=True)
     assert all(isinstance(r, ConnectionRefusedError) for r in results)
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as redis_asyncio
+from redis.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+
+from app.core.resp import SharedConnection
 
 _T = TypeVar("_T")
 
@@ -207,6 +210,7 @@ class RedisCache:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._check_script = self._client.register_script(_CHECK_SCRIPT)
+        self._check_line = _shared_connection(url)
         self._bump_script = self._client.register_script(_BUMP_SCRIPT)
         self._down_until = 0.0
         self._missed: dict[str, int] = {}  # key → the failure that last missed it
@@ -322,7 +326,7 @@ class RedisCache:
 
         async def op() -> CheckRead:
             # One command, not a pipeline of one per key: the client's cost is per command.
-            replies = await self._check_script(keys=keys, args=args)
+            replies = await self._check(keys, args)
             sequence = int(replies[0])
             window = None
             if rate is not None:
@@ -339,6 +343,20 @@ class RedisCache:
 
         return await self._run(op)
 
+    async def _check(self, keys: list[str], args: list[str | int]) -> Any:
+        """The check's script, on the connection the checks share when the URL allows."""
+        if self._check_line is None:
+            return await self._check_script(keys=keys, args=args)
+        try:
+            return await self._check_line.execute(
+                "EVALSHA", self._check_script.sha, len(keys), *keys, *args
+            )
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            # A Redis that restarted or was flushed of its scripts: EVAL caches it again.
+            return await self._check_line.execute("EVAL", _CHECK_SCRIPT, len(keys), *keys, *args)
+
     async def zrem_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> None:
         async def op() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
@@ -349,7 +367,25 @@ class RedisCache:
         await self._run(op)
 
     async def close(self) -> None:
+        if self._check_line is not None:
+            self._check_line.close()
         await self._client.aclose()
+
+
+def _shared_connection(url: str) -> SharedConnection | None:
+    """The checks' shared connection to ``url``; None for what it does not speak (TLS)."""
+    if not url.startswith(("redis://", "unix://")):
+        return None
+    options = parse_url(url)
+    return SharedConnection(
+        host=options.get("host", "localhost"),
+        port=int(options.get("port", 6379)),
+        path=options.get("path"),
+        db=int(options.get("db", 0)),
+        username=options.get("username"),
+        password=options.get("password"),
+        timeout=0.5,
+    )
 
 
 class MemoryCache:

@@ -145,7 +145,7 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-HotDb: TypeAlias = asyncpg.Connection | AsyncSession
+HotDb: TypeAlias = "asyncpg.Connection | LazyConnection | AsyncSession"
 """What the pre-trade check reads and writes through: a bare asyncpg connection on PostgreSQL
 (no ORM, no pool reset, no transaction unless asked), a session on SQLite. Repositories
 branch on it, as they branch on the dialect elsewhere."""
@@ -176,23 +176,32 @@ class HotStore:
 
     @asynccontextmanager
     async def connect(
-        self, *, transaction: bool = False, deadline: float | None = None
+        self, *, transaction: bool = False, deadline: float | None = None, lazy: bool = False
     ) -> AsyncIterator[HotDb]:
         """A connection; with ``transaction`` its statements commit together on the way out
         (rolled back on an error). Without, each statement commits on its own. Waiting for it
         ends at ``deadline`` (the event loop's clock), by default ``CHECK_COMMAND_TIMEOUT_S``
-        from now."""
+        from now. ``lazy`` (no transaction): taken from the pool at its first statement, so a
+        check that finds everything it holds current never takes one."""
         if self._pool is None:
             async with self._session_factory() as session, session.begin():
                 yield session
             return
-        # As many connections as requests admitted (main.py): waiting here means PostgreSQL is
-        # slow or away, and the deadline answers 503. (asyncio.timeout, not acquire's own
-        # timeout, which wraps every acquire in a task of its own.)
         if deadline is None:
             deadline = asyncio.get_running_loop().time() + CHECK_COMMAND_TIMEOUT_S
-        async with asyncio.timeout_at(deadline):
-            held = await self._pool.acquire()
+        if lazy and not transaction:
+            pending = LazyConnection(self._pool, deadline)
+            try:
+                yield pending
+            except BaseException as exc:
+                if pending.held is not None and _connection_suspect(exc):
+                    pending.held.terminate()
+                raise
+            finally:
+                if pending.held is not None:
+                    await self._pool.release(pending.held)
+            return
+        held = await _acquire(self._pool, deadline)
         try:
             if transaction:
                 async with held.transaction():
@@ -214,6 +223,40 @@ class HotStore:
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
+
+
+async def _acquire(pool: asyncpg.Pool, deadline: float) -> asyncpg.Connection:
+    # As many connections as requests admitted (main.py): waiting here means PostgreSQL is
+    # slow or away, and the deadline answers 503. (asyncio.timeout, not acquire's own
+    # timeout, which wraps every acquire in a task of its own.)
+    async with asyncio.timeout_at(deadline):
+        return await pool.acquire()
+
+
+class LazyConnection:
+    """A pooled connection taken at the first statement (``HotStore.connect(lazy=True)``)."""
+
+    def __init__(self, pool: asyncpg.Pool, deadline: float) -> None:
+        self._pool = pool
+        self._deadline = deadline
+        self.held: asyncpg.Connection | None = None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self.held is None:
+            self.held = await _acquire(self._pool, self._deadline)
+        return self.held
+
+    async def execute(self, query: str, *args: Any) -> Any:
+        return await (await self._connection()).execute(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        return await (await self._connection()).fetch(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await (await self._connection()).fetchval(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        return await (await self._connection()).fetchrow(query, *args)
 
 
 class CountingConnection(asyncpg.Connection):  # type: ignore[misc]

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.batches import GroupCommit
+from app.core.batches import GroupCall
 from app.core.cache import Cache, KeptReads
 from app.core.config import Settings
 from app.core.db import HotStore
@@ -39,6 +39,9 @@ class Runtime:
     """Marks and books as the cache held them at its write sequence (marketdata.read_for_check)."""
     book: Any = None
     """The whole book's engine rows as of their versions, made on first use (app/risk/resident.py)."""
-    check_records: GroupCommit[Any] = field(init=False)
+    check_records: GroupCall[Any, None] = field(init=False)
     """The records of checks that reserve nothing, written together (set at start-up:
     pretrade.service.write_records)."""
+    versions_reads: GroupCall[Any, Any] = field(init=False)
+    """The versions read by checks that reserve nothing, read together (set at start-up:
+    pretrade.service.read_versions)."""

@@ -291,45 +291,63 @@ class Versions:
     """Some ``client_order_id`` of the basket was already checked on this subaccount."""
 
 
+@dataclass(frozen=True)
+class VersionsAsk:
+    """What one check asks PostgreSQL on a warm process."""
+
+    keys: Sequence[versions.VersionKey]
+    subaccount_id: str
+    client_order_ids: Sequence[str]
+
+
 _VERSIONS_SQL = """
-SELECT v.scope, v.id, v.token FROM unnest($1::text[], $2::text[]) AS k(scope, id)
+SELECT k.n, k.scope, k.id, v.token FROM unnest($1::int[], $2::text[], $3::text[]) AS k(n, scope, id)
   JOIN state_versions v ON v.scope = k.scope AND v.id = k.id
-UNION ALL SELECT 'reference', '', token FROM reference_version WHERE id = 1
-UNION ALL SELECT 'order', client_order_id, 0 FROM check_orders
- WHERE subaccount_id = $3 AND client_order_id = ANY($4::text[])
+UNION ALL SELECT -1, 'reference', '', token FROM reference_version WHERE id = 1
+UNION ALL SELECT o.n, 'order', o.id, 0 FROM unnest($4::int[], $5::text[], $6::text[]) AS o(n, sub, id)
+  JOIN check_orders c ON c.subaccount_id = o.sub AND c.client_order_id = o.id
 """
 
 
-async def read_versions(
-    db: HotDb,
-    keys: Sequence[versions.VersionKey],
-    subaccount_id: str,
-    client_order_ids: Sequence[str],
-) -> Versions:
-    """The tokens of ``keys``, the reference token and whether an order id was used: one
-    statement on PostgreSQL."""
+async def read_versions(db: HotDb, asks: Sequence[VersionsAsk]) -> list[Versions]:
+    """The versions each of ``asks`` learns (its keys' tokens, the reference token, whether an
+    order id was used): one statement for all of them on PostgreSQL."""
     if isinstance(db, AsyncSession):
         from app.core.reference import reference_token
 
-        used = bool(await checks_for_order_ids(db, subaccount_id, client_order_ids))
-        return Versions(await versions.tokens(db, keys), await reference_token(db), used)
-    tokens: dict[versions.VersionKey, int] = {}
-    reference, used = None, False
+        return [
+            Versions(
+                await versions.tokens(db, ask.keys),
+                await reference_token(db),
+                bool(await checks_for_order_ids(db, ask.subaccount_id, ask.client_order_ids)),
+            )
+            for ask in asks
+        ]
+    numbers, scopes, ids = [], [], []
+    order_numbers, order_subaccounts, order_ids = [], [], []
+    for n, ask in enumerate(asks):
+        for scope, ident in ask.keys:
+            numbers.append(n)
+            scopes.append(scope)
+            ids.append(ident)
+        for order_id in ask.client_order_ids:
+            order_numbers.append(n)
+            order_subaccounts.append(ask.subaccount_id)
+            order_ids.append(order_id)
     rows = await db.fetch(
-        _VERSIONS_SQL,
-        [scope for scope, _ in keys],
-        [ident for _, ident in keys],
-        subaccount_id,
-        list(client_order_ids),
+        _VERSIONS_SQL, numbers, scopes, ids, order_numbers, order_subaccounts, order_ids
     )
-    for scope, ident, token in rows:
+    tokens: list[dict[versions.VersionKey, int]] = [{} for _ in asks]
+    used = [False] * len(asks)
+    reference = None
+    for n, scope, ident, token in rows:
         if scope == "reference":
             reference = token
         elif scope == "order":
-            used = True
+            used[n] = True
         else:
-            tokens[(scope, ident)] = token
-    return Versions(tokens, reference, used)
+            tokens[n][(scope, ident)] = token
+    return [Versions(t, reference, u) for t, u in zip(tokens, used, strict=True)]
 
 
 async def lock_for_reservation(db: HotDb, subaccount_id: str, account_id: str | None) -> None:

@@ -287,7 +287,11 @@ async def load(
     if account_id is not None:
         keys.append(account_key(account_id))
     keys.extend(subaccount_key(s) for s in sibling_ids)
-    versions = await repository.read_versions(db, keys, subaccount_id, order_ids)
+    ask = repository.VersionsAsk(keys, subaccount_id, order_ids)
+    if attempt.transaction or not runtime.hot.pooled:
+        [versions] = await repository.read_versions(db, [ask])
+    else:  # read with the concurrent checks' versions, by one statement
+        versions = await runtime.versions_reads.call(ask)
     principal = await auth_service.confirm(
         db, resident, who, versions.tokens.get(("key", who.principal.key_id))
     )
@@ -310,8 +314,8 @@ async def load(
         ids = [s for s in account.subaccount_ids if s != subaccount_id]
         tokens = versions.tokens
         if set(ids) - set(sibling_ids):  # not asked above: ask now
-            tokens = (await repository.read_versions(db, [subaccount_key(s) for s in ids],
-                                                     subaccount_id, ())).tokens  # fmt: skip
+            ask = repository.VersionsAsk([subaccount_key(s) for s in ids], subaccount_id, ())
+            tokens = (await repository.read_versions(db, [ask]))[0].tokens
         loaded = await pretrade_state.subaccounts(
             db, resident, tokens, ids, midnight, now, known.settlement
         )
@@ -680,13 +684,15 @@ async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
                 if attempt.transaction
                 else contextlib.nullcontext()
             )
-            hot = runtime.hot.connect(transaction=attempt.transaction, deadline=deadline)
+            hot = runtime.hot.connect(
+                transaction=attempt.transaction, deadline=deadline, lazy=True
+            )
             async with gate, hot as db:
                 answer, record = await _check(db, runtime, who, body, request_json, attempt)
             if record is not None:
                 # Written with the records of concurrent checks, on a connection of its own
                 # (this one is already free): one statement and one commit for all of them.
-                await runtime.check_records.write(record)
+                await runtime.check_records.call(record)
             wake_sealers()  # committed: its audit entry can be linked now, not at the next tick
             return answer
         except _Relock as relock:
@@ -819,6 +825,14 @@ async def _check(
     for code in codes or ["none"]:
         runtime.metrics.check_decisions.labels(decision, code).inc()
     return response_json.encode(), record if deferred else None
+
+
+async def read_versions(
+    runtime: Runtime, asks: list[repository.VersionsAsk]
+) -> list[repository.Versions]:
+    """A batch of checks' versions reads (``runtime.versions_reads``), by one statement."""
+    async with runtime.hot.connect() as db:
+        return await repository.read_versions(db, asks)
 
 
 async def write_records(
