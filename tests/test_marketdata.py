@@ -14,12 +14,15 @@ from hypothesis import strategies as st
 
 from app.core.config import Settings
 from app.marketdata.marks import (
+    NEVER_US,
     TWAP_QUANTUM,
     SourceMark,
     Sources,
     TwapState,
     deviation_status,
     judge,
+    microseconds,
+    verdict,
 )
 from tests.conftest import Api, flush_redis
 from tests.factories import desk
@@ -251,3 +254,70 @@ def test_deviation_far_from_the_limit_is_judged_as_the_exact_rule_says(
     average = Decimal(repr(recorded)).quantize(TWAP_QUANTUM)
     exact = "deviating" if average > 0 and abs(price - average) / average > limit else "fresh"
     assert deviation_status(price, recorded, limit) == exact
+
+
+# --- verdicts kept between checks (marks.verdict) ----------------------------------------------
+
+_T0 = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
+_T0_US = microseconds(_T0)
+_WINDOW_MS = 300_000.0
+
+
+def _sources(*seconds_ago: float, price: str = "60000") -> Sources:
+    return Sources.of(
+        [
+            SourceMark(f"s{i}", Decimal(price), _T0 - timedelta(seconds=s), None)
+            for i, s in enumerate(seconds_ago)
+        ]
+    )
+
+
+def test_a_fresh_verdict_holds_until_its_oldest_source_goes_stale_and_not_a_microsecond_more() -> (
+    None
+):
+    sources = _sources(1, 2)  # stale_after 5 s: the older goes stale 3 s from now
+    twap = TwapState(_T0_US / 1000 - 2000, 60000.0, 59000.0, 60_000)
+    judged, until = verdict(sources, twap, _WINDOW_MS, _T0_US, Decimal(5), Decimal("0.05"))
+    assert judged.status == "fresh" and until == _T0_US + 3_000_000
+    assert judged.age_ms(_T0_US + 250) == 1000  # the newest source's age, at the check's time
+    later, _ = verdict(sources, twap, _WINDOW_MS, until + 1, Decimal(5), Decimal("0.05"))
+    assert later.status == "fresh"  # the newer source alone is fresh: the median of it
+    all_stale, forever = verdict(
+        sources, twap, _WINDOW_MS, _T0_US + 4_000_001, Decimal(5), Decimal("0.05")
+    )
+    assert all_stale.status == "stale" and forever == NEVER_US
+
+
+def test_a_deviating_verdict_and_one_off_the_twaps_last_point_hold_for_their_instant_only() -> None:
+    twap = TwapState(_T0_US / 1000, 50000.0, 50000.0, 60_000)
+    jumped = _sources(0, price="60000")  # 20 % from a TWAP of 50,000
+    judged, until = verdict(jumped, twap, _WINDOW_MS, _T0_US, Decimal(5), Decimal("0.05"))
+    assert judged.status == "deviating" and until == _T0_US
+    # Fresh, but its price is not the point the TWAP moves toward: it may drift away from it.
+    off = TwapState(_T0_US / 1000, 60100.0, 60000.0, 60_000)
+    judged, until = verdict(_sources(0), off, _WINDOW_MS, _T0_US, Decimal(5), Decimal("0.05"))
+    assert judged.status == "fresh" and until == _T0_US
+
+
+@examples(max_examples=300, deadline=None)
+@given(
+    last=st.floats(min_value=1, max_value=1e6),
+    average_ratio=st.floats(min_value=0.5, max_value=1.5),
+    span_ms=st.floats(min_value=0, max_value=_WINDOW_MS),
+    elapsed_ms=st.integers(min_value=0, max_value=4_000),
+    later_ms=st.integers(min_value=0, max_value=1_000),
+)
+def test_a_kept_fresh_verdict_is_what_judging_again_would_say(
+    last: float, average_ratio: float, span_ms: float, elapsed_ms: int, later_ms: int
+) -> None:
+    """The reason a verdict is kept: while the sources stay fresh, the TWAP only moves toward
+    its last point, so a mark at that point judged fresh is fresh at every later instant."""
+    price = Decimal(repr(last))
+    sources = Sources.of([SourceMark("venue", price, _T0, None)])
+    twap = TwapState(_T0_US / 1000, float(price), last * average_ratio, span_ms)
+    now_us = _T0_US + elapsed_ms * 1000
+    judged, until = verdict(sources, twap, _WINDOW_MS, now_us, Decimal(5), Decimal("0.05"))
+    again_at = min(until, now_us + later_ms * 1000)
+    again, _ = verdict(sources, twap, _WINDOW_MS, again_at, Decimal(5), Decimal("0.05"))
+    if until > now_us:
+        assert judged.status == "fresh" and again.status == "fresh"

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as redis_asyncio
-from redis.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
@@ -376,7 +376,7 @@ def _shared_connection(url: str) -> SharedConnection | None:
     """The checks' shared connection to ``url``; None for what it does not speak (TLS)."""
     if not url.startswith(("redis://", "unix://")):
         return None
-    options = parse_url(url)
+    options = parse_url(url)  # type: ignore[no-untyped-call]
     return SharedConnection(
         host=options.get("host", "localhost"),
         port=int(options.get("port", 6379)),

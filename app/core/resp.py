@@ -120,7 +120,7 @@ class SharedConnection:
         assert protocol.transport is not None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         protocol.waiting.append(future)
-        protocol.transport.write(hiredis.pack_command(command))
+        protocol.transport.write(hiredis.pack_command(cast(Any, command)))  # its stub: 1-tuples
         try:
             async with asyncio.timeout(self._timeout):
                 return await future

@@ -231,6 +231,55 @@ def judge(
     return Mark(symbol, price, status, age, sources.funding_rate, sources, now, limit, recorded)
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a check needs of a judged mark: its price, status and funding rate, and the newest
+    source's time (the age is the check's own: ``now − newest``)."""
+
+    price: Decimal
+    status: MarkStatus
+    funding_rate: Decimal | None
+    newest_us: int
+
+    def age_ms(self, now_us: int) -> int:
+        return max(0, (now_us - self.newest_us) // 1000)
+
+
+NEVER_US = 2**63
+"""A verdict no time changes (every source stale stays stale until a new post)."""
+
+
+def verdict(
+    sources: Sources,
+    twap: TwapState | None,
+    window_ms: float,
+    now_us: int,
+    stale_after_s: Decimal,
+    max_twap_deviation: Decimal,
+) -> tuple[Verdict, int]:
+    """``judge``'s price and status at ``now_us``, and until when (µs since the epoch) they hold
+    for these sources and TWAP whatever the time: while every source stays fresh, a fresh mark
+    whose price is the TWAP's last point stays fresh — the TWAP only moves toward that point,
+    so the deviation only shrinks; a mark whose sources are all stale stays stale. Any other
+    verdict holds for this instant only."""
+    _, limit_us = _stale_limit(stale_after_s)
+    recorded = None if twap is None else twap.at(now_us / 1000, window_ms)
+    mark = judge(
+        "", sources, recorded, _EPOCH + timedelta(microseconds=now_us), stale_after_s,
+        max_twap_deviation,
+    )  # fmt: skip
+    until = now_us
+    if now_us - sources.newest_us > limit_us:
+        until = NEVER_US
+    elif (
+        mark.status == "fresh"
+        and now_us - sources.oldest_us <= limit_us
+        and (twap is None or twap.last == sources.median_all_float)
+    ):
+        until = sources.oldest_us + limit_us
+    return Verdict(mark.price, mark.status, sources.funding_rate, sources.newest_us), until
+
+
 _DEVIATION_SLACK = 1e-9
 """Relative room, around the limit, inside which the deviation is judged in exact decimals."""
 

@@ -30,9 +30,12 @@ from app.marketdata.marks import (
     SourceMark,
     Sources,
     TwapState,
+    Verdict,
     age_ms,
     is_fresh,
     judge,
+    microseconds,
+    verdict,
 )
 from app.marketdata.schemas import BookIn, BookOut, MarkIn, MarkOut, MarksAccepted, SourceOut
 
@@ -449,10 +452,15 @@ async def book_out(session: AsyncSession, runtime: Runtime, symbol: str) -> Book
 # --- the check's read --------------------------------------------------------------------------
 
 
+_VERDICTS: dict[str, tuple[CachedMark, Thresholds, int, Verdict]] = {}
+"""symbol → (what it was judged from, with which thresholds, until when the verdict holds, the
+verdict): a mark is judged once per post while nothing but the time moves (``verdict``)."""
+
+
 @dataclass(frozen=True)
 class CheckMarket:
-    marks: dict[str, Mark]
-    """Symbols never marked are absent."""
+    marks: dict[str, Verdict]
+    """Symbols never marked are absent; ages are the check's to compute from its ``now``."""
     books: dict[str, OrderBook]
     """Instruments without a book are absent."""
     rate: RateWindow | None
@@ -536,12 +544,30 @@ async def read_for_check(
                 [(Decimal(p), Decimal(s)) for p, s in asks],
                 ts,
             )
-    marks = {
-        symbol: judge_cached(
-            runtime, symbol, found, now, _thresholds_of(instruments.get(symbol), runtime)
-        )
-        for symbol, found in cached.items()
-    }
+    now_us = microseconds(now)
+    window_ms = runtime.settings.twap_window_s * 1000
+    newest = runtime.metrics.mark_ages.newest_us
+    marks = {}
+    for symbol, found in cached.items():
+        thresholds = _thresholds_of(instruments.get(symbol), runtime)
+        kept_verdict = _VERDICTS.get(symbol)
+        if (
+            kept_verdict is not None
+            and kept_verdict[0] is found
+            and kept_verdict[1] is thresholds
+            and now_us <= kept_verdict[2]
+        ):
+            marks[symbol] = kept_verdict[3]
+        else:
+            judged, until = verdict(
+                found.prepared, found.twap, window_ms, now_us, thresholds.stale_after_s,
+                thresholds.max_twap_deviation,
+            )  # fmt: skip
+            if len(_VERDICTS) >= 4096:
+                _VERDICTS.clear()
+            _VERDICTS[symbol] = (found, thresholds, until, judged)
+            marks[symbol] = judged
+        newest[symbol] = found.prepared.newest_us
     return CheckMarket(marks, books, window)
 
 

@@ -39,7 +39,7 @@ from app.core.versions import TRADING, VersionKey
 from app.engine import RiskParameters
 from app.instruments import service as instruments_service
 from app.marketdata import service as marketdata
-from app.marketdata.marks import Mark, is_fresh
+from app.marketdata.marks import Verdict, is_fresh, microseconds
 from app.pretrade import repository, reservations, scaling
 from app.pretrade import state as pretrade_state
 from app.pretrade.models import Reservation
@@ -152,7 +152,11 @@ def totals(book: Book, evaluation: risk.Evaluation, decimals: int) -> Totals:
 
 
 def _book(
-    held: SubaccountState, known: Reference, marks: Mapping[str, Mark], also: Sequence[str] = ()
+    held: SubaccountState,
+    known: Reference,
+    marks: Mapping[str, Verdict],
+    now_us: int,
+    also: Sequence[str] = (),
 ) -> Book:
     """The subaccount's book at these marks (a symbol never marked: its entry price, or 0 for a
     collateral asset, stands in, as ``missing``)."""
@@ -167,7 +171,7 @@ def _book(
         mark = marks.get(symbol)
         if mark is not None:
             funding = mark.funding_rate if symbol in instruments else None
-            used[symbol] = MarkUsed(mark.price, mark.status, mark.age_ms, funding)
+            used[symbol] = MarkUsed(mark.price, mark.status, mark.age_ms(now_us), funding)
         else:
             used[symbol] = MarkUsed(entries.get(symbol, ZERO), "missing", None)
     subaccount = held.subaccount
@@ -194,7 +198,7 @@ def _siblings(
     siblings: Sequence[SubaccountState],
     strategy: str | None,
     known: Reference,
-    marks: Mapping[str, Mark],
+    marks: Mapping[str, Verdict],
     now: datetime,
 ) -> tuple[Totals, Decimal]:
     """The account's other subaccounts (their reservations counted), and the gross notional
@@ -202,7 +206,9 @@ def _siblings(
     total, strategy_gross = Totals(), ZERO
     for sibling in siblings:
         held = sibling.held(now)
-        book = _book(sibling, known, marks).with_fills(reservations.as_fills(held))
+        book = _book(sibling, known, marks, microseconds(now)).with_fills(
+            reservations.as_fills(held)
+        )
         evaluation = risk.evaluate(book, known.parameters, liquidation=False)
         sibling_totals = replace(
             totals(book, evaluation, known.parameters.settlement_decimals),
@@ -343,7 +349,7 @@ async def _market(
     books_of: Sequence[str],
     rate: RateCount | None,
     now: datetime,
-) -> tuple[dict[str, Mark], dict[str, VisibleBook], RateWindow | None]:
+) -> tuple[dict[str, Verdict], dict[str, VisibleBook], RateWindow | None]:
     """Marks of every symbol the check values, books of the order's instruments and the
     order-rate window, in one cache round trip (PostgreSQL stands in for what it lacks)."""
     symbols = sorted(
@@ -373,7 +379,7 @@ async def _market(
 
 def context(
     loaded: Loaded,
-    marks: Mapping[str, Mark],
+    marks: Mapping[str, Verdict],
     books: Mapping[str, VisibleBook],
     instruments: Sequence[str],
     recent: RateWindow | None,
@@ -389,7 +395,7 @@ def context(
     return Context(
         subaccount=subaccount,
         account=loaded.account.account,
-        book=_book(held, loaded.known, marks, instruments),
+        book=_book(held, loaded.known, marks, microseconds(now), instruments),
         reservations=held.held(now),
         parameters=loaded.known.parameters,
         states=loaded.states.governing(
@@ -684,9 +690,7 @@ async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
                 if attempt.transaction
                 else contextlib.nullcontext()
             )
-            hot = runtime.hot.connect(
-                transaction=attempt.transaction, deadline=deadline, lazy=True
-            )
+            hot = runtime.hot.connect(transaction=attempt.transaction, deadline=deadline, lazy=True)
             async with gate, hot as db:
                 answer, record = await _check(db, runtime, who, body, request_json, attempt)
             if record is not None:
