@@ -397,6 +397,9 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The histogram's child per (method, route, status): prometheus_client's ``labels``
+        # takes a lock and builds its key on every call.
+        self._latency: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -428,10 +431,14 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.request_latency.labels(scope["method"], template, str(status)).observe(
-                elapsed
-            )
-            if template not in ("/healthz", "/metrics"):
+            key = (scope["method"], template, status)
+            latency = self._latency.get(key)
+            if latency is None:
+                latency = self._latency[key] = self.metrics.request_latency.labels(
+                    scope["method"], template, str(status)
+                )
+            latency.observe(elapsed)
+            if template not in ("/healthz", "/metrics") and log.isEnabledFor(logging.INFO):
                 log.info(
                     "request",
                     extra={

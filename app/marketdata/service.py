@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit import service as audit
 from app.audit.service import Actor
 from app.core.cache import CacheUnavailable, RateCount, RateWindow
+from app.core.config import Settings
 from app.core.db import HotDb
 from app.core.errors import InvalidInput, NotFound
 from app.core.runtime import Runtime
@@ -452,9 +453,10 @@ async def book_out(session: AsyncSession, runtime: Runtime, symbol: str) -> Book
 # --- the check's read --------------------------------------------------------------------------
 
 
-_VERDICTS: dict[str, tuple[CachedMark, Thresholds, int, Verdict]] = {}
-"""symbol → (what it was judged from, with which thresholds, until when the verdict holds, the
-verdict): a mark is judged once per post while nothing but the time moves (``verdict``)."""
+_VERDICTS: dict[str, tuple[CachedMark, Instrument | None, Settings, int, Verdict]] = {}
+"""symbol → (what it was judged from, with which instrument and settings (its thresholds), until
+when the verdict holds, the verdict): a mark is judged once per post while nothing but the time
+moves (``verdict``)."""
 
 
 @dataclass(frozen=True)
@@ -549,23 +551,25 @@ async def read_for_check(
     newest = runtime.metrics.mark_ages.newest_us
     marks = {}
     for symbol, found in cached.items():
-        thresholds = _thresholds_of(instruments.get(symbol), runtime)
+        instrument = instruments.get(symbol)
         kept_verdict = _VERDICTS.get(symbol)
         if (
             kept_verdict is not None
             and kept_verdict[0] is found
-            and kept_verdict[1] is thresholds
-            and now_us <= kept_verdict[2]
+            and kept_verdict[1] is instrument
+            and kept_verdict[2] is runtime.settings
+            and now_us <= kept_verdict[3]
         ):
-            marks[symbol] = kept_verdict[3]
+            marks[symbol] = kept_verdict[4]
         else:
+            thresholds = _thresholds_of(instrument, runtime)
             judged, until = verdict(
                 found.prepared, found.twap, window_ms, now_us, thresholds.stale_after_s,
                 thresholds.max_twap_deviation,
             )  # fmt: skip
             if len(_VERDICTS) >= 4096:
                 _VERDICTS.clear()
-            _VERDICTS[symbol] = (found, thresholds, until, judged)
+            _VERDICTS[symbol] = (found, instrument, runtime.settings, until, judged)
             marks[symbol] = judged
         newest[symbol] = found.prepared.newest_us
     return CheckMarket(marks, books, window)
