@@ -188,8 +188,9 @@ def _book(mark: Decimal, tick: Decimal, lot: Decimal, now: datetime) -> BookIn:
     return BookIn(bids=bids, asks=asks, ts=now)
 
 
-async def publish(session: AsyncSession, runtime: Runtime, prices: dict[str, Decimal]) -> None:
-    """Marks from two sources for every symbol, and a fresh book for every instrument."""
+async def publish(runtime: Runtime, prices: dict[str, Decimal]) -> None:
+    """Marks from two sources for every symbol, and a fresh book for every instrument (each
+    written as the feeder's requests write them)."""
     now = utcnow()
     marks = []
     for symbol, price in prices.items():
@@ -203,17 +204,13 @@ async def publish(session: AsyncSession, runtime: Runtime, prices: dict[str, Dec
                     funding_rate=FUNDING.get(symbol),
                 )
             )
-    await marketdata.post_marks(session, runtime, marks)  # swept by the app's sweeper
-    await marketdata.audit_marks(session, FEEDER, marks)
+    async with runtime.session_factory() as session, session.begin():
+        await marketdata.post_marks(session, runtime, marks)  # swept by the app's sweeper
+        await marketdata.audit_marks(session, FEEDER, marks)
     for symbol, instrument in _instruments().items():
         mark = prices[symbol].quantize(instrument.tick_size)
-        await marketdata.put_book(
-            session,
-            runtime,
-            FEEDER,
-            symbol,
-            _book(mark, instrument.tick_size, instrument.lot_size, now),
-        )
+        book = _book(mark, instrument.tick_size, instrument.lot_size, now)
+        await marketdata.put_book(runtime, FEEDER, symbol, book)
 
 
 async def feed_forever(runtime: Runtime, interval_s: float = 1.0) -> None:
@@ -222,8 +219,7 @@ async def feed_forever(runtime: Runtime, interval_s: float = 1.0) -> None:
     rng = random.Random(7)
     while True:
         try:
-            async with runtime.session_factory() as session, session.begin():
-                await publish(session, runtime, prices)
+            await publish(runtime, prices)
         except Exception:
             log.exception("demo feed failed")
         await asyncio.sleep(interval_s)

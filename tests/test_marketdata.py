@@ -198,9 +198,25 @@ async def test_books_round_trip_with_status(admin: Api) -> None:
     assert body["bids"] == [["99.5", "1"], ["99", "2"]]
     assert body["asks"] == [["100.5", "1.5"]]
     assert body["status"] == "fresh"
-    await admin.ok("PUT", "/v1/books/BTC-PERP", json={**book, "ts": ago(10)})
-    # An older book does not replace a newer one in PostgreSQL; the cache holds the last PUT.
-    assert (await admin.ok("GET", "/v1/books/BTC-PERP"))["status"] in ("fresh", "stale")
+    # A late book (an older ts) replaces nothing, in PostgreSQL or in the cache: the answer to
+    # it, and every read after it, is the newer book. (The cache used to take the late one.)
+    late = {"bids": [["98", "7"]], "asks": [["101", "7"]], "ts": ago(10)}
+    answer = await admin.ok("PUT", "/v1/books/BTC-PERP", json=late)
+    assert answer["bids"] == [["99.5", "1"], ["99", "2"]] and answer["status"] == "fresh"
+    assert (await admin.ok("GET", "/v1/books/BTC-PERP"))["bids"] == [["99.5", "1"], ["99", "2"]]
+
+
+async def test_a_book_of_an_unknown_instrument_is_refused_and_writes_nothing(admin: Api) -> None:
+    await desk(admin)
+    before = (await admin.ok("GET", "/v1/audit", params={"limit": 1000}))["entries"]
+    book = {"bids": [["99", "1"]], "asks": [["100", "1"]], "ts": ago(0)}
+    response = await admin.request("PUT", "/v1/books/NOPE-PERP", json=book)
+    assert response.status_code == 404 and "NOPE-PERP" in response.json()["detail"]
+    assert (await admin.ok("GET", "/v1/audit", params={"limit": 1000}))["entries"] == before
+    answer = await admin.ok("PUT", "/v1/books/BTC-PERP", json=book)
+    assert answer["status"] == "fresh" and answer["asks"] == [["100", "1"]]
+    entries = (await admin.ok("GET", "/v1/audit", params={"limit": 1000}))["entries"]
+    assert [e["kind"] for e in entries if e not in before] == ["book"]
 
 
 def test_a_source_half_a_millisecond_past_stale_after_is_stale() -> None:

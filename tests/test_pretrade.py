@@ -488,3 +488,24 @@ async def test_reservations_page_newest_first_with_a_cursor(trader: Api) -> None
     assert second["next_cursor"] is None
     bad = await trader.get(url, params={"cursor": "not-a-cursor"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"
+
+
+async def test_the_book_before_is_valued_at_the_marks_each_check_sees(trader: Api) -> None:
+    """The evaluation of the book before a basket is kept between checks and patched when the
+    marks move: 1 BTC long from 60,000, the mark at 60,000 then 61,000. By hand (5 % MM):
+    before the move, PnL 0, MM 3,000, equity 20,000; after it, PnL 1,000, MM 3,050, equity
+    21,000 — and back at 60,000, the first figures again."""
+    await trader.ok("POST", "/v1/fills", json={"fills": [fill("f1", "buy", "1", "60000")]})
+    expected = {
+        "60000": ("0", "3000", "20000"),
+        "61000": ("1000", "3050", "21000"),
+    }
+    for price in ("60000", "61000", "60000"):
+        await marks(trader, {"BTC-PERP": price})
+        before = (await check(trader, order(size="0.01")))["before"]
+        pnl, maintenance, equity = expected[price]
+        assert (before["unrealized_pnl"], before["maintenance_margin"], before["equity"]) == (
+            pnl,
+            maintenance,
+            equity,
+        ), price

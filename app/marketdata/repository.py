@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -138,6 +139,69 @@ async def upsert_book(session: AsyncSession, row: dict[str, Any]) -> None:
         where=statement.excluded.ts >= Book.ts,
     )
     await session.execute(statement)
+
+
+_STORE_BOOK_SQL = """
+WITH instrument AS (SELECT symbol, stale_after_s FROM instruments WHERE symbol = $1),
+stored AS (
+  INSERT INTO books (symbol, bids, asks, ts)
+  SELECT symbol, $2::text::jsonb, $3::text::jsonb, $4 FROM instrument
+  ON CONFLICT (symbol) DO UPDATE SET bids = EXCLUDED.bids, asks = EXCLUDED.asks, ts = EXCLUDED.ts
+   WHERE EXCLUDED.ts >= books.ts
+  RETURNING 1
+),
+audited AS (
+  INSERT INTO audit_log (kind, actor_key_id, payload, created_at)
+  SELECT 'book', $5, $6, $7 FROM instrument
+  RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM instrument), EXISTS (SELECT 1 FROM stored),
+       (SELECT stale_after_s FROM instrument)
+"""
+
+
+@dataclass(frozen=True)
+class StoredBook:
+    replaced: bool
+    """False: the stored book is newer than this one and was kept."""
+    stale_after_s: Decimal | None
+    """The instrument's own (None: the default)."""
+
+
+async def store_book(
+    db: HotDb,
+    symbol: str,
+    bids: list[list[str]],
+    asks: list[list[str]],
+    ts: datetime,
+    *,
+    actor_key_id: str | None,
+    audit_payload: str,
+    at: datetime,
+) -> StoredBook | None:
+    """A book replacing the stored one unless that one is newer, and its audit entry: one
+    statement on PostgreSQL. None when ``symbol`` is no instrument (nothing written)."""
+    if isinstance(db, AsyncSession):
+        from app.audit import repository as audit_repository
+        from app.audit import sealer
+        from app.instruments.models import Instrument
+
+        instrument = await db.get(Instrument, symbol)
+        if instrument is None:
+            return None
+        older = await db.scalar(select(Book.ts).where(Book.symbol == symbol))
+        await upsert_book(db, {"symbol": symbol, "bids": bids, "asks": asks, "ts": ts})
+        await audit_repository.append(
+            db, kind="book", actor_key_id=actor_key_id, account_id=None, subaccount_id=None,
+            payload=audit_payload, created_at=at,
+        )  # fmt: skip
+        sealer.appended(db)
+        return StoredBook(older is None or ts >= older, instrument.stale_after_s)
+    exists, replaced, stale_after_s = await db.fetchrow(
+        _STORE_BOOK_SQL, symbol, json.dumps(bids), json.dumps(asks), ts, actor_key_id,
+        audit_payload, at,
+    )  # fmt: skip
+    return StoredBook(replaced, stale_after_s) if exists else None
 
 
 async def get_book(session: AsyncSession, symbol: str) -> Book | None:

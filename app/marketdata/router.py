@@ -42,14 +42,9 @@ async def get_mark(
     "/books/{symbol}", response_model=BookOut, responses=problem_responses(400, 404, 409, 422)
 )
 async def put_book(
-    body: BookIn,
-    principal: MarketWriter,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    symbol: PathId,
+    body: BookIn, principal: MarketWriter, runtime: RuntimeDep, symbol: PathId
 ) -> BookOut:
-    await service.put_book(session, runtime, principal.actor, symbol, body)
-    return await service.book_out(session, runtime, symbol)
+    return await service.put_book(runtime, principal.actor, symbol, body)
 
 
 @router.get("/books/{symbol}", response_model=BookOut, responses=problem_responses(404, 422))

@@ -15,6 +15,8 @@ from typing import cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
+from app.audit.chain import canonical_json
+from app.audit.sealer import wake_sealers
 from app.audit.service import Actor
 from app.core.cache import CacheUnavailable, RateCount, RateWindow
 from app.core.config import Settings
@@ -388,27 +390,47 @@ async def _instrument(session: AsyncSession, symbol: str) -> Instrument:
     return instrument
 
 
-async def put_book(
-    session: AsyncSession, runtime: Runtime, actor: Actor, symbol: str, body: BookIn
-) -> OrderBook:
-    await _instrument(session, symbol)
-    if (body.ts - utcnow()).total_seconds() > runtime.settings.mark_future_skew_s:
+async def put_book(runtime: Runtime, actor: Actor, symbol: str, body: BookIn) -> BookOut:
+    """Store a book (unless the stored one is newer), audit it, cache it and answer it: one
+    statement on PostgreSQL, no read."""
+    now = utcnow()
+    if (body.ts - now).total_seconds() > runtime.settings.mark_future_skew_s:
         raise InvalidInput(
             "ts", f"is more than {runtime.settings.mark_future_skew_s:g} s in the future"
         )
     bids = [[str(p), str(s)] for p, s in body.bids]
     asks = [[str(p), str(s)] for p, s in body.asks]
-    await repository.upsert_book(
-        session, {"symbol": symbol, "bids": bids, "asks": asks, "ts": body.ts}
-    )
-    await audit.record(session, "book", actor, {"symbol": symbol, **body.model_dump(mode="json")})
+    payload = canonical_json({"symbol": symbol, **body.model_dump(mode="json")})
+    async with runtime.hot.connect() as db:
+        stored = await repository.store_book(
+            db, symbol, bids, asks, body.ts, actor_key_id=actor.key_id, audit_payload=payload,
+            at=now,
+        )  # fmt: skip
+    if stored is None:
+        raise NotFound(f"instrument {symbol!r} not found")
+    wake_sealers()  # committed: its audit entry can be linked now
+    if not stored.replaced:  # a late book: the newer one stays, and is the answer
+        async with runtime.session_factory() as session:
+            return await book_out(session, runtime, symbol)
     try:
         await runtime.cache.set_many(
             [(book_key(symbol), json.dumps({"b": bids, "a": asks, "t": _micros(body.ts)}))]
         )
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
-    return OrderBook(symbol, list(body.bids), list(body.asks), body.ts)
+    stale_after = (
+        Decimal(str(runtime.settings.default_stale_after_s))
+        if stored.stale_after_s is None
+        else stored.stale_after_s
+    )
+    return BookOut(
+        symbol=symbol,
+        bids=body.bids,
+        asks=body.asks,
+        ts=body.ts,
+        age_ms=age_ms(now, body.ts),
+        status="fresh" if is_fresh(now, body.ts, stale_after) else "stale",
+    )
 
 
 async def get_book(session: AsyncSession, runtime: Runtime, symbol: str) -> OrderBook | None:

@@ -442,11 +442,21 @@ def _before(ctx: Context, book: Book, like: risk.Evaluation | None = None) -> ri
     kept = ctx.memo.get(key)
     if kept is not None and kept[0] is ctx.known:
         return cast(risk.Evaluation, kept[1])
+    if like is None:
+        # The last book evaluated here, when it is of the same reference data: usually the same
+        # rows at marks that moved since, so its engine inputs are patched, not rebuilt.
+        last = ctx.memo.get(_LAST)
+        like = cast(risk.Evaluation, last[1]) if last is not None and last[0] is ctx.known else None
     evaluation = risk.evaluate(book, ctx.parameters, liquidation=False, like=like)
     if len(ctx.memo) >= MEMO_SIZE:
         ctx.memo.clear()
     ctx.memo[key] = (ctx.known, evaluation)  # the reference object kept: its id is not reused
+    ctx.memo[_LAST] = (ctx.known, evaluation)
     return evaluation
+
+
+_LAST = "last"
+"""The memo's key of the last evaluation of the book before a basket."""
 
 
 _RESERVATION_FILLS: dict[str, tuple[Reservation, list[SimulatedFill]]] = {}
