@@ -401,3 +401,26 @@ async def test_the_migration_keeps_an_existing_chain_on_postgresql() -> None:
 
 async def test_the_migration_keeps_an_existing_chain_on_sqlite(tmp_path: Path) -> None:
     await _migrate_a_chain(f"sqlite+aiosqlite:///{tmp_path / 'chain.db'}")
+
+
+async def test_the_background_sealers_bare_connection_links_as_a_session_does(
+    admin: Api, app: Any, engine: AsyncEngine
+) -> None:
+    """The background sealer seals on a bare asyncpg connection (no ORM per pass): while it
+    holds the chain a pass elsewhere seals nothing and returns at once, and the rows it links
+    verify like any others, in insertion order."""
+    await desk(admin)
+    await sealed(admin, 8)
+    async with app.state.runtime.hot.connect(transaction=True) as bare:
+        assert await repository.lock_chain(bare)  # held until it commits: no other pass seals
+        for n in (1, 2):
+            async with engine.begin() as writer:
+                await insert_row(writer, "note", f'{{"n":{n}}}')
+        async with engine.connect() as other, other.begin():
+            assert await asyncio.wait_for(sealer.seal(other, wait=False), 1) == 0
+        assert await sealer.seal(bare) == 2
+    assert [(e["seq"], e["payload"]["n"]) for e in await entries(admin, kind="note")] == [
+        (9, 1),
+        (10, 2),
+    ]
+    assert await verification(admin) == (True, 10, None, 10)

@@ -3,9 +3,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import NamedTuple, TypeAlias, cast
 
-from sqlalchemy import Row, Table, bindparam, insert, select, text, update
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.audit.models import AuditEntry
@@ -16,14 +17,29 @@ _CHAIN_LOCK_KEY = 0x50524546
 
 _log = cast(Table, AuditEntry.__table__)
 
-UnsealedRow = Row[int, str, str | None, str | None, str | None, str, datetime]
-"""id, kind, actor_key_id, account_id, subaccount_id, payload, created_at."""
 
-Db = AsyncSession | AsyncConnection
-"""What sealing runs on: a session or a connection, in the caller's transaction."""
+class UnsealedRow(NamedTuple):
+    id: int
+    kind: str
+    actor_key_id: str | None
+    account_id: str | None
+    subaccount_id: str | None
+    payload: str
+    created_at: datetime
+
+
+Db: TypeAlias = "AsyncSession | AsyncConnection | asyncpg.Connection"
+"""What sealing runs on, in the caller's transaction: a session or a connection, or a bare
+asyncpg connection on PostgreSQL (the background sealer's: no ORM cost on a pass that runs many
+times a second)."""
+
+
+_SQLALCHEMY = (AsyncSession, AsyncConnection)
 
 
 def _dialect(db: Db) -> str:
+    if not isinstance(db, _SQLALCHEMY):
+        return "postgresql"  # a bare asyncpg connection
     return db.dialect.name if isinstance(db, AsyncConnection) else dialect_name(db)
 
 
@@ -57,6 +73,11 @@ async def lock_chain(db: Db, *, wait: bool = True) -> bool:
     (False: another sealer holds it). SQLite's BEGIN IMMEDIATE already serialises sealers."""
     if _dialect(db) != "postgresql":
         return True
+    if not isinstance(db, _SQLALCHEMY):
+        if wait:
+            await db.execute("SELECT pg_advisory_xact_lock($1)", _CHAIN_LOCK_KEY)
+            return True
+        return bool(await db.fetchval("SELECT pg_try_advisory_xact_lock($1)", _CHAIN_LOCK_KEY))
     if wait:
         await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
         return True
@@ -69,6 +90,11 @@ async def lock_chain(db: Db, *, wait: bool = True) -> bool:
 async def chain_head(db: Db) -> tuple[int, str | None] | None:
     """The last sealed entry's ``(seq, hash)``. Read after taking the lock, in its own
     statement, so that it sees the previous sealer's commit."""
+    if not isinstance(db, _SQLALCHEMY):
+        found = await db.fetchrow(
+            "SELECT seq, hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+        )
+        return None if found is None else (int(found[0]), found[1])
     row = (
         await db.execute(
             select(_log.c.seq, _log.c.hash)
@@ -82,6 +108,8 @@ async def chain_head(db: Db) -> tuple[int, str | None] | None:
 
 async def has_unsealed(db: Db) -> bool:
     """Whether any committed entry awaits sealing (no lock: most passes find none)."""
+    if not isinstance(db, _SQLALCHEMY):
+        return bool(await db.fetch("SELECT id FROM audit_log WHERE seq IS NULL LIMIT 1"))
     query = select(_log.c.id).where(_log.c.seq.is_(None)).limit(1)
     return (await db.execute(query)).first() is not None
 
@@ -89,6 +117,13 @@ async def has_unsealed(db: Db) -> bool:
 async def unsealed(db: Db, limit: int) -> Sequence[UnsealedRow]:
     """Up to ``limit`` unsealed entries in insertion order, locked (PostgreSQL) until the
     transaction ends."""
+    if not isinstance(db, _SQLALCHEMY):
+        rows = await db.fetch(
+            "SELECT id, kind, actor_key_id, account_id, subaccount_id, payload, created_at "
+            "FROM audit_log WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
+            limit,
+        )
+        return [UnsealedRow(*row) for row in rows]
     query = (
         select(
             _log.c.id,
@@ -104,7 +139,7 @@ async def unsealed(db: Db, limit: int) -> Sequence[UnsealedRow]:
         .limit(limit)
         .with_for_update()
     )
-    return (await db.execute(query)).all()
+    return [UnsealedRow(*row) for row in (await db.execute(query)).all()]
 
 
 @dataclass(frozen=True)
@@ -117,6 +152,17 @@ class Link:
 
 async def link(db: Db, links: Sequence[Link]) -> None:
     """Store the seals of a batch of entries in one statement."""
+    if not isinstance(db, _SQLALCHEMY):
+        await db.execute(
+            "UPDATE audit_log SET seq = u.seq, prev_hash = u.prev_hash, hash = u.hash "
+            "FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) "
+            "AS u(id, seq, prev_hash, hash) WHERE audit_log.id = u.id",
+            [x.id for x in links],
+            [x.seq for x in links],
+            [x.prev_hash for x in links],
+            [x.hash for x in links],
+        )
+        return
     if _dialect(db) == "postgresql":
         await db.execute(
             text(

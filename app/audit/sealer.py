@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -97,6 +97,10 @@ def _after_commit(session: Session) -> None:
         wake_sealers()
 
 
+PASS_TIMEOUT_S = 30.0
+"""How long a pass may wait for its connection (a pass's statements are bounded by the pool's
+command timeout)."""
+
 COALESCE_S = 0.05
 """After a wake-up, wait this long for more commits: at hundreds of checks a second one pass
 (five statements) links a batch, instead of a pass per check or two. Readers seal before they
@@ -120,8 +124,13 @@ async def seal_forever(runtime: Runtime, every_s: float = 0.25, retry_s: float =
                 await asyncio.sleep(COALESCE_S)
             wake.clear()
             try:
-                async with runtime.session_factory() as session, session.begin():
-                    await seal(session, wait=False)
+                if runtime.hot.pooled:  # a bare connection: no ORM cost, many passes a second
+                    deadline = asyncio.get_running_loop().time() + PASS_TIMEOUT_S
+                    async with runtime.hot.connect(transaction=True, deadline=deadline) as db:
+                        await seal(cast(repository.Db, db), wait=False)
+                else:
+                    async with runtime.session_factory() as session, session.begin():
+                        await seal(session, wait=False)
             except Exception:
                 outage.failed()
                 await asyncio.sleep(retry_s)
