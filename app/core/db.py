@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -176,7 +177,11 @@ class HotStore:
 
     @asynccontextmanager
     async def connect(
-        self, *, transaction: bool = False, deadline: float | None = None, lazy: bool = False
+        self,
+        *,
+        transaction: bool = False,
+        deadline: float | None = None,
+        lazy: bool = False,
     ) -> AsyncIterator[HotDb]:
         """A connection; with ``transaction`` its statements commit together on the way out
         (rolled back on an error). Without, each statement commits on its own. Waiting for it
@@ -259,6 +264,11 @@ class LazyConnection:
         return await (await self._connection()).fetchrow(query, *args)
 
 
+COUNTED: ContextVar[bool] = ContextVar("preflight_statements_counted", default=True)
+"""Whether the statements of the current task count among the check's (the background
+sealer's, on the same pool, do not)."""
+
+
 class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
     """An asyncpg connection that counts the statements it sends (the metric the check's cost
     test reads), BEGIN and COMMIT included: a call per statement, where a query logger wraps
@@ -267,19 +277,23 @@ class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
     on_statement: Callable[[], None] = staticmethod(lambda: None)
 
     async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.on_statement()
+        if COUNTED.get():
+            self.on_statement()
         return await super().execute(query, *args, **kwargs)
 
     async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.on_statement()
+        if COUNTED.get():
+            self.on_statement()
         return await super().fetch(query, *args, **kwargs)
 
     async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.on_statement()
+        if COUNTED.get():
+            self.on_statement()
         return await super().fetchval(query, *args, **kwargs)
 
     async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        self.on_statement()
+        if COUNTED.get():
+            self.on_statement()
         return await super().fetchrow(query, *args, **kwargs)
 
 
