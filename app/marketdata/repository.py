@@ -108,8 +108,10 @@ async def mark_moved(session: AsyncSession, symbols: Sequence[str], at: datetime
     await session.execute(statement)
 
 
-async def any_moved(session: AsyncSession) -> bool:
-    return (await session.scalar(select(MovedMark.symbol).limit(1))) is not None
+async def any_moved(db: HotDb) -> bool:
+    if isinstance(db, AsyncSession):
+        return (await db.scalar(select(MovedMark.symbol).limit(1))) is not None
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM marks_moved)"))
 
 
 async def take_moved(session: AsyncSession) -> list[str]:

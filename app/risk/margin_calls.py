@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import repository as accounts_repository
 from app.audit import service as audit
 from app.auth.principal import Principal
+from app.core.db import COUNTED
 from app.core.errors import Conflict, NotFound
 from app.core.outages import Outage
 from app.core.runtime import Runtime
@@ -389,11 +390,18 @@ async def sweep_forever(
             await resident.current_view(session, runtime)
     except Exception:
         log.debug("the resident book was not loaded at start", exc_info=True)
+    COUNTED.set(False)  # this task's statements are not the checks'
     while True:
         await asyncio.sleep(every_s)
         try:
-            async with runtime.session_factory() as session, session.begin():
-                await sweep(session, runtime, wait=False)
+            moved = True
+            if runtime.hot.pooled:
+                # Most ticks find nothing moved: asked on a bare connection, not in a session.
+                async with runtime.hot.connect() as db:
+                    moved = await marketdata_repository.any_moved(db)
+            if moved:
+                async with runtime.session_factory() as session, session.begin():
+                    await sweep(session, runtime, wait=False)
         except Exception:
             outage.failed()
             await asyncio.sleep(retry_s)
