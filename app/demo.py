@@ -204,9 +204,7 @@ async def publish(runtime: Runtime, prices: dict[str, Decimal]) -> None:
                     funding_rate=FUNDING.get(symbol),
                 )
             )
-    async with runtime.session_factory() as session, session.begin():
-        await marketdata.post_marks(session, runtime, marks)  # swept by the app's sweeper
-        await marketdata.audit_marks(session, FEEDER, marks)
+    await marketdata.post_marks(runtime, FEEDER, marks)  # swept by the app's sweeper
     for symbol, instrument in _instruments().items():
         mark = prices[symbol].quantize(instrument.tick_size)
         book = _book(mark, instrument.tick_size, instrument.lot_size, now)

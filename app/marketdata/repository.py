@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import HotDb, dialect_name
-from app.marketdata.marks import TwapState
+from app.marketdata.marks import SourceMark, TwapState
 from app.marketdata.models import Book, MarkSource, MarkTwap, MovedMark
 
 
@@ -40,15 +40,22 @@ async def upsert_marks(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
     await session.execute(statement)
 
 
-async def lock_twaps(session: AsyncSession, symbols: Sequence[str]) -> dict[str, TwapState]:
+async def lock_twaps(db: HotDb, symbols: Sequence[str]) -> dict[str, TwapState]:
     """The TWAP states of ``symbols``, row-locked until commit: two posts of one symbol extend
     it one after the other, whichever process takes them."""
     if not symbols:
         return {}
+    if not isinstance(db, AsyncSession):
+        rows = await db.fetch(
+            "SELECT symbol, at_ms, last, average, span_ms FROM mark_twaps "
+            "WHERE symbol = ANY($1::text[]) ORDER BY symbol FOR UPDATE",
+            sorted(symbols),
+        )
+        return {r[0]: TwapState(r[1], r[2], r[3], r[4]) for r in rows}
     query = select(MarkTwap).where(MarkTwap.symbol.in_(sorted(symbols))).order_by(MarkTwap.symbol)
-    if dialect_name(session) == "postgresql":
+    if dialect_name(db) == "postgresql":
         query = query.with_for_update()
-    return {r.symbol: _twap(r) for r in (await session.scalars(query)).all()}
+    return {r.symbol: _twap(r) for r in (await db.scalars(query)).all()}
 
 
 def _twap(row: MarkTwap) -> TwapState:
@@ -93,6 +100,124 @@ async def twap_rows(db: HotDb, symbols: Sequence[str]) -> dict[str, TwapState]:
         list(symbols),
     )
     return {r[0]: TwapState(r[1], r[2], r[3], r[4]) for r in found}
+
+
+@dataclass(frozen=True)
+class MarkedSymbol:
+    """What a mark post needs to know of a symbol it marks."""
+
+    kind: str | None
+    """The instrument's kind; None for a collateral asset."""
+    stale_after_s: Decimal | None
+    max_twap_deviation: Decimal | None
+
+
+async def marked_symbols(db: HotDb, symbols: Sequence[str]) -> dict[str, MarkedSymbol]:
+    """The instruments and assets among ``symbols`` (an instrument wins over an asset of the
+    same name); the others are absent."""
+    if isinstance(db, AsyncSession):
+        from app.instruments import repository as instruments_repository
+
+        instruments = await instruments_repository.get_instruments(db, symbols)
+        found = {
+            s: MarkedSymbol(i.kind, i.stale_after_s, i.max_twap_deviation)
+            for s, i in instruments.items()
+        }
+        for symbol in symbols:
+            if symbol not in found and await instruments_repository.get_asset(db, symbol):
+                found[symbol] = MarkedSymbol(None, None, None)
+        return found
+    rows = await db.fetch(
+        "SELECT symbol, kind, stale_after_s, max_twap_deviation FROM instruments "
+        "WHERE symbol = ANY($1::text[]) "
+        "UNION ALL SELECT symbol, NULL, NULL, NULL FROM assets WHERE symbol = ANY($1::text[])",
+        list(symbols),
+    )
+    found = {}
+    for symbol, kind, stale_after_s, max_twap_deviation in rows:
+        if symbol not in found or kind is not None:
+            found[symbol] = MarkedSymbol(kind, stale_after_s, max_twap_deviation)
+    return found
+
+
+_WRITE_MARKS_SQL = """
+WITH marks_in AS (
+  INSERT INTO marks (symbol, source, price, ts, funding_rate)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::timestamptz[], $5::numeric[])
+  ON CONFLICT (symbol, source) DO UPDATE
+   SET price = EXCLUDED.price, ts = EXCLUDED.ts, funding_rate = EXCLUDED.funding_rate
+   WHERE EXCLUDED.ts >= marks.ts
+  RETURNING 1
+), twaps_in AS (
+  INSERT INTO mark_twaps (symbol, at_ms, last, average, span_ms)
+  SELECT * FROM unnest($6::text[], $7::float8[], $8::float8[], $9::float8[], $10::float8[])
+  ON CONFLICT (symbol) DO UPDATE
+   SET at_ms = EXCLUDED.at_ms, last = EXCLUDED.last, average = EXCLUDED.average,
+       span_ms = EXCLUDED.span_ms
+  RETURNING 1
+), moved_in AS (
+  INSERT INTO marks_moved (symbol, moved_at) SELECT unnest($11::text[]), $12
+  ON CONFLICT (symbol) DO UPDATE SET moved_at = EXCLUDED.moved_at
+  RETURNING 1
+), audited AS (
+  INSERT INTO audit_log (kind, actor_key_id, payload, created_at) VALUES ('marks', $13, $14, $12)
+  RETURNING 1
+)
+SELECT 1
+"""
+
+
+async def write_marks(
+    db: HotDb,
+    marks: Sequence[tuple[str, SourceMark]],
+    twaps: dict[str, TwapState],
+    moved: Sequence[str],
+    at: datetime,
+    *,
+    actor_key_id: str | None,
+    audit_payload: str,
+) -> None:
+    """A mark post's writes: each (symbol, source) unless a newer value is stored, the extended
+    TWAP states, the symbols noted for the sweep and the post's audit entry — one statement on
+    PostgreSQL, in the caller's transaction."""
+    if isinstance(db, AsyncSession):
+        from app.audit import repository as audit_repository
+        from app.audit import sealer
+
+        await upsert_marks(
+            db,
+            [
+                {"symbol": symbol, "source": m.source, "price": m.price, "ts": m.ts,
+                 "funding_rate": m.funding_rate}
+                for symbol, m in marks
+            ],
+        )  # fmt: skip
+        await put_twaps(db, twaps)
+        await mark_moved(db, moved, at)
+        await audit_repository.append(
+            db, kind="marks", actor_key_id=actor_key_id, account_id=None, subaccount_id=None,
+            payload=audit_payload, created_at=at,
+        )  # fmt: skip
+        sealer.appended(db)
+        return
+    states = sorted(twaps.items())
+    await db.execute(
+        _WRITE_MARKS_SQL,
+        [symbol for symbol, _ in marks],
+        [m.source for _, m in marks],
+        [m.price for _, m in marks],
+        [m.ts for _, m in marks],
+        [m.funding_rate for _, m in marks],
+        [symbol for symbol, _ in states],
+        [t.at_ms for _, t in states],
+        [t.last for _, t in states],
+        [t.average for _, t in states],
+        [t.span_ms for _, t in states],
+        sorted(moved),
+        at,
+        actor_key_id,
+        audit_payload,
+    )
 
 
 async def mark_moved(session: AsyncSession, symbols: Sequence[str], at: datetime) -> None:

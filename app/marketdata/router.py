@@ -18,12 +18,8 @@ PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 @router.post(
     "/marks", response_model=MarksAccepted, responses=problem_responses(400, 404, 409, 422)
 )
-async def post_marks(
-    body: MarksIn, principal: MarketWriter, session: SessionDep, runtime: RuntimeDep
-) -> MarksAccepted:
-    accepted = await service.post_marks(session, runtime, body.marks)
-    await service.audit_marks(session, principal.actor, body.marks)
-    return accepted
+async def post_marks(body: MarksIn, principal: MarketWriter, runtime: RuntimeDep) -> MarksAccepted:
+    return await service.post_marks(runtime, principal.actor, body.marks)
 
 
 @router.get("/marks", response_model=MarkList)

@@ -3,6 +3,7 @@ when it is down or was emptied, from PostgreSQL — judged by the same staleness
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -14,13 +15,12 @@ from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit import service as audit
 from app.audit.chain import canonical_json
 from app.audit.sealer import wake_sealers
 from app.audit.service import Actor
 from app.core.cache import CacheUnavailable, RateCount, RateWindow
 from app.core.config import Settings
-from app.core.db import HotDb
+from app.core.db import CHECK_COMMAND_TIMEOUT_S, HotDb
 from app.core.errors import InvalidInput, NotFound
 from app.core.runtime import Runtime
 from app.core.types import utcnow
@@ -119,7 +119,7 @@ def _cache_failed(runtime: Runtime, exc: CacheUnavailable) -> None:
 
 
 async def _load_sources(
-    session: AsyncSession, runtime: Runtime, symbols: Sequence[str]
+    db: HotDb, runtime: Runtime, symbols: Sequence[str]
 ) -> dict[str, CachedMark]:
     """Each symbol's latest value per source and its TWAP state: the cache, else PostgreSQL's
     copy of the sources (without history there is no TWAP to deviate from)."""
@@ -132,7 +132,7 @@ async def _load_sources(
                 found[symbol] = cached
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
-    found.update(await stored_marks(session, [s for s in symbols if s not in found]))
+    found.update(await stored_marks(db, [s for s in symbols if s not in found]))
     return found
 
 
@@ -193,33 +193,35 @@ async def _thresholds(
     }
 
 
-async def audit_marks(session: AsyncSession, actor: Actor, marks: Sequence[MarkIn]) -> None:
-    """The audit entry of a mark post (appended unsealed; no lock is taken)."""
-    await audit.record(
-        session, "marks", actor, {"marks": [m.model_dump(mode="json") for m in marks]}
+def _thresholds_marked(symbol: repository.MarkedSymbol, settings: Settings) -> Thresholds:
+    return Thresholds(
+        Decimal(str(settings.default_stale_after_s))
+        if symbol.stale_after_s is None
+        else symbol.stale_after_s,
+        Decimal(str(settings.default_max_twap_deviation))
+        if symbol.max_twap_deviation is None
+        else symbol.max_twap_deviation,
     )
 
 
-async def _extend_twaps(
-    session: AsyncSession,
+def _extend_twaps(
     runtime: Runtime,
-    symbols: Sequence[str],
+    stored: Mapping[str, TwapState],
+    known: Mapping[str, repository.MarkedSymbol],
     merged: Mapping[tuple[str, str], SourceMark],
     moved: Sequence[str],
     now: datetime,
 ) -> dict[str, TwapState]:
-    """The TWAP state of each of ``symbols`` after this post: extended by one point, at the
-    post's time, worth the fresh consensus then (the mark as a check would judge it now), for
-    each symbol the post ``moved`` and that has a fresh source; else as stored. PostgreSQL holds
-    the states (row-locked here, so concurrent posts of a symbol extend it in turn)."""
-    stored = await repository.lock_twaps(session, symbols)
-    thresholds = await _thresholds(session, runtime, symbols)
+    """The TWAP states this post extends: by one point, at the post's time, worth the fresh
+    consensus then (the mark as a check would judge it now), for each symbol the post ``moved``
+    that has a fresh source. ``stored``: the states as stored, row-locked by the caller, so
+    concurrent posts of a symbol extend it in turn."""
     now_ms = now.timestamp() * 1000
     window_ms = runtime.settings.twap_window_s * 1000
     extended: dict[str, TwapState] = {}
     for symbol in moved:
         sources = [m for (s, _), m in merged.items() if s == symbol]
-        limits = thresholds[symbol]
+        limits = _thresholds_marked(known[symbol], runtime.settings)
         mark = judge(
             symbol, Sources.of(sources), None, now, limits.stale_after_s, limits.max_twap_deviation
         )
@@ -232,64 +234,54 @@ async def _extend_twaps(
             if before is None
             else before.extended(now_ms, value, window_ms)
         )
-    await repository.put_twaps(session, extended)
-    return {**stored, **extended}
+    return extended
 
 
-async def post_marks(
-    session: AsyncSession, runtime: Runtime, marks: Sequence[MarkIn]
-) -> MarksAccepted:
+async def post_marks(runtime: Runtime, actor: Actor, marks: Sequence[MarkIn]) -> MarksAccepted:
+    """Store a post's marks (each source's newest), extend the TWAPs, note the symbols for the
+    margin-call sweep and audit the post, in one transaction (on PostgreSQL: the symbols, the
+    TWAP states locked, one statement for the writes); then the cache. Margin calls are raised
+    off this request (app/risk/margin_calls.py)."""
     now = utcnow()
     symbols = sorted({m.symbol for m in marks})
-    instruments = await instruments_repository.get_instruments(session, symbols)
-    assets = {s for s in symbols if s not in instruments}
-    for asset in list(assets):
-        if await instruments_repository.get_asset(session, asset) is None:
-            assets.discard(asset)
-    skew_s = runtime.settings.mark_future_skew_s
-    for index, mark in enumerate(marks):
-        if mark.symbol not in instruments and mark.symbol not in assets:
-            raise InvalidInput(
-                f"marks[{index}].symbol", f"unknown instrument or asset {mark.symbol!r}"
-            )
-        if (mark.ts - now).total_seconds() > skew_s:
-            raise InvalidInput(f"marks[{index}].ts", f"is more than {skew_s:g} s in the future")
-        if mark.funding_rate is not None:
-            instrument = instruments.get(mark.symbol)
-            if instrument is None or instrument.kind != "perpetual":
+    payload = canonical_json({"marks": [m.model_dump(mode="json") for m in marks]})
+    deadline = asyncio.get_running_loop().time() + CHECK_COMMAND_TIMEOUT_S
+    async with runtime.hot.connect(transaction=True, deadline=deadline) as db:
+        known = await repository.marked_symbols(db, symbols)
+        skew_s = runtime.settings.mark_future_skew_s
+        for index, mark in enumerate(marks):
+            if mark.symbol not in known:
+                raise InvalidInput(
+                    f"marks[{index}].symbol", f"unknown instrument or asset {mark.symbol!r}"
+                )
+            if (mark.ts - now).total_seconds() > skew_s:
+                raise InvalidInput(f"marks[{index}].ts", f"is more than {skew_s:g} s in the future")
+            if mark.funding_rate is not None and known[mark.symbol].kind != "perpetual":
                 raise InvalidInput(f"marks[{index}].funding_rate", "applies to perpetuals only")
 
-    current = await _load_sources(session, runtime, symbols)
-    latest = {(s, m.source): m for s, cached in current.items() for m in cached.sources}
-    incoming: dict[tuple[str, str], SourceMark] = {}
-    superseded = 0
-    for mark in marks:
-        key = (mark.symbol, mark.source)
-        known = incoming.get(key) or latest.get(key)
-        if known is not None and known.ts > mark.ts:
-            superseded += 1
-            continue
-        incoming[key] = SourceMark(mark.source, mark.price, mark.ts, mark.funding_rate)
-
-    await repository.upsert_marks(
-        session,
-        [
-            {
-                "symbol": symbol,
-                "source": m.source,
-                "price": m.price,
-                "ts": m.ts,
-                "funding_rate": m.funding_rate,
-            }
-            for (symbol, _), m in incoming.items()
-        ],
-    )
-    merged = {**latest, **incoming}
-    moved = sorted({symbol for symbol, _ in incoming})
-    twaps = await _extend_twaps(session, runtime, symbols, merged, moved, now)
-    # The margin-call sweep runs off this request (app/risk/margin_calls.py): the symbols are
-    # noted in this transaction, so a committed mark is always swept, whichever process does it.
-    await repository.mark_moved(session, moved, now)
+        current = await _load_sources(db, runtime, symbols)
+        latest = {(s, m.source): m for s, cached in current.items() for m in cached.sources}
+        incoming: dict[tuple[str, str], SourceMark] = {}
+        superseded = 0
+        for mark in marks:
+            key = (mark.symbol, mark.source)
+            newer = incoming.get(key) or latest.get(key)
+            if newer is not None and newer.ts > mark.ts:
+                superseded += 1
+                continue
+            incoming[key] = SourceMark(mark.source, mark.price, mark.ts, mark.funding_rate)
+        merged = {**latest, **incoming}
+        moved = sorted({symbol for symbol, _ in incoming})
+        stored = await repository.lock_twaps(db, symbols)
+        extended = _extend_twaps(runtime, stored, known, merged, moved, now)
+        # The symbols are noted in this transaction, so a committed mark is always swept,
+        # whichever process sweeps.
+        await repository.write_marks(
+            db, [(symbol, m) for (symbol, _), m in incoming.items()], extended, moved, now,
+            actor_key_id=actor.key_id, audit_payload=payload,
+        )  # fmt: skip
+    wake_sealers()  # committed: its audit entry can be linked now
+    twaps = {**stored, **extended}
     try:
         # Every source of a touched symbol is written, so a cache that was emptied is refilled.
         await runtime.cache.hset_many(
