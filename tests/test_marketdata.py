@@ -164,6 +164,23 @@ async def test_future_dated_and_non_positive_marks_are_refused(admin: Api) -> No
     assert (await admin.get("/v1/marks/BTC-PERP")).status_code == 404  # nothing was stored
 
 
+async def test_a_post_naming_an_unknown_symbol_stores_and_audits_nothing(admin: Api) -> None:
+    await desk(admin)
+    unknown = {**mark("5", "a"), "symbol": "NOPE"}
+    response = await admin.post("/v1/marks", json={"marks": [mark("100", "a"), unknown]})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "marks[1].symbol"
+    assert (await admin.get("/v1/marks/BTC-PERP")).status_code == 404
+    audited = await admin.ok("GET", "/v1/audit", params={"kind": "marks", "limit": 10})
+    assert audited["entries"] == []
+    # The same post without it is stored, audited once, and judged.
+    body = await admin.ok("POST", "/v1/marks", json={"marks": [mark("100", "a")]})
+    assert body == {"accepted": 1, "superseded": 0}
+    assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["price"] == "100"
+    audited = await admin.ok("GET", "/v1/audit", params={"kind": "marks", "limit": 10})
+    assert [e["payload"]["marks"][0]["price"] for e in audited["entries"]] == ["100"]
+
+
 async def test_latest_funding_rate_is_reported(admin: Api) -> None:
     await desk(admin)
     await admin.ok(
