@@ -236,3 +236,27 @@ async def test_an_isolated_position_is_called_on_its_own_ratio(admin: Api) -> No
     await marks(admin, {"BTC-PERP": "62000"})
     calls = (await admin.ok("GET", "/v1/margin-calls"))["margin_calls"]
     assert {c["status"] for c in calls} == {"resolved"}
+
+
+async def test_a_mark_posted_while_a_sweep_runs_does_not_wait_for_it_and_is_swept_next(
+    admin: Api, app: Any
+) -> None:
+    """A sweep reads the symbols noted for it without locking them, and forgets only the notes
+    it read: a post during the sweep (a whole-book evaluation can take a while) answers at once,
+    and its note stays for the next sweep. (The sweep used to take the notes with a DELETE,
+    whose row locks held every mark post of those symbols until the sweep committed.)"""
+    from app.marketdata import repository as marketdata_repository
+    from app.risk import repository as risk_repository
+
+    await desk(admin)
+    async with app.state.runtime.session_factory() as session, session.begin():
+        # A sweep in progress (the background sweeper skips while it is held).
+        assert await risk_repository.lock_sweep(session, wait=True)
+        await marks(admin, {"BTC-PERP": "60000"})
+        noted = await marketdata_repository.noted_moved(session)
+        assert [symbol for symbol, _ in noted] == ["BTC-PERP"]
+        await asyncio.wait_for(marks(admin, {"BTC-PERP": "60010"}), 2)  # not blocked
+        await marketdata_repository.forget_moved(session, noted)
+    async with app.state.runtime.session_factory() as session, session.begin():
+        again = await marketdata_repository.noted_moved(session)
+    assert [symbol for symbol, _ in again] == ["BTC-PERP"] and again != noted

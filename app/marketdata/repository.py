@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -239,10 +239,29 @@ async def any_moved(db: HotDb) -> bool:
     return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM marks_moved)"))
 
 
-async def take_moved(session: AsyncSession) -> list[str]:
-    """Every symbol noted for the sweep, taken (deleted) in this transaction."""
-    rows = await session.execute(delete(MovedMark).returning(MovedMark.symbol))
-    return sorted(rows.scalars().all())
+async def noted_moved(session: AsyncSession) -> list[tuple[str, datetime]]:
+    """Every symbol noted for the sweep, with when it was noted (read, not locked: posts keep
+    noting while a sweep runs)."""
+    rows = await session.execute(select(MovedMark.symbol, MovedMark.moved_at))
+    return sorted((symbol, moved_at) for symbol, moved_at in rows.all())
+
+
+async def forget_moved(session: AsyncSession, swept: Sequence[tuple[str, datetime]]) -> None:
+    """Forget the notes a sweep took care of: each one only if not noted again since."""
+    if dialect_name(session) == "postgresql":
+        await session.execute(
+            text(
+                "DELETE FROM marks_moved m USING unnest(CAST(:symbols AS TEXT[]), "
+                "CAST(:noted AS TIMESTAMPTZ[])) AS t(symbol, moved_at) "
+                "WHERE m.symbol = t.symbol AND m.moved_at = t.moved_at"
+            ),
+            {"symbols": [s for s, _ in swept], "noted": [at for _, at in swept]},
+        )
+        return
+    for symbol, moved_at in swept:  # SQLite: a demo's handful
+        await session.execute(
+            delete(MovedMark).where(MovedMark.symbol == symbol, MovedMark.moved_at == moved_at)
+        )
 
 
 async def marks_for(session: AsyncSession, symbols: Sequence[str]) -> list[MarkSource]:

@@ -372,10 +372,13 @@ async def sweep(session: AsyncSession, runtime: Runtime, *, wait: bool = True) -
         return 0
     if not await repository.lock_sweep(session, wait=wait):
         return 0
-    symbols = await marketdata_repository.take_moved(session)
-    if symbols:
-        await after_marks(session, runtime, symbols)
-    return len(symbols)
+    # Read, not taken: the rows stay unlocked while the holders are evaluated, so the mark
+    # posts that note them meanwhile do not wait for the sweep (they are swept next time).
+    noted = await marketdata_repository.noted_moved(session)
+    if noted:
+        await after_marks(session, runtime, [symbol for symbol, _ in noted])
+        await marketdata_repository.forget_moved(session, noted)
+    return len(noted)
 
 
 async def sweep_forever(
