@@ -315,7 +315,12 @@ async def after_marks(session: AsyncSession, runtime: Runtime, symbols: Sequence
     """Evaluate every subaccount holding one of ``symbols`` (a position or a balance)."""
     view = await resident.current_view(session, runtime)
     if view is not None:
-        await evaluate(session, runtime, view.holding(symbols), view)
+        holders = view.holding(symbols)
+        for start in range(0, len(holders), SWEEP_CHUNK):
+            await evaluate(session, runtime, holders[start : start + SWEEP_CHUNK], view)
+            # A whole book takes a while: the requests that came meanwhile (mark posts, checks)
+            # run between the chunks, not after the last.
+            await asyncio.sleep(0)
         return
     await evaluate(
         session, runtime, await accounts_repository.subaccounts_holding(session, symbols)
@@ -361,6 +366,9 @@ async def acknowledge(session: AsyncSession, principal: Principal, call_id: str)
 # --- the sweep after mark posts ------------------------------------------------------------
 
 SWEEP_EVERY_S = 0.1
+
+SWEEP_CHUNK = 1000
+"""Holders evaluated per batch engine call in a sweep (every rule is per subaccount)."""
 """How often each process looks for marks to sweep: calls lag a mark by about this."""
 
 
