@@ -146,12 +146,21 @@ def instrument_out(instrument: Instrument, settings: Settings) -> InstrumentOut:
 
 
 def stale_after_s(instrument: Instrument | None, settings: Settings) -> Decimal:
-    if instrument is not None and instrument.stale_after_s is not None:
-        return instrument.stale_after_s
-    return Decimal(str(settings.default_stale_after_s))
+    return stale_after_or_default(
+        None if instrument is None else instrument.stale_after_s, settings
+    )
+
+
+def stale_after_or_default(own: Decimal | None, settings: Settings) -> Decimal:
+    """An instrument's own ``stale_after_s``, else the default (assets and indices too)."""
+    return Decimal(str(settings.default_stale_after_s)) if own is None else own
 
 
 def max_twap_deviation(instrument: Instrument | None, settings: Settings) -> Decimal:
-    if instrument is not None and instrument.max_twap_deviation is not None:
-        return instrument.max_twap_deviation
-    return Decimal(str(settings.default_max_twap_deviation))
+    return max_twap_deviation_or_default(
+        None if instrument is None else instrument.max_twap_deviation, settings
+    )
+
+
+def max_twap_deviation_or_default(own: Decimal | None, settings: Settings) -> Decimal:
+    return Decimal(str(settings.default_max_twap_deviation)) if own is None else own

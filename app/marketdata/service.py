@@ -195,12 +195,8 @@ async def _thresholds(
 
 def _thresholds_marked(symbol: repository.MarkedSymbol, settings: Settings) -> Thresholds:
     return Thresholds(
-        Decimal(str(settings.default_stale_after_s))
-        if symbol.stale_after_s is None
-        else symbol.stale_after_s,
-        Decimal(str(settings.default_max_twap_deviation))
-        if symbol.max_twap_deviation is None
-        else symbol.max_twap_deviation,
+        instruments_service.stale_after_or_default(symbol.stale_after_s, settings),
+        instruments_service.max_twap_deviation_or_default(symbol.max_twap_deviation, settings),
     )
 
 
@@ -410,19 +406,8 @@ async def put_book(runtime: Runtime, actor: Actor, symbol: str, body: BookIn) ->
         )
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
-    stale_after = (
-        Decimal(str(runtime.settings.default_stale_after_s))
-        if stored.stale_after_s is None
-        else stored.stale_after_s
-    )
-    return BookOut(
-        symbol=symbol,
-        bids=body.bids,
-        asks=body.asks,
-        ts=body.ts,
-        age_ms=age_ms(now, body.ts),
-        status="fresh" if is_fresh(now, body.ts, stale_after) else "stale",
-    )
+    stale_after = instruments_service.stale_after_or_default(stored.stale_after_s, runtime.settings)
+    return _book_out(OrderBook(symbol, list(body.bids), list(body.asks), body.ts), stale_after)
 
 
 async def get_book(session: AsyncSession, runtime: Runtime, symbol: str) -> OrderBook | None:
@@ -452,15 +437,18 @@ async def book_out(session: AsyncSession, runtime: Runtime, symbol: str) -> Book
     book = await get_book(session, runtime, symbol)
     if book is None:
         raise NotFound(f"no book for {symbol!r}")
+    return _book_out(book, instruments_service.stale_after_s(instrument, runtime.settings))
+
+
+def _book_out(book: OrderBook, stale_after: Decimal) -> BookOut:
     now = utcnow()
-    fresh = is_fresh(now, book.ts, instruments_service.stale_after_s(instrument, runtime.settings))
     return BookOut(
-        symbol=symbol,
+        symbol=book.symbol,
         bids=book.bids,
         asks=book.asks,
         ts=book.ts,
         age_ms=age_ms(now, book.ts),
-        status="fresh" if fresh else "stale",
+        status="fresh" if is_fresh(now, book.ts, stale_after) else "stale",
     )
 
 
