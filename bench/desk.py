@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import math
 import os
 import random
 import secrets
@@ -279,11 +280,16 @@ def set_staleness(base: str, admin_key: str, stale_after_s: int | None) -> None:
     asyncio.run(run())
 
 
-async def seed_subaccounts(base: str, admin_key: str) -> Decimal:
-    """The 200 subaccounts of the desk; returns the smallest free collateral among them."""
+async def seed_subaccounts(
+    base: str, admin_key: str, count: int = N_SUBS, concurrency: int = 8
+) -> Decimal:
+    """``count`` cross subaccounts (the desk's 200 by default, spread evenly over its accounts so
+    the trader key sees them all), each holding the 20 instruments; returns the smallest free
+    collateral among them."""
     rng = random.Random(20261125)
+    per_account = math.ceil(count / N_ACCOUNTS)
     async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-        call = Api(client, admin_key)
+        call = Api(client, admin_key, concurrency)
         t0 = time.perf_counter()
         await asyncio.gather(
             *(
@@ -292,22 +298,22 @@ async def seed_subaccounts(base: str, admin_key: str) -> Decimal:
                     "/v1/subaccounts",
                     json={
                         "subaccount_id": sub_id(s),
-                        "account_id": acct_id(s // SUBS_PER_ACCOUNT),
+                        "account_id": acct_id(s // per_account),
                         "margin_mode": "cross",
                     },
                 )
-                for s in range(N_SUBS)
+                for s in range(count)
             )
         )
-        snapshots = [snapshot(rng) for _ in range(N_SUBS)]
+        snapshots = [snapshot(rng) for _ in range(count)]
         await asyncio.gather(
             *(
                 call("PUT", f"/v1/subaccounts/{sub_id(s)}/snapshot", json=snapshots[s].body)
-                for s in range(N_SUBS)
+                for s in range(count)
             )
         )
         log(
-            f"seeded {N_SUBS} subaccounts ({N_ACCOUNTS} accounts) × {N_INSTRUMENTS} positions "
+            f"seeded {count} subaccounts ({N_ACCOUNTS} accounts) × {N_INSTRUMENTS} positions "
             f"by PUT …/snapshot in {time.perf_counter() - t0:.1f} s"
         )
         return min(s.free_collateral for s in snapshots)
