@@ -210,7 +210,7 @@ class RedisCache:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._check_script = self._client.register_script(_CHECK_SCRIPT)
-        self._check_line = _shared_connection(url)
+        self._line = _shared_connection(url)
         self._bump_script = self._client.register_script(_BUMP_SCRIPT)
         self._down_until = 0.0
         self._missed: dict[str, int] = {}  # key → the failure that last missed it
@@ -263,6 +263,12 @@ class RedisCache:
 
     async def hset_many(self, items: Sequence[tuple[str, dict[str, str]]]) -> None:
         async def op() -> None:
+            if self._line is not None:
+                await self._write_then_bump(
+                    [("HSET", key, *(x for pair in mapping.items() for x in pair))
+                     for key, mapping in items if mapping]
+                )  # fmt: skip
+                return
             async with self._client.pipeline(transaction=False) as pipe:
                 for key, mapping in items:
                     pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
@@ -273,6 +279,9 @@ class RedisCache:
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, str]]:
         async def op() -> list[dict[str, str]]:
+            if self._line is not None:
+                flat = await self._line.pipeline([("HGETALL", key) for key in keys])
+                return [dict(zip(f[::2], f[1::2], strict=True)) for f in flat]
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hgetall(key)
@@ -285,6 +294,9 @@ class RedisCache:
             return
 
         async def op() -> None:
+            if self._line is not None:
+                await self._write_then_bump([("MSET", *(x for pair in items for x in pair))])
+                return
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.mset(dict(items))
                 await self._bump_script(keys=[SEQUENCE_KEY], client=pipe)  # after the writes
@@ -343,19 +355,31 @@ class RedisCache:
 
         return await self._run(op)
 
+    async def _write_then_bump(self, commands: list[tuple[str | int, ...]]) -> None:
+        """``commands``, then the write sequence bumped (after them: one connection runs its
+        commands in order), on the shared connection."""
+        assert self._line is not None
+        bump: tuple[str | int, ...] = ("EVALSHA", self._bump_script.sha, 1, SEQUENCE_KEY)
+        try:
+            await self._line.pipeline([*commands, bump])
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            await self._line.execute("EVAL", _BUMP_SCRIPT, 1, SEQUENCE_KEY)
+
     async def _check(self, keys: list[str], args: list[str | int]) -> Any:
         """The check's script, on the connection the checks share when the URL allows."""
-        if self._check_line is None:
+        if self._line is None:
             return await self._check_script(keys=keys, args=args)
         try:
-            return await self._check_line.execute(
+            return await self._line.execute(
                 "EVALSHA", self._check_script.sha, len(keys), *keys, *args
             )
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             # A Redis that restarted or was flushed of its scripts: EVAL caches it again.
-            return await self._check_line.execute("EVAL", _CHECK_SCRIPT, len(keys), *keys, *args)
+            return await self._line.execute("EVAL", _CHECK_SCRIPT, len(keys), *keys, *args)
 
     async def zrem_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> None:
         async def op() -> None:
@@ -367,13 +391,14 @@ class RedisCache:
         await self._run(op)
 
     async def close(self) -> None:
-        if self._check_line is not None:
-            self._check_line.close()
+        if self._line is not None:
+            self._line.close()
         await self._client.aclose()
 
 
 def _shared_connection(url: str) -> SharedConnection | None:
-    """The checks' shared connection to ``url``; None for what it does not speak (TLS)."""
+    """The shared connection to ``url`` (the checks' reads, the feed's writes); None for what it
+    does not speak (TLS)."""
     if not url.startswith(("redis://", "unix://")):
         return None
     options = parse_url(url)  # type: ignore[no-untyped-call]

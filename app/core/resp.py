@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
@@ -108,35 +109,52 @@ class SharedConnection:
                 else:
                     _, protocol = await loop.create_connection(_Protocol, host, port)
             try:
-                for command in self._setup:
-                    await self._send(protocol, command)
+                if self._setup:
+                    await self._send(protocol, self._setup)
             except BaseException:
                 protocol.fail(ConnectionError("Redis refused the connection's setup"))
                 raise
             self._protocol = protocol
             return protocol
 
-    async def _send(self, protocol: _Protocol, command: tuple[str | int, ...]) -> Any:
+    async def _send(
+        self, protocol: _Protocol, commands: Sequence[tuple[str | int, ...]]
+    ) -> list[Any]:
         assert protocol.transport is not None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        protocol.waiting.append(future)
-        protocol.transport.write(hiredis.pack_command(cast(Any, command)))  # its stub: 1-tuples
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        protocol.waiting.extend(futures)
+        # One write for them all; the stubs of pack_command want 1-tuples.
+        protocol.transport.write(b"".join(hiredis.pack_command(cast(Any, c)) for c in commands))
         try:
             async with asyncio.timeout(self._timeout):
-                return await future
+                # Every answer is awaited (an error answer does not leave the others behind).
+                answers = await asyncio.gather(*futures, return_exceptions=True)
         except TimeoutError:
-            # Its answer may still come, and would be taken for the next command's.
+            # Their answers may still come, and would be taken for the next commands'.
             protocol.fail(TimeoutError("Redis did not answer in time"))
             raise
         except asyncio.CancelledError:
-            if not future.done():  # same: the stream would be out of step
+            if not all(f.done() for f in futures):  # same: the stream would be out of step
                 protocol.fail(ConnectionError("a command was abandoned"))
             raise
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return answers
 
     async def execute(self, *command: str | int) -> Any:
         """The answer to ``command``: bulk strings decoded as UTF-8, errors raised as
         ``ResponseError``, connection failures as ``OSError``."""
-        return await self._send(await self._connected(), command)
+        [answer] = await self._send(await self._connected(), [command])
+        return answer
+
+    async def pipeline(self, commands: Sequence[tuple[str | int, ...]]) -> list[Any]:
+        """The answers to ``commands``, sent in one write and run by Redis in order (not as a
+        transaction); the first error answer is raised once every answer has come."""
+        if not commands:
+            return []
+        return await self._send(await self._connected(), commands)
 
     def close(self) -> None:
         if self._protocol is not None:

@@ -1,0 +1,45 @@
+"""The connection many callers share (app/core/resp.py): answers reach the caller that asked,
+in order, whatever the interleaving; an error answer in the middle of a pipeline fails that
+pipeline and leaves the connection in step for the next command."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.connection import parse_url
+from redis.exceptions import ResponseError
+
+from app.core.config import Settings
+from app.core.resp import SharedConnection
+from tests.conftest import flush_redis
+
+
+@pytest.fixture
+async def line(settings: Settings) -> AsyncIterator[SharedConnection]:
+    assert settings.redis_url is not None
+    await flush_redis(settings)
+    options = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    shared = SharedConnection(host=options["host"], port=options["port"], db=options["db"])
+    yield shared
+    shared.close()
+    await flush_redis(settings)
+
+
+async def test_concurrent_callers_each_get_their_own_answer(line: SharedConnection) -> None:
+    await line.pipeline([("SET", f"k{i}", f"v{i}") for i in range(200)])
+    answers = await asyncio.gather(*(line.execute("GET", f"k{i}") for i in range(200)))
+    assert answers == [f"v{i}" for i in range(200)]
+
+
+async def test_an_error_answer_fails_its_pipeline_and_the_next_command_is_in_step(
+    line: SharedConnection,
+) -> None:
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await line.pipeline([("SET", "a", "1"), ("HGETALL", "a"), ("SET", "b", "2")])
+    # The commands after the error ran (Redis does not stop a pipeline), and the answers that
+    # follow are the right ones: nothing was left behind in the stream.
+    assert await line.execute("MGET", "a", "b") == ["1", "2"]
+    assert await line.execute("HSET", "h", "f", "x") == 1
+    assert await line.execute("HGETALL", "h") == ["f", "x"]
