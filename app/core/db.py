@@ -265,8 +265,8 @@ class LazyConnection:
 
 
 COUNTED: ContextVar[bool] = ContextVar("preflight_statements_counted", default=True)
-"""Whether the statements of the current task count among the check's (the background
-sealer's, on the same pool, do not)."""
+"""Whether the statements of the current task count among the checks' (the background sealer's
+and sweeper's, on the same pool, do not)."""
 
 
 class CountingConnection(asyncpg.Connection):  # type: ignore[misc]

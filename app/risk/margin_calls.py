@@ -366,10 +366,10 @@ async def acknowledge(session: AsyncSession, principal: Principal, call_id: str)
 # --- the sweep after mark posts ------------------------------------------------------------
 
 SWEEP_EVERY_S = 0.1
+"""How often each process looks for marks to sweep: calls lag a mark by about this."""
 
 SWEEP_CHUNK = 1000
 """Holders evaluated per batch engine call in a sweep (every rule is per subaccount)."""
-"""How often each process looks for marks to sweep: calls lag a mark by about this."""
 
 
 async def sweep(session: AsyncSession, runtime: Runtime, *, wait: bool = True) -> int:
