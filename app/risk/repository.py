@@ -4,8 +4,9 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import String, any_, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import dialect_name
@@ -54,11 +55,15 @@ async def unresolved_calls(
 ) -> dict[tuple[str, str, str], MarginCall]:
     if not subaccount_ids:
         return {}
-    rows = await session.scalars(
-        select(MarginCall).where(
-            MarginCall.subaccount_id.in_(list(subaccount_ids)), MarginCall.resolved_at.is_(None)
-        )
+    ids = list(subaccount_ids)
+    # A sweep asks for thousands of subaccounts: one array parameter on PostgreSQL, not a
+    # statement compiled with a parameter per id.
+    among = (
+        MarginCall.subaccount_id == any_(bindparam("ids", ids, type_=ARRAY(String)))
+        if dialect_name(session) == "postgresql"
+        else MarginCall.subaccount_id.in_(ids)
     )
+    rows = await session.scalars(select(MarginCall).where(among, MarginCall.resolved_at.is_(None)))
     return {(c.subaccount_id, c.level, c.subject): c for c in rows}
 
 
