@@ -43,3 +43,23 @@ async def test_an_error_answer_fails_its_pipeline_and_the_next_command_is_in_ste
     assert await line.execute("MGET", "a", "b") == ["1", "2"]
     assert await line.execute("HSET", "h", "f", "x") == 1
     assert await line.execute("HGETALL", "h") == ["f", "x"]
+
+
+async def test_the_cache_runs_its_scripts_again_after_redis_lost_them(settings: Settings) -> None:
+    """A Redis that restarted (or flushed its scripts) answers NOSCRIPT to a script called by its
+    SHA: the cache sends its text instead, for the check's read and for the bump after a write."""
+    from app.core.cache import SEQUENCE_KEY, RedisCache
+
+    assert settings.redis_url is not None
+    await flush_redis(settings)
+    cache = RedisCache(settings.redis_url)
+    try:
+        await cache.hset_many([("pf:mark:X", {"venue": "1"})])
+        await cache._line.execute("SCRIPT", "FLUSH")  # type: ignore[union-attr]
+        before = int(await cache._line.execute("GET", SEQUENCE_KEY))  # type: ignore[union-attr]
+        await cache.hset_many([("pf:mark:X", {"venue": "2"})])
+        read = await cache.read_for_check(["pf:mark:X"], [], None)
+        assert read.hashes == [{"venue": "2"}] and read.sequence > before
+    finally:
+        await cache.close()
+        await flush_redis(settings)

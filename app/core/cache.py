@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import redis.asyncio as redis_asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -178,6 +179,9 @@ def _cap(value: int | None) -> int:
     return -1 if value is None else value
 
 
+SOCKET_TIMEOUT_S = 0.5
+"""Every wait on Redis, connecting included, on either client."""
+
 RETRY_AFTER_S = 1.0
 """After a failure, calls fail fast for this long; then one call at a time probes Redis."""
 
@@ -202,8 +206,8 @@ class RedisCache:
         self._client = redis_asyncio.Redis.from_url(
             url,
             decode_responses=True,
-            socket_connect_timeout=0.5,
-            socket_timeout=0.5,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
             health_check_interval=10,
             # One immediate retry on a broken connection (a pooled one that died with a Redis
             # restart); none on a timeout, which would only double the wait on a hung Redis.
@@ -365,21 +369,25 @@ class RedisCache:
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-            await self._line.execute("EVAL", _BUMP_SCRIPT, 1, SEQUENCE_KEY)
+            await self._eval(self._bump_script, [SEQUENCE_KEY], [])
 
     async def _check(self, keys: list[str], args: list[str | int]) -> Any:
         """The check's script, on the connection the checks share when the URL allows."""
         if self._line is None:
             return await self._check_script(keys=keys, args=args)
+        return await self._eval(self._check_script, keys, args)
+
+    async def _eval(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """``script`` on the shared connection: by its SHA, or by its text when Redis has lost
+        it (a restart or a flush of its scripts; EVAL caches it again)."""
+        assert self._line is not None
         try:
-            return await self._line.execute(
-                "EVALSHA", self._check_script.sha, len(keys), *keys, *args
-            )
+            return await self._line.execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-            # A Redis that restarted or was flushed of its scripts: EVAL caches it again.
-            return await self._line.execute("EVAL", _CHECK_SCRIPT, len(keys), *keys, *args)
+            text = cast(str, script.script)  # registered from this module's str constants
+            return await self._line.execute("EVAL", text, len(keys), *keys, *args)
 
     async def zrem_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> None:
         async def op() -> None:
@@ -409,7 +417,7 @@ def _shared_connection(url: str) -> SharedConnection | None:
         db=int(options.get("db", 0)),
         username=options.get("username"),
         password=options.get("password"),
-        timeout=0.5,
+        timeout=SOCKET_TIMEOUT_S,
     )
 
 

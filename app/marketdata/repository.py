@@ -181,8 +181,7 @@ async def write_marks(
     TWAP states, the symbols noted for the sweep and the post's audit entry — one statement on
     PostgreSQL, in the caller's transaction."""
     if isinstance(db, AsyncSession):
-        from app.audit import repository as audit_repository
-        from app.audit import sealer
+        from app.audit import service as audit
 
         await upsert_marks(
             db,
@@ -194,11 +193,7 @@ async def write_marks(
         )  # fmt: skip
         await put_twaps(db, twaps)
         await mark_moved(db, moved, at)
-        await audit_repository.append(
-            db, kind="marks", actor_key_id=actor_key_id, account_id=None, subaccount_id=None,
-            payload=audit_payload, created_at=at,
-        )  # fmt: skip
-        sealer.appended(db)
+        await audit.record_text(db, "marks", audit.Actor(actor_key_id), audit_payload)
         return
     states = sorted(twaps.items())
     await db.execute(
@@ -328,8 +323,7 @@ async def store_book(
     """A book replacing the stored one unless that one is newer, and its audit entry: one
     statement on PostgreSQL. None when ``symbol`` is no instrument (nothing written)."""
     if isinstance(db, AsyncSession):
-        from app.audit import repository as audit_repository
-        from app.audit import sealer
+        from app.audit import service as audit
         from app.instruments.models import Instrument
 
         instrument = await db.get(Instrument, symbol)
@@ -337,11 +331,7 @@ async def store_book(
             return None
         older = await db.scalar(select(Book.ts).where(Book.symbol == symbol))
         await upsert_book(db, {"symbol": symbol, "bids": bids, "asks": asks, "ts": ts})
-        await audit_repository.append(
-            db, kind="book", actor_key_id=actor_key_id, account_id=None, subaccount_id=None,
-            payload=audit_payload, created_at=at,
-        )  # fmt: skip
-        sealer.appended(db)
+        await audit.record_text(db, "book", audit.Actor(actor_key_id), audit_payload)
         return StoredBook(older is None or ts >= older, instrument.stale_after_s)
     exists, replaced, stale_after_s = await db.fetchrow(
         _STORE_BOOK_SQL, symbol, json.dumps(bids), json.dumps(asks), ts, actor_key_id,

@@ -204,11 +204,10 @@ def _siblings(
     """The account's other subaccounts (their reservations counted), and the gross notional
     of those sharing this subaccount's strategy label."""
     total, strategy_gross = Totals(), ZERO
+    now_us = microseconds(now)
     for sibling in siblings:
         held = sibling.held(now)
-        book = _book(sibling, known, marks, microseconds(now)).with_fills(
-            reservations.as_fills(held)
-        )
+        book = _book(sibling, known, marks, now_us).with_fills(reservations.as_fills(held))
         evaluation = risk.evaluate(book, known.parameters, liquidation=False)
         sibling_totals = replace(
             totals(book, evaluation, known.parameters.settlement_decimals),
