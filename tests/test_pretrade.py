@@ -78,6 +78,18 @@ async def test_market_order_walks_three_levels(trader: Api) -> None:
     assert result["marks"]["BTC-PERP"]["status"] == "fresh"
 
 
+async def test_each_check_reports_its_own_age_of_the_marks(trader: Api) -> None:
+    """Checks between two changes share the book they value, but not its ages: a mark's age is
+    the time from its newest source to this check, so it grows from one check to the next."""
+    first = await check(trader, order(size="0.1"))
+    await asyncio.sleep(0.3)
+    second = await check(trader, order(size="0.1"))
+    first_age = first["marks"]["BTC-PERP"]["age_ms"]
+    second_age = second["marks"]["BTC-PERP"]["age_ms"]
+    assert second_age - first_age >= 300
+    assert second_age < 5_000  # the fixture posted the marks moments ago
+
+
 async def test_the_answer_has_exactly_the_documented_shape(trader: Api) -> None:
     """The check writes its answer by hand (once, as the bytes sent and audited): read back
     through ``CheckOut`` it must lose and gain nothing — a reject with its reasons, and an

@@ -55,6 +55,16 @@ def _floats(value: ArrayLike) -> FloatArray:
     return np.asarray(value, dtype=np.float64)
 
 
+def _coerced(owner: str, name: str, raw: Any, dtype: type, n: int) -> npt.NDArray[Any]:
+    """``raw`` as a (n,) array of ``dtype``; an array that already is one is taken as it is
+    (the common case: engine inputs built by the service are, and this runs per evaluation)."""
+    if type(raw) is np.ndarray and raw.dtype == dtype and raw.shape == (n,):
+        return raw
+    value: npt.NDArray[Any] = np.asarray(raw, dtype=dtype)
+    _check_shape(owner, name, value, (n,))
+    return value
+
+
 def _check_shape(owner: str, name: str, value: npt.NDArray[Any], shape: tuple[int, ...]) -> None:
     if value.shape != shape:
         raise ValueError(f"{owner}.{name} has shape {value.shape}, expected {shape}")
@@ -101,18 +111,11 @@ class Positions:
         n = np.shape(self.size)[0] if np.ndim(self.size) == 1 else -1
         if n < 0:
             raise ValueError("Positions.size must be one-dimensional")
-        for f in fields(self):
-            if f.name == "tiers":
-                continue
-            raw = getattr(self, f.name)
-            if f.name == "is_perpetual":
-                value: npt.NDArray[Any] = np.asarray(raw, dtype=np.bool_)
-            elif f.name == "underlying":
-                value = np.asarray(raw, dtype=np.intp)
-            else:
-                value = _floats(raw)
-            _check_shape("Positions", f.name, value, (n,))
-            object.__setattr__(self, f.name, value)
+        for name, dtype in _POSITION_DTYPES:
+            raw = getattr(self, name)
+            value = _coerced("Positions", name, raw, dtype, n)
+            if value is not raw:
+                object.__setattr__(self, name, value)
         if self.tiers.floors.shape[0] != n:
             raise ValueError(f"Positions.tiers has {self.tiers.floors.shape[0]} rows, expected {n}")
 
@@ -200,6 +203,15 @@ class Positions:
         return cls(**values, tiers=TierTable.concat([b.tiers for b in books]))
 
 
+_POSITION_DTYPES: tuple[tuple[str, type], ...] = (
+    *((name, np.float64) for name in ("size", "contract_size", "entry_price", "mark",
+                                      "isolated_margin", "leverage", "funding_rate", "tick_size")),
+    ("is_perpetual", np.bool_),
+    ("underlying", np.intp),
+)  # fmt: skip
+"""``Positions``' array fields and their dtypes (``tiers`` is a table of its own)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Collateral:
     """The balances of one subaccount (or of many, concatenated, in a batch). Shape (a,):
@@ -221,11 +233,10 @@ class Collateral:
         a = np.shape(self.balance)[0]
         for f in fields(self):
             raw = getattr(self, f.name)
-            value: npt.NDArray[Any] = (
-                np.asarray(raw, dtype=np.intp) if f.name == "underlying" else _floats(raw)
-            )
-            _check_shape("Collateral", f.name, value, (a,))
-            object.__setattr__(self, f.name, value)
+            dtype = np.intp if f.name == "underlying" else np.float64
+            value = _coerced("Collateral", f.name, raw, dtype, a)
+            if value is not raw:
+                object.__setattr__(self, f.name, value)
 
     @property
     def a(self) -> int:

@@ -30,6 +30,24 @@ def limit_value(limits: Mapping[str, Any], name: str) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
+EXPOSURE_LIMITS = (
+    "max_position_notional",
+    "max_underlying_notional",
+    "max_gross_notional",
+    "max_leverage",
+    "max_daily_loss",
+    "strategy_limits",
+)
+"""The limits judged on a book's exposure (``Totals``' notionals, equity and PnL); the rest
+(order notional, open orders, order rate) need none of it."""
+
+
+def caps_exposure(*limits: Mapping[str, Any]) -> bool:
+    """Whether any of these limit sets caps exposure: if none does, no rule reads the exact
+    notionals of the book, which are then not computed."""
+    return any(each.get(name) for each in limits for name in EXPOSURE_LIMITS)
+
+
 @dataclass(frozen=True)
 class SymbolCap:
     value: Decimal

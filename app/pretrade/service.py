@@ -43,7 +43,7 @@ from app.marketdata.marks import Verdict, is_fresh, microseconds
 from app.pretrade import repository, reservations, scaling
 from app.pretrade import state as pretrade_state
 from app.pretrade.models import Reservation
-from app.pretrade.rules import Basket, OrderView, Totals, judge, limit_value
+from app.pretrade.rules import Basket, OrderView, Totals, caps_exposure, judge, limit_value
 from app.pretrade.schemas import (
     CheckIn,
     MaxScaleIn,
@@ -155,11 +155,22 @@ def _book(
     held: SubaccountState,
     known: Reference,
     marks: Mapping[str, Verdict],
-    now_us: int,
     also: Sequence[str] = (),
 ) -> Book:
     """The subaccount's book at these marks (a symbol never marked: its entry price, or 0 for a
-    collateral asset, stands in, as ``missing``)."""
+    collateral asset, stands in, as ``missing``). Kept in the subaccount's memo while its state,
+    the reference data and the verdicts of its symbols are the same objects: checks between two
+    changes share one book (and so, by identity, its evaluation). Its marks carry no age: an age
+    is each check's own (``Verdict.age_ms`` at its ``now``)."""
+    memo_key = ("book", tuple(also))
+    kept = held.memo.get(memo_key)
+    if (
+        kept is not None
+        and kept[0] is held
+        and kept[1] is known
+        and all(marks.get(symbol) is was for symbol, was in kept[2])
+    ):
+        return cast(Book, kept[3])
     instruments = {
         symbol: known.instruments[symbol]
         for symbol in dict.fromkeys([*(h.instrument for h in held.holdings), *also])
@@ -167,15 +178,17 @@ def _book(
     }
     entries = {h.instrument: h.entry_price for h in held.holdings}
     used: dict[str, MarkUsed] = {}
+    verdicts: list[tuple[str, Verdict | None]] = []
     for symbol in [*instruments, *_priced_assets(held, known)]:
         mark = marks.get(symbol)
+        verdicts.append((symbol, mark))
         if mark is not None:
             funding = mark.funding_rate if symbol in instruments else None
-            used[symbol] = MarkUsed(mark.price, mark.status, mark.age_ms(now_us), funding)
+            used[symbol] = MarkUsed(mark.price, mark.status, None, funding)
         else:
             used[symbol] = MarkUsed(entries.get(symbol, ZERO), "missing", None)
     subaccount = held.subaccount
-    return Book(
+    book = Book(
         subaccount_id=subaccount.subaccount_id,
         account_id=subaccount.account_id,
         strategy=subaccount.strategy,
@@ -188,6 +201,15 @@ def _book(
         leverage=held.leverage,
         marks=used,
     )
+    if len(held.memo) >= MEMO_SIZE:
+        held.memo.clear()
+    held.memo[memo_key] = (held, known, tuple(verdicts), book)
+    return book
+
+
+def mark_ages(marks: Mapping[str, Verdict], now_us: int) -> dict[str, int]:
+    """Each judged mark's age at this check's ``now``: ms since its newest source."""
+    return {symbol: verdict.age_ms(now_us) for symbol, verdict in marks.items()}
 
 
 def _priced_assets(held: SubaccountState, known: Reference) -> list[str]:
@@ -204,10 +226,9 @@ def _siblings(
     """The account's other subaccounts (their reservations counted), and the gross notional
     of those sharing this subaccount's strategy label."""
     total, strategy_gross = Totals(), ZERO
-    now_us = microseconds(now)
     for sibling in siblings:
         held = sibling.held(now)
-        book = _book(sibling, known, marks, now_us).with_fills(reservations.as_fills(held))
+        book = _book(sibling, known, marks).with_fills(reservations.as_fills(held))
         evaluation = risk.evaluate(book, known.parameters, liquidation=False)
         sibling_totals = replace(
             totals(book, evaluation, known.parameters.settlement_decimals),
@@ -394,7 +415,7 @@ def context(
     return Context(
         subaccount=subaccount,
         account=loaded.account.account,
-        book=_book(held, loaded.known, marks, microseconds(now), instruments),
+        book=_book(held, loaded.known, marks, instruments),
         reservations=held.held(now),
         parameters=loaded.known.parameters,
         states=loaded.states.governing(
@@ -429,6 +450,9 @@ def _before(ctx: Context, book: Book, like: risk.Evaluation | None = None) -> ri
     """The evaluation of the book as it stands, once per (state, marks, reservations, reference
     data): checks between two changes of any of them share one. ``like``: an evaluation of a
     book with the same rows, whose engine inputs are patched rather than rebuilt."""
+    same = ctx.memo.get((_EVALUATED, id(book)))
+    if same is not None and same[0] is book and same[1] is ctx.known:
+        return cast(risk.Evaluation, same[2])  # the very book (``_book`` keeps it): no key built
     key = (
         book.margin_mode,
         tuple(book.holdings),
@@ -440,7 +464,9 @@ def _before(ctx: Context, book: Book, like: risk.Evaluation | None = None) -> ri
     )  # fmt: skip
     kept = ctx.memo.get(key)
     if kept is not None and kept[0] is ctx.known:
-        return cast(risk.Evaluation, kept[1])
+        evaluation = cast(risk.Evaluation, kept[1])
+        ctx.memo[(_EVALUATED, id(book))] = (book, ctx.known, evaluation)
+        return evaluation
     if like is None:
         # The last book evaluated here, when it is of the same reference data: usually the same
         # rows at marks that moved since, so its engine inputs are patched, not rebuilt.
@@ -451,11 +477,14 @@ def _before(ctx: Context, book: Book, like: risk.Evaluation | None = None) -> ri
         ctx.memo.clear()
     ctx.memo[key] = (ctx.known, evaluation)  # the reference object kept: its id is not reused
     ctx.memo[_LAST] = (ctx.known, evaluation)
+    ctx.memo[(_EVALUATED, id(book))] = (book, ctx.known, evaluation)
     return evaluation
 
 
 _LAST = "last"
 """The memo's key of the last evaluation of the book before a basket."""
+_EVALUATED = "evaluated"
+"""With a book's id: its evaluation, found by identity (the book object is kept beside it)."""
 
 
 _RESERVATION_FILLS: dict[str, tuple[Reservation, list[SimulatedFill]]] = {}
@@ -581,15 +610,17 @@ def evaluate_basket(
             )
         )
 
+    # The exact notionals only where a cap reads them (siblings are loaded only then too).
+    exposure = caps_exposure(ctx.subaccount.limits, ctx.account.limits)
     before_totals = replace(
-        _before_totals(ctx, priced_before, before),
+        _before_totals(ctx, priced_before, before) if exposure else Totals(),
         realized_today=ctx.realized_today,
         unrealized_at_start=ctx.unrealized_at_start,
         open_orders=reservations.open_orders(ctx.reservations),
         recent_orders=ctx.recent_orders,
     )
     after_totals = replace(
-        totals(after_book, after, decimals),
+        totals(after_book, after, decimals) if exposure else Totals(),
         realized_today=ctx.realized_today,
         unrealized_at_start=ctx.unrealized_at_start,
     )
@@ -790,7 +821,7 @@ async def _check(
             "before": outcome.before.summary_json(),
             "after": after.summary_json(),
             "positions_after": outcome.after.positions_json(),
-            "marks": outcome.after.marks_json(),
+            "marks": outcome.after.marks_json(mark_ages(marks, microseconds(now))),
             "reservation_id": None if reservation is None else reservation[0],
             "expires_at": None if reservation is None else format_timestamp(reservation[1]),
         }

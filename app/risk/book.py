@@ -3,6 +3,7 @@ from Decimal to float64 arrays in one place (the engine rounds back conservative
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -15,6 +16,7 @@ from app.accounts import repository as accounts_repository
 from app.accounts.fills import apply_fill
 from app.accounts.models import Subaccount
 from app.core.runtime import Runtime
+from app.core.types import format_decimal
 from app.engine import Collateral, Positions, RiskArrays, RiskParameters, TierTable
 from app.engine.rounding import requirement_to_decimal
 from app.engine.tiers import position_margins
@@ -38,6 +40,11 @@ class MarkUsed:
     def floats(self) -> tuple[float, float]:
         """(price, funding rate or 0) in float64, converted once per mark, not per evaluation."""
         return float(self.price), float(self.funding_rate or 0)
+
+    @cached_property
+    def price_text(self) -> str:
+        """The price as the API writes it, formatted once per mark."""
+        return format_decimal(self.price)
 
 
 @dataclass(frozen=True)
@@ -255,16 +262,19 @@ def _position_row(
             tick)  # fmt: skip
 
 
+_NOT_FINITE = "book {}: a position value is not finite or a mark ≤ 0"
+
+
 def engine_inputs(
     book: Book, parameters: RiskParameters, like: tuple[Book, EngineInputs] | None = None
 ) -> EngineInputs:
     """The book as float64 arrays: the single Decimal → float boundary on the way in.
 
     Built as one (9, n) matrix from values converted once per object (holdings, marks,
-    instruments), and checked in two array operations: every value finite, every mark > 0
-    (what ``Positions.validate`` would refuse; the rest is validated where it is stored).
-    ``like`` is a book with the same rows (instruments, in order) and its inputs, e.g. the
-    book before a basket: only the rows whose holding or mark differ are converted again."""
+    instruments), and checked: every value finite, every mark > 0 (what ``Positions.validate``
+    would refuse; the rest is validated where it is stored). ``like`` is a book with the same
+    rows (instruments, in order) and its inputs, e.g. the book before a basket: only the rows
+    whose holding or mark differ are converted (and checked) again."""
     holdings = book.holdings
     collateral_assets = [a for a in book.balances if a in book.assets]
     marks, leverage = book.marks, book.leverage
@@ -288,7 +298,10 @@ def engine_inputs(
                 )
                 or chosen != like_leverage.get(symbol)
             ):
-                matrix[:, i] = _position_row(holding, instruments[i], mark, chosen)
+                row = _position_row(holding, instruments[i], mark, chosen)
+                if not (all(map(math.isfinite, row)) and row[3] > 0):
+                    raise ValueError(_NOT_FINITE.format(book.subaccount_id))
+                matrix[:, i] = row
         risk = parameters.arrays(like_inputs.risk.universe)  # these parameters' (cached)
         index = {name: i for i, name in enumerate(risk.universe)}
         underlying = like_inputs.positions.underlying
@@ -309,8 +322,8 @@ def engine_inputs(
         index = {name: i for i, name in enumerate(universe)}
         underlying = np.array([index[i.underlying] for i in instruments], dtype=np.intp)
         tiers = _tier_table(instruments)
-    if not (np.isfinite(matrix).all() and (matrix[3] > 0).all()):
-        raise ValueError(f"book {book.subaccount_id}: a position value is not finite or a mark ≤ 0")
+        if not (np.isfinite(matrix).all() and (matrix[3] > 0).all()):
+            raise ValueError(_NOT_FINITE.format(book.subaccount_id))
     positions = Positions(
         size=matrix[0],
         contract_size=matrix[1],

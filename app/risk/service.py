@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cached_property
@@ -131,7 +132,12 @@ class Evaluation:
         return MarginSummaryOut.model_validate(self.values())
 
     def summary_json(self) -> dict[str, str | float | None]:
-        """``summary_out`` as the JSON object sent: decimals as plain strings."""
+        """``summary_out`` as the JSON object sent: decimals as plain strings (made once per
+        evaluation: the book before a basket is shared by the checks until it changes)."""
+        return self._summary_json
+
+    @cached_property
+    def _summary_json(self) -> dict[str, str | float | None]:
         return {
             name: format_decimal(value) if isinstance(value, Decimal) else value
             for name, value in self.values().items()
@@ -160,10 +166,14 @@ class Evaluation:
     def positions_out(self) -> list[PositionMarginOut]:
         return [PositionMarginOut.model_validate(p) for p in self.positions_json()]
 
-    def marks_json(self) -> dict[str, dict[str, str | int | None]]:
+    def marks_json(
+        self, ages: Mapping[str, int] | None = None
+    ) -> dict[str, dict[str, str | int | None]]:
+        """api.md ``MarkUsed`` of every symbol valued; ``ages`` (by symbol, a check's own) stand
+        in for the marks' (a symbol not in them was never marked: no age)."""
         return {
-            symbol: {"price": format_decimal(mark.price), "status": mark.status,
-                     "age_ms": mark.age_ms}
+            symbol: {"price": mark.price_text, "status": mark.status,
+                     "age_ms": mark.age_ms if ages is None else ages.get(symbol)}
             for symbol, mark in sorted(self.book.marks.items())
         }  # fmt: skip
 
