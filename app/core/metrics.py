@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -46,6 +47,7 @@ class Metrics:
             ["decision", "reason"],
             registry=self.registry,
         )
+        self._decisions: dict[tuple[str, str], Any] = {}
         self.mark_ages = MarkAges()
         self.registry.register(self.mark_ages)
         self.requests_shed = Counter(
@@ -74,3 +76,13 @@ class Metrics:
             "Round trips to Redis",
             registry=self.registry,
         )
+
+    def count_decision(self, decision: str, reason: str) -> None:
+        """One check's decision under one of its reason codes (``none`` when accepted); the
+        counter's children are kept, not looked up under its lock per check."""
+        child = self._decisions.get((decision, reason))
+        if child is None:
+            child = self._decisions[(decision, reason)] = self.check_decisions.labels(
+                decision, reason
+            )
+        child.inc()

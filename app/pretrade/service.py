@@ -12,6 +12,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -537,7 +538,8 @@ def evaluate_basket(
     else:
         before_book, before = ctx.book, base
 
-    marks = dict(before_book.marks)
+    marks = before_book.marks
+    repriced = False  # an order's instrument never marked, valued at its reference price
     levels: dict[tuple[str, str], list[Level]] = {}
     fills: list[SimulatedFill] = []
     executions: list[Execution] = []
@@ -555,7 +557,8 @@ def evaluate_basket(
             )
             continue
         if marks[order.instrument].status == "missing":
-            marks[order.instrument] = replace(marks[order.instrument], price=reference)
+            marks = {**marks, order.instrument: replace(marks[order.instrument], price=reference)}
+            repriced = True
         side_levels = None
         if visible.status == "fresh":
             key = (order.instrument, order.side)
@@ -577,14 +580,11 @@ def evaluate_basket(
         for size, price in execution.counted():
             fills.append(SimulatedFill(order.instrument, order.side, size, price, fee))
             fee = ZERO
-    priced_before = before_book if marks == before_book.marks else replace(before_book, marks=marks)
+    priced_before = replace(before_book, marks=marks) if repriced else before_book
     after_book = priced_before.with_fills(fills)
     after = risk.evaluate(after_book, parameters, liquidation=liquidation, like=before)
-    before = (
-        risk.evaluate(priced_before, parameters, liquidation=False)
-        if marks != before_book.marks
-        else before
-    )
+    if repriced:
+        before = risk.evaluate(priced_before, parameters, liquidation=False)
 
     sizes = {h.instrument: h.size for h in priced_before.holdings}
     views = []
@@ -772,7 +772,7 @@ async def _check(
             return earlier[0][1].encode(), None
         raise Conflict("a client_order_id of this basket was already checked with other content")
 
-    check_id = uuid.uuid4().hex
+    check_id = os.urandom(16).hex()  # 128 random bits, as uuid4 without its object
     instruments = list(dict.fromkeys(o.instrument for o in body.orders))
     subaccount = loaded.held.subaccount
     rate = RateCount(
@@ -867,7 +867,7 @@ async def _check(
             )
     codes: list[str] = [reason.code for reason in outcome.reasons]
     for code in codes or ["none"]:
-        runtime.metrics.check_decisions.labels(decision, code).inc()
+        runtime.metrics.count_decision(decision, code)
     return response_json.encode(), record if deferred else None
 
 

@@ -284,7 +284,12 @@ def engine_inputs(
         like_book, like_inputs = base
         matrix = like_inputs.rows.copy()
         like_marks, like_leverage = like_book.marks, like_book.leverage
+        # The same marks and leverage (a basket applied to the book before it): only the rows
+        # of the holdings it touched differ, and those holdings are new objects.
+        same_prices = marks is like_marks and leverage is like_leverage
         for i, (holding, was) in enumerate(zip(holdings, like_book.holdings, strict=True)):
+            if same_prices and holding is was:
+                continue
             symbol = holding.instrument
             mark, like_mark = marks[symbol], like_marks[symbol]
             chosen = leverage.get(symbol)
