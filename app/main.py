@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from sqlalchemy import event
 
+from app import background
 from app.accounts.router import router as accounts_router
 from app.audit.router import router as audit_router
-from app.audit.sealer import seal_forever
 from app.auth.router import router as auth_router
 from app.core.admission import AdmissionMiddleware
 from app.core.apidocs import install_api_docs
-from app.core.batches import GroupCall
-from app.core.cache import create_cache
-from app.core.config import Settings
-from app.core.db import create_engine, create_hot_store, create_session_factory
+from app.core.config import Settings, background_in_process
 from app.core.http import (
     DirectRoutes,
     RequestContextMiddleware,
@@ -31,18 +25,14 @@ from app.core.http import (
 from app.core.logging import configure_logging
 from app.core.metrics import Metrics
 from app.core.ops import router as ops_router
-from app.core.runtime import Runtime
 from app.core.types import exact_decimal_arithmetic
 from app.instruments.router import router as instruments_router
 from app.marketdata.router import router as marketdata_router
-from app.pretrade import service as pretrade_service
 from app.pretrade.router import check_router
 from app.pretrade.router import router as pretrade_router
-from app.risk.margin_calls import sweep_forever
-from app.risk.reports import capture_forever
 from app.risk.router import router as risk_router
-from app.risk.webhooks import deliver_forever
 from app.ui.router import create_router as create_ui_router
+from app.wiring import open_runtime
 
 API_VERSION = "0.1.0"
 
@@ -70,61 +60,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, settings.db_pool_size)
-        session_factory = create_session_factory(engine)
-        # A request in flight holds at most one connection: as many as admission lets in, so
-        # no check waits for a connection (a smaller pool collapsed under load), and no more
-        # than the ORM's pool may open (PostgreSQL's connection slots are shared).
-        hot = await create_hot_store(
-            settings.database_url,
-            min(settings.max_in_flight, 2 * settings.db_pool_size),
-            session_factory,
-            metrics.db_statements.inc,
-        )
-        event.listen(engine.sync_engine.pool, "checkout", lambda *_: metrics.db_sessions.inc())
-        cache = create_cache(settings.redis_url, metrics.cache_round_trips.inc)
-        admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-        app.state.runtime = Runtime(
-            settings=settings,
-            engine=engine,
-            session_factory=session_factory,
-            cache=cache,
-            metrics=metrics,
-            bootstrap_key_hash=hashlib.sha256(admin_key.encode()).hexdigest()
-            if admin_key
-            else None,
-            cache_shared=settings.redis_url is not None,
-            hot=hot,
-        )
-        app.state.runtime.check_records = GroupCall(
-            functools.partial(pretrade_service.write_records, app.state.runtime)
-        )
-        app.state.runtime.versions_reads = GroupCall(
-            functools.partial(pretrade_service.read_versions, app.state.runtime)
-        )
-        workers = [
-            asyncio.create_task(capture_forever(app.state.runtime)),
-            asyncio.create_task(seal_forever(app.state.runtime)),
-            asyncio.create_task(sweep_forever(app.state.runtime)),
-        ]
-        if settings.webhook_url:
-            workers.append(
-                asyncio.create_task(deliver_forever(app.state.runtime, settings.webhook_url))
-            )
-        if settings.demo_feed:
-            from app.demo import feed_forever
+        async with open_runtime(settings, metrics) as runtime:
+            app.state.runtime = runtime
+            if background_in_process(settings):
+                workers = background.tasks(runtime)
+            else:  # a process of its own does it, off this one's event loop and CPU
+                workers = [asyncio.create_task(background.supervise())]
+            if settings.demo_feed:
+                from app.demo import feed_forever
 
-            workers.append(asyncio.create_task(feed_forever(app.state.runtime)))
-        quiet_garbage_collector()
-        try:
-            yield
-        finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            await cache.close()
-            await hot.close()
-            await engine.dispose()
+                workers.append(asyncio.create_task(feed_forever(runtime)))
+            quiet_garbage_collector()
+            try:
+                yield
+            finally:
+                for worker in workers:
+                    worker.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
 
     app = FastAPI(
         title="Preflight",

@@ -72,6 +72,9 @@ def settings(postgres_url: str, redis_url: str) -> Settings:
         admin_key=ADMIN_KEY,  # type: ignore[arg-type]
         log_level="WARNING",
         db_pool_size=10,
+        # The in-process app runs its background passes as its own tasks: the tests drive
+        # and observe them here (tests/servers.py's processes run them in a process).
+        background="inline",
     )
 
 

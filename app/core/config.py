@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,3 +40,16 @@ class Settings(BaseSettings):
     """First retry delay; it doubles per attempt, up to five minutes."""
     demo_feed: bool = False
     """Keep the demo's marks and books moving (set by ``preflight serve --demo``)."""
+    background: Literal["auto", "inline", "process"] = "auto"
+    """Where the background passes run — sealing the audit chain, the margin-call sweep, the
+    webhook outbox, the end-of-day capture (app/background.py): ``process``, a process of
+    their own that the API process starts and restarts, off the checks' event loop and CPU;
+    ``inline``, tasks of the API process; ``auto``, a process on PostgreSQL, inline on the
+    embedded SQLite (one writer: a second process would queue on its lock)."""
+
+
+def background_in_process(settings: Settings) -> bool:
+    """Whether the API process runs the background passes itself (``Settings.background``)."""
+    if settings.background == "auto":
+        return settings.database_url.startswith("sqlite")
+    return settings.background == "inline"
