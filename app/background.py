@@ -54,8 +54,9 @@ async def supervise() -> None:
     start it again when it exits."""
     while True:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "background", stdin=asyncio.subprocess.DEVNULL
-        )
+            sys.executable, "-m", "app.cli", "background", "--parent", str(os.getpid()),
+            stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
         try:
             code = await process.wait()
         except asyncio.CancelledError:
@@ -76,10 +77,14 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-async def run(settings: Settings) -> None:
-    """The background process: every pass, until the process that started it is gone."""
-    parent = os.getppid()
+async def run(settings: Settings, parent: int | None) -> None:
+    """The background process: every pass, until ``parent`` (the API process that started it,
+    when one did) is gone — already gone while this one started up included."""
+    if parent is None:
+        parent = os.getppid()
     settings = settings.model_copy(update={"db_pool_size": POOL_SIZE})
+    if os.getppid() != parent:
+        return  # its API process died while it started
     async with open_runtime(settings, Metrics()) as runtime:
         running = tasks(runtime)
         try:
@@ -94,8 +99,8 @@ async def run(settings: Settings) -> None:
                 await asyncio.gather(*running, return_exceptions=True)
 
 
-def main(settings: Settings) -> None:
+def main(settings: Settings, parent: int | None = None) -> None:
     exact_decimal_arithmetic()
     configure_logging(settings.log_level, settings.log_json)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+        asyncio.run(run(settings, parent))

@@ -87,10 +87,10 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
-def run_background(_: argparse.Namespace) -> None:
+def run_background(args: argparse.Namespace) -> None:
     from app import background
 
-    background.main(Settings())
+    background.main(Settings(), args.parent)
 
 
 def migrate(_: argparse.Namespace) -> None:
@@ -150,11 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.set_defaults(handler=serve)
 
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=migrate)
-    commands.add_parser(
+    background = commands.add_parser(
         "background",
         help="run the background passes (audit sealing, margin-call sweeps, webhooks, capture); "
-        "`serve` starts one itself on PostgreSQL",
-    ).set_defaults(handler=run_background)
+        "an API process on PostgreSQL starts one itself",
+    )
+    background.add_argument(
+        "--parent", type=int, help="exit once the process with this id is no longer the parent"
+    )
+    background.set_defaults(handler=run_background)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key and print it (shown once)")
