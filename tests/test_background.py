@@ -56,13 +56,13 @@ async def test_the_background_process_seals_and_goes_with_its_server() -> None:
                 await desk(Api(client, ADMIN_KEY))
             # Nobody reads the audit log (a reader seals first): the background process seals.
             deadline = time.monotonic() + 5
-            while await _unsealed(database_url) and time.monotonic() < deadline:
+            while await _unsealed(database_url) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             assert await _unsealed(database_url) == 0
 
             server.kill()  # kill -9: no shutdown hook stops the background process
             deadline = time.monotonic() + 5
-            while _running(background) and time.monotonic() < deadline:
+            while _running(background) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             assert not _running(background)
     finally:
