@@ -90,6 +90,33 @@ async def test_each_check_reports_its_own_age_of_the_marks(trader: Api) -> None:
     assert second_age < 5_000  # the fixture posted the marks moments ago
 
 
+async def test_a_mark_goes_stale_between_two_checks_with_nothing_written(admin: Api) -> None:
+    """Checks between two writes of the cache share their verdicts of the marks, but only until
+    the first of them would change with the time alone: a fresh mark whose sources pass
+    stale_after (5 s by default) between two checks fails the second closed."""
+    await desk(admin)
+    await deposit(admin, "sub-cross", "20000")
+    await _book(admin)
+    trader = admin
+    nearly_stale = (datetime.now(UTC) - timedelta(seconds=4.3)).isoformat()
+    await trader.ok(
+        "POST",
+        "/v1/marks",
+        json={
+            "marks": [
+                {"symbol": "BTC-PERP", "price": "60000", "source": source, "ts": nearly_stale}
+                for source in ("venue", "oracle")
+            ]
+        },
+    )
+    fresh = await check(trader, order(size="0.1"))
+    assert (fresh["decision"], fresh["marks"]["BTC-PERP"]["status"]) == ("accept", "fresh")
+    await asyncio.sleep(1.0)
+    stale = await check(trader, order(size="0.1"))
+    assert codes(stale) == ["STALE_MARK"]
+    assert stale["marks"]["BTC-PERP"]["status"] == "stale"
+
+
 async def test_the_answer_has_exactly_the_documented_shape(trader: Api) -> None:
     """The check writes its answer by hand (once, as the bytes sent and audited): read back
     through ``CheckOut`` it must lose and gain nothing — a reject with its reasons, and an

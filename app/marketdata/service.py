@@ -29,6 +29,7 @@ from app.instruments import service as instruments_service
 from app.instruments.models import Instrument
 from app.marketdata import repository
 from app.marketdata.marks import (
+    NEVER_US,
     Mark,
     SourceMark,
     Sources,
@@ -508,6 +509,8 @@ async def read_for_check(
     kept = runtime.kept
     keys = [*(marks_key(s) for s in symbols), *(book_key(s) for s in books_of)]
     known, values = kept.sequence, kept.values  # as they are now: another check may move them
+    now_us = microseconds(now)
+    judged: dict[str, Verdict] | None = None
     try:
         read = await runtime.cache.read_for_check(
             keys[: len(symbols)],
@@ -518,16 +521,19 @@ async def read_for_check(
         )
         if not read.unchanged and read.sequence > kept.sequence:
             kept.sequence, kept.values = read.sequence, {}  # what was kept is older
+        if read.unchanged:
+            judged = _kept_verdicts(symbols, read.sequence, instruments, runtime, now_us)
         # Kept only under the sequence it was read at (a read that overtook this one moved it).
         keep = kept.values if read.sequence and kept.sequence == read.sequence else {}
-        for key, symbol, fields in zip(keys[: len(symbols)], symbols, read.hashes, strict=True):
-            found = (
-                values[key]
-                if fields is None
-                else keep.setdefault(key, _decode_kept(symbol, fields))
-            )
-            if found is not None:
-                cached[symbol] = cast(CachedMark, found)
+        if judged is None:
+            for key, symbol, fields in zip(keys[: len(symbols)], symbols, read.hashes, strict=True):
+                found = (
+                    values[key]
+                    if fields is None
+                    else keep.setdefault(key, _decode_kept(symbol, fields))
+                )
+                if found is not None:
+                    cached[symbol] = cast(CachedMark, found)
         for key, symbol, raw in zip(keys[len(symbols) :], books_of, read.strings, strict=True):
             if read.unchanged and key in values:
                 book = values[key]
@@ -538,7 +544,7 @@ async def read_for_check(
         window = read.rate
     except CacheUnavailable as exc:
         _cache_failed(runtime, exc)
-    cached.update(await stored_marks(db, [s for s in symbols if s not in cached]))
+        read = None
     unbooked = [s for s in books_of if s not in books]
     if unbooked:
         for symbol, bids, asks, ts in await repository.book_rows(db, unbooked):
@@ -548,10 +554,14 @@ async def read_for_check(
                 [(Decimal(p), Decimal(s)) for p, s in asks],
                 ts,
             )
-    now_us = microseconds(now)
+    if judged is not None:
+        return CheckMarket(judged, books, window)
+    from_cache = len(cached) == len(symbols)
+    cached.update(await stored_marks(db, [s for s in symbols if s not in cached]))
     window_ms = runtime.settings.twap_window_s * 1000
     newest = runtime.metrics.mark_ages.newest_us
     marks = {}
+    holds_until = NEVER_US
     for symbol, found in cached.items():
         instrument = instruments.get(symbol)
         kept_verdict = _VERDICTS.get(symbol)
@@ -563,18 +573,53 @@ async def read_for_check(
             and now_us <= kept_verdict[3]
         ):
             marks[symbol] = kept_verdict[4]
+            until = kept_verdict[3]
         else:
             thresholds = _thresholds_of(instrument, runtime)
-            judged, until = verdict(
+            verdict_now, until = verdict(
                 found.prepared, found.twap, window_ms, now_us, thresholds.stale_after_s,
                 thresholds.max_twap_deviation,
             )  # fmt: skip
             if len(_VERDICTS) >= 4096:
                 _VERDICTS.clear()
-            _VERDICTS[symbol] = (found, instrument, runtime.settings, until, judged)
-            marks[symbol] = judged
+            _VERDICTS[symbol] = (found, instrument, runtime.settings, until, verdict_now)
+            marks[symbol] = verdict_now
+        holds_until = min(holds_until, until)
         newest[symbol] = found.prepared.newest_us
+    if read is not None and read.sequence and from_cache:
+        if len(_VERDICT_SETS) >= 4096:
+            _VERDICT_SETS.clear()
+        _VERDICT_SETS[tuple(symbols)] = (
+            read.sequence, instruments, runtime.settings, holds_until, marks
+        )  # fmt: skip
     return CheckMarket(marks, books, window)
+
+
+_VERDICT_SETS: dict[
+    tuple[str, ...], tuple[int, Mapping[str, Instrument], Settings, int, dict[str, Verdict]]
+] = {}
+"""The verdicts of a set of symbols as judged at a cache write sequence, with the instruments
+and settings they were judged under and until when all of them hold (``verdict``): a check
+that finds the cache unchanged since reuses them whole, not symbol by symbol."""
+
+
+def _kept_verdicts(
+    symbols: Sequence[str],
+    sequence: int,
+    instruments: Mapping[str, Instrument],
+    runtime: Runtime,
+    now_us: int,
+) -> dict[str, Verdict] | None:
+    kept = _VERDICT_SETS.get(tuple(symbols))
+    if (
+        kept is not None
+        and kept[0] == sequence
+        and kept[1] is instruments
+        and kept[2] is runtime.settings
+        and now_us <= kept[3]
+    ):
+        return kept[4]
+    return None
 
 
 async def forget_orders(runtime: Runtime, keys: Sequence[str], members: Sequence[str]) -> None:

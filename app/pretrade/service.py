@@ -363,6 +363,34 @@ def _rate_cap(limits: Mapping[str, object]) -> int | None:
     return None if cap is None else int(cap)
 
 
+def _valued_symbols(loaded: Loaded, books_of: Sequence[str]) -> list[str]:
+    """Every symbol the check values (held instruments, priced collateral, the orders'
+    instruments), sorted; kept in the subaccount's memo while its state, its siblings' and the
+    reference data are the same objects."""
+    memo_key = ("symbols", tuple(books_of))
+    held, siblings = loaded.held, loaded.siblings
+    kept = held.memo.get(memo_key)
+    if (
+        kept is not None
+        and kept[0] is held
+        and kept[1] is loaded.known
+        and len(kept[2]) == len(siblings)
+        and all(a is b for a, b in zip(kept[2], siblings, strict=True))
+    ):
+        return cast(list[str], kept[3])
+    symbols = sorted(
+        {
+            *books_of,
+            *(h.instrument for s in (held, *siblings) for h in s.holdings),
+            *(a for s in (held, *siblings) for a in _priced_assets(s, loaded.known)),
+        }
+    )
+    if len(held.memo) >= MEMO_SIZE:
+        held.memo.clear()
+    held.memo[memo_key] = (held, loaded.known, siblings, symbols)
+    return symbols
+
+
 async def _market(
     db: HotDb,
     runtime: Runtime,
@@ -373,13 +401,7 @@ async def _market(
 ) -> tuple[dict[str, Verdict], dict[str, VisibleBook], RateWindow | None]:
     """Marks of every symbol the check values, books of the order's instruments and the
     order-rate window, in one cache round trip (PostgreSQL stands in for what it lacks)."""
-    symbols = sorted(
-        {
-            *books_of,
-            *(h.instrument for s in (loaded.held, *loaded.siblings) for h in s.holdings),
-            *(a for s in (loaded.held, *loaded.siblings) for a in _priced_assets(s, loaded.known)),
-        }
-    )
+    symbols = _valued_symbols(loaded, books_of)
     read = await marketdata.read_for_check(
         db, runtime, symbols, books_of, rate, loaded.known.instruments, now
     )
