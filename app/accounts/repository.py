@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, and_, cast, delete, exists, or_, select, tuple_
+from sqlalchemy import Float, and_, cast, delete, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -240,11 +240,6 @@ async def positions_of(session: AsyncSession, subaccount_id: str) -> dict[str, P
         .order_by(Position.instrument)
     )
     return {row.instrument: row for row in rows}
-
-
-async def instrument_has_positions(session: AsyncSession, instrument: str) -> bool:
-    query = select(exists().where(Position.instrument == instrument, Position.size != 0))
-    return bool(await session.scalar(query))
 
 
 async def delete_positions(session: AsyncSession, subaccount_id: str) -> None:

@@ -19,12 +19,8 @@ from app.audit.chain import GENESIS_HASH, canonical_json, entry_hash, with_paylo
 from app.audit.models import AuditEntry
 from app.core.db import dialect_name
 from app.core.errors import InvalidInput
+from app.core.types import Actor as Actor  # re-exported: writers name it audit.Actor
 from app.core.types import format_timestamp, utcnow
-
-
-@dataclass(frozen=True)
-class Actor:
-    key_id: str | None
 
 
 async def record(

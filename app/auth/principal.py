@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from app.audit.service import Actor
 from app.core.errors import NotFound
+from app.core.types import Actor
 
 
 class Role(StrEnum):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import decimal
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -163,3 +164,12 @@ class StrictIn(BaseModel):
     """A request body: unknown fields are refused (422) rather than silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change, as the audit log records it: an API key, or None for the system.
+    Here rather than in app.audit so that app.auth's Principal can name its actor without
+    importing the audit log, which sits above auth."""
+
+    key_id: str | None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from app.engine.types import ArrayLike, FloatArray
+from app.engine.arrays import ArrayLike, FloatArray
 
 
 def fill_default_mmf(imf: ArrayLike, mmf: ArrayLike) -> FloatArray:

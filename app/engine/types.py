@@ -15,19 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from app.engine.tiers import TierTable
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
-BoolArray = npt.NDArray[np.bool_]
-
-ArrayLike = npt.ArrayLike
+# The aliases are re-exported: the other engine modules import them from here.
+from app.engine.arrays import ArrayLike as ArrayLike
+from app.engine.arrays import BoolArray as BoolArray
+from app.engine.arrays import FloatArray as FloatArray
+from app.engine.arrays import IntArray as IntArray
+from app.engine.tiers import TierTable
 
 
 class MarginMode(StrEnum):
@@ -193,8 +191,6 @@ class Positions:
     @classmethod
     def concat(cls, books: Sequence[Positions]) -> Positions:
         """Rows of several ``Positions`` one after another (tier tables padded to a common T)."""
-        from app.engine.tiers import TierTable
-
         values = {
             f.name: np.concatenate([getattr(b, f.name) for b in books])
             for f in fields(cls)

@@ -7,7 +7,6 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import repository as accounts_repository
 from app.audit import service as audit
 from app.core.config import Settings
 from app.core.errors import Conflict, NotFound
@@ -83,7 +82,7 @@ async def put_instrument(
         repository.add(session, instrument)
     elif (
         instrument.contract_size != body.contract_size or instrument.kind != body.kind
-    ) and await accounts_repository.instrument_has_positions(session, symbol):
+    ) and await repository.has_open_positions(session, symbol):
         raise Conflict(f"{symbol} has open positions; its kind and contract_size cannot change")
     instrument.kind = body.kind
     instrument.underlying = body.underlying

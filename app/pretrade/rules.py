@@ -13,21 +13,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from app.accounts.limits import limit_value, symbol_limit
 from app.instruments.models import Instrument
 from app.pretrade.schemas import Reason, ReasonCode
 from app.pretrade.simulate import Execution
 from app.risk.book import MarkUsed
 
 ZERO = Decimal(0)
-
-
-def limit_value(limits: Mapping[str, Any], name: str) -> Decimal | None:
-    """The stored ``{"value": "…"}`` of a limit, or None when there is no cap. A per-symbol
-    limit (``max_position_notional``, ``max_underlying_notional``) may have no ``value`` —
-    only ``by_symbol`` caps: read those with :func:`symbol_limit`."""
-    entry = limits.get(name)
-    value = None if entry is None else entry.get("value")
-    return None if value is None else Decimal(str(value))
 
 
 EXPOSURE_LIMITS = (
@@ -46,32 +38,6 @@ def caps_exposure(*limits: Mapping[str, Any]) -> bool:
     """Whether any of these limit sets caps exposure: if none does, no rule reads the exact
     notionals of the book, which are then not computed."""
     return any(each.get(name) for each in limits for name in EXPOSURE_LIMITS)
-
-
-@dataclass(frozen=True)
-class SymbolCap:
-    value: Decimal
-    warn_at: Decimal
-
-
-def symbol_cap(limits: Mapping[str, Any], name: str, symbol: str) -> SymbolCap | None:
-    """The cap of ``symbol`` under a per-symbol limit: its own ``by_symbol`` entry, else the
-    limit's ``value`` (with the limit's ``warn_at``), else None (uncapped)."""
-    entry = limits.get(name)
-    if entry is None:
-        return None
-    own = (entry.get("by_symbol") or {}).get(symbol)
-    if own is not None:
-        return SymbolCap(Decimal(str(own["value"])), Decimal(str(own["warn_at"])))
-    if entry.get("value") is None:
-        return None
-    return SymbolCap(Decimal(str(entry["value"])), Decimal(str(entry["warn_at"])))
-
-
-def symbol_limit(limits: Mapping[str, Any], name: str, symbol: str) -> Decimal | None:
-    """The cap's value of ``symbol`` under a per-symbol limit, or None when uncapped."""
-    cap = symbol_cap(limits, name, symbol)
-    return None if cap is None else cap.value
 
 
 @dataclass(frozen=True)

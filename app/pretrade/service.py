@@ -25,6 +25,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
+from app.accounts.limits import limit_value
 from app.accounts.models import Account, Subaccount
 from app.audit.chain import canonical_json
 from app.audit.sealer import wake_sealers
@@ -44,7 +45,7 @@ from app.marketdata.marks import Verdict, is_fresh, microseconds
 from app.pretrade import repository, reservations, scaling
 from app.pretrade import state as pretrade_state
 from app.pretrade.models import Reservation
-from app.pretrade.rules import Basket, OrderView, Totals, caps_exposure, judge, limit_value
+from app.pretrade.rules import Basket, OrderView, Totals, caps_exposure, judge
 from app.pretrade.schemas import (
     CheckIn,
     MaxScaleIn,

@@ -40,6 +40,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
+from app.accounts.limits import limit_value, symbol_cap
 from app.audit import service as audit
 from app.auth.principal import Principal
 from app.core.db import COUNTED
@@ -50,7 +51,6 @@ from app.core.types import utcnow
 from app.engine import MarginMode, isolated_positions
 from app.engine.rounding import requirement_to_decimal
 from app.marketdata import repository as marketdata_repository
-from app.pretrade.rules import limit_value, symbol_cap
 from app.risk import breaker, repository, resident, service
 from app.risk.batch import BatchEvaluation, evaluate_subaccounts, risk_order
 from app.risk.models import MarginCall, WebhookEvent
