@@ -170,7 +170,7 @@ def _book(
         kept is not None
         and kept[0] is held
         and kept[1] is known
-        and all(marks.get(symbol) is was for symbol, was in kept[2])
+        and (kept[4] is marks or all(marks.get(symbol) is was for symbol, was in kept[2]))
     ):
         return cast(Book, kept[3])
     instruments = {
@@ -205,7 +205,9 @@ def _book(
     )
     if len(held.memo) >= MEMO_SIZE:
         held.memo.clear()
-    held.memo[memo_key] = (held, known, tuple(verdicts), book)
+    # The verdicts themselves, and the mapping they came in: checks that share the cache's
+    # judgement share the mapping too (marketdata.read_for_check), found by identity.
+    held.memo[memo_key] = (held, known, tuple(verdicts), book, marks)
     return book
 
 
