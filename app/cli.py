@@ -99,15 +99,15 @@ def migrate(_: argparse.Namespace) -> None:
 
 
 async def _create_key(role: str, accounts: list[str] | None, label: str | None) -> str:
+    from app.accounts import keys
     from app.audit.service import Actor
-    from app.auth import service
     from app.auth.principal import Role
     from app.core.db import create_engine, create_session_factory
 
     engine = create_engine(Settings().database_url, 2)
     try:
         async with create_session_factory(engine)() as session, session.begin():
-            created = await service.create(session, Actor("cli"), Role(role), accounts, label)
+            created = await keys.create(session, Actor("cli"), Role(role), accounts, label)
             return created.key
     finally:
         await engine.dispose()

@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import background
+from app.accounts.keys_router import router as keys_router
 from app.accounts.router import router as accounts_router
 from app.audit.router import router as audit_router
-from app.auth.router import router as auth_router
 from app.core.admission import AdmissionMiddleware
 from app.core.apidocs import install_api_docs
 from app.core.config import Settings, background_in_process
@@ -30,6 +30,7 @@ from app.instruments.router import router as instruments_router
 from app.marketdata.router import router as marketdata_router
 from app.pretrade.router import check_router
 from app.pretrade.router import router as pretrade_router
+from app.risk.account_router import router as risk_account_router
 from app.risk.router import router as risk_router
 from app.ui.router import create_router as create_ui_router
 from app.wiring import open_runtime
@@ -99,9 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         check_router,
         pretrade_router,
         ops_router,
-        auth_router,
+        keys_router,
         instruments_router,
         accounts_router,
+        risk_account_router,
         marketdata_router,
         risk_router,
         audit_router,

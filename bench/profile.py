@@ -35,7 +35,7 @@ STAGES = [
     ("        judge / mark_history / twap", "judge|mark_history|twap", "app/marketdata/"),
     ("    risk.parameters", "parameters", "app/risk/service"),
     ("    get_book (visible book)", "get_book", "app/marketdata/service"),
-    ("    active_reservations", "active_reservations", "app/pretrade/repository"),
+    ("    active_reservations", "active_reservations", "app/accounts/repository"),
     ("    realized_since", "realized_since", "app/accounts/repository"),
     ("    trading states", "_states", "app/pretrade/service"),
     ("  evaluate_basket", "evaluate_basket", "app/pretrade/service"),

@@ -9,9 +9,10 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from app.accounts.fills import SimulatedFill
 from app.engine import RiskParameters
 from app.instruments.models import Asset, Instrument
-from app.risk.book import Book, Holding, MarkUsed, SimulatedFill
+from app.risk.book import Book, Holding, MarkUsed
 from app.risk.service import evaluate
 
 D = Decimal

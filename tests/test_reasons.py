@@ -125,7 +125,7 @@ async def test_insufficient_margin_names_the_deposit_that_lets_the_basket_pass(
 
 async def test_isolated_shortfall_counts_the_allocation_and_the_fee(admin: Api) -> None:
     """Isolated, 1,000 free. A market buy of 0.2 fills at 60,010: fee 0.0005 · 12,002 = 6.001.
-    The allocation is valued at the fill price (app/risk/book.py, isolated_allocation): IM_i
+    The allocation is valued at the fill price (app/accounts/isolated.py, isolated_allocation): IM_i
     10 % · 0.2 · 60,010 = 1,200.2 and u_i = 0 there, so 1,200.2 moves in, plus the fee:
     1,206.201 against 1,000 free — short by 206.201."""
     await desk(admin, modes=("isolated",))

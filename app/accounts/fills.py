@@ -28,6 +28,17 @@ class FillEffect:
     """How much of the old position this fill closed (0 when it only grows)."""
 
 
+@dataclass(frozen=True)
+class SimulatedFill:
+    """A fill the book does not hold yet: a reservation's leg or a leg being checked."""
+
+    instrument: str
+    side: str
+    size: Decimal
+    price: Decimal
+    fee: Decimal
+
+
 def _sign(value: Decimal) -> int:
     return (value > 0) - (value < 0)
 

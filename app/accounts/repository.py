@@ -18,6 +18,7 @@ from app.accounts.models import (
     Fill,
     Leverage,
     Position,
+    Reservation,
     Subaccount,
     TradingState,
     Transfer,
@@ -304,6 +305,32 @@ async def get_transfer(
 ) -> Transfer | None:
     """The transfer ``transfer_id`` recorded from this subaccount (ids are per subaccount)."""
     return await session.get(Transfer, {"subaccount_id": subaccount_id, "transfer_id": transfer_id})
+
+
+MANY_IDS = 256
+"""More ids than this are matched in Python (see :func:`active_reservations`)."""
+
+
+async def active_reservations(
+    session: AsyncSession, subaccount_ids: Sequence[str], now: datetime
+) -> list[Reservation]:
+    if not subaccount_ids:
+        return []
+    query = (
+        select(Reservation)
+        .where(Reservation.status == "active", Reservation.expires_at > now)
+        .order_by(Reservation.created_at)
+    )
+    if len(subaccount_ids) <= MANY_IDS:
+        return list(
+            (
+                await session.scalars(query.where(Reservation.subaccount_id.in_(subaccount_ids)))
+            ).all()
+        )
+    # The whole book: the few active reservations, filtered here, rather than a list of
+    # thousands of ids to bind and match.
+    wanted = set(subaccount_ids)
+    return [r for r in (await session.scalars(query)).all() if r.subaccount_id in wanted]
 
 
 def add(

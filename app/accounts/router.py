@@ -7,13 +7,12 @@ from fastapi import APIRouter, Path, Query, Response
 from app.accounts import reconcile, service, venue
 from app.accounts.reconcile import ReconcileOut
 from app.accounts.schemas import (
+    REPLAYED,
     AccountIn,
     AccountLimitsIn,
     AccountList,
     AccountOut,
     BalancesOut,
-    FillsIn,
-    FillsOut,
     LeverageIn,
     PositionsOut,
     SnapshotIn,
@@ -21,22 +20,15 @@ from app.accounts.schemas import (
     SubaccountLimitsIn,
     SubaccountList,
     SubaccountOut,
-    SubaccountPatch,
     TradingStateIn,
-    TradingStateList,
     TradingStateOut,
-    TransferIn,
-    TransferOut,
 )
 from app.auth.dependencies import Admin, LeverageWriter, Reader, RiskWriter, VenueWriter
-from app.core.deps import RuntimeDep, SessionDep
+from app.core.deps import SessionDep
 from app.core.http import problem_responses
 from app.core.types import ID_PATTERN
-from app.risk import margin_calls
-from app.risk import service as risk
 
 router = APIRouter(prefix="/v1", tags=["accounts"], responses=problem_responses(401, 403, 503))
-REPLAYED = "Already existed with the same content (a replay); nothing changed"
 PathId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
@@ -129,25 +121,6 @@ async def get_subaccount(
     return await service.subaccount_out(session, subaccount)
 
 
-@router.patch(
-    "/subaccounts/{subaccount_id}",
-    response_model=SubaccountOut,
-    responses=problem_responses(400, 404, 409, 422),
-)
-async def update_subaccount(
-    body: SubaccountPatch,
-    principal: Admin,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    subaccount_id: PathId,
-) -> SubaccountOut:
-    subaccount = await service.get_subaccount(session, principal, subaccount_id, lock=True)
-    if body.margin_mode is not None and body.margin_mode != subaccount.margin_mode:
-        await risk.check_mode_change(session, runtime, subaccount, body.margin_mode)
-    await service.update_subaccount(session, principal, subaccount, body)
-    return await service.subaccount_out(session, subaccount)
-
-
 @router.put(
     "/subaccounts/{subaccount_id}/limits",
     response_model=SubaccountOut,
@@ -186,69 +159,7 @@ async def set_trading_state(
     return await service.set_trading_state(session, principal, body)
 
 
-@router.get("/trading-state", response_model=TradingStateList)
-async def list_trading_states(
-    principal: Reader, session: SessionDep, runtime: RuntimeDep
-) -> TradingStateList:
-    # The automatic states of every mark posted before this request (as margin calls).
-    await margin_calls.sweep(session, runtime)
-    return TradingStateList(trading_states=await service.list_trading_states(session, principal))
-
-
 # --- state from the venue ---------------------------------------------------------------------
-
-
-@router.post(
-    "/subaccounts/{subaccount_id}/transfers",
-    response_model=TransferOut,
-    status_code=201,
-    responses={
-        200: {"model": TransferOut, "description": REPLAYED},
-        **problem_responses(400, 404, 409, 422),
-    },
-)
-async def record_transfer(
-    body: TransferIn,
-    response: Response,
-    principal: VenueWriter,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    subaccount_id: PathId,
-) -> TransferOut:
-    subaccount = await service.get_subaccount(session, principal, subaccount_id)
-    transfer, created = await venue.record_transfer(session, principal, subaccount, body, runtime)
-    if created:
-        moved = [subaccount.subaccount_id, *filter(None, [transfer.to_subaccount_id])]
-        await margin_calls.evaluate(session, runtime, moved)
-    response.status_code = 201 if created else 200
-    return venue.transfer_out(transfer)
-
-
-@router.post("/fills", response_model=FillsOut, responses=problem_responses(400, 404, 409, 422))
-async def record_fills(
-    body: FillsIn, principal: VenueWriter, session: SessionDep, runtime: RuntimeDep
-) -> FillsOut:
-    fills = await venue.record_fills(session, principal, body.fills)
-    await margin_calls.evaluate(session, runtime, sorted({f.subaccount_id for f in body.fills}))
-    return FillsOut(fills=[venue.fill_out(f) for f in fills])
-
-
-@router.put(
-    "/subaccounts/{subaccount_id}/snapshot",
-    response_model=PositionsOut,
-    responses=problem_responses(400, 404, 409, 422),
-)
-async def load_snapshot(
-    body: SnapshotIn,
-    principal: VenueWriter,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    subaccount_id: PathId,
-) -> PositionsOut:
-    subaccount = await service.get_subaccount(session, principal, subaccount_id)
-    await venue.load_snapshot(session, principal, subaccount, body)
-    await margin_calls.evaluate(session, runtime, [subaccount.subaccount_id])
-    return await venue.positions_out(session, subaccount)
 
 
 @router.get(

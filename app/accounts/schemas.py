@@ -22,6 +22,9 @@ MarginMode = Literal["isolated", "cross", "portfolio"]
 DEFAULT_WARN_AT = Decimal("0.8")
 # Strict: a JSON integer (lax parsing took true as 1 and "5" as 5).
 PositiveCount = Annotated[int, Field(gt=0, le=1_000_000, strict=True)]
+# The description of a create's 200: the same request again (app/accounts/router.py and
+# app/risk/account_router.py).
+REPLAYED = "Already existed with the same content (a replay); nothing changed"
 
 
 # --- accounts and subaccounts ------------------------------------------------------------

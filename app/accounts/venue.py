@@ -4,14 +4,15 @@ answers the first result and changes nothing; the same id with other content is 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import repository
+from app.accounts import repository, reservations
 from app.accounts.fills import apply_fill
+from app.accounts.isolated import isolated_allocation
 from app.accounts.models import Balance, Fill, Position, Subaccount, Transfer
 from app.accounts.schemas import (
     BalancesOut,
@@ -27,13 +28,9 @@ from app.audit import service as audit
 from app.audit.chain import canonical_json
 from app.auth.principal import Principal
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.instruments import repository as instruments_repository
 from app.instruments.models import Asset
-from app.pretrade import reservations
-from app.risk import book
-from app.risk import service as risk
 
 
 def request_hash(item: BaseModel) -> str:
@@ -169,7 +166,7 @@ async def record_fills(
         position.updated_at = now
         growing = effect.closed_size < abs(delta)
         if subaccounts[item.subaccount_id].margin_mode == "isolated" and growing:
-            allocation = book.isolated_allocation(
+            allocation = isolated_allocation(
                 instrument,
                 effect.size,
                 effect.entry_price,
@@ -228,9 +225,11 @@ async def record_transfer(
     principal: Principal,
     subaccount: Subaccount,
     body: TransferIn,
-    runtime: Runtime,
+    check_withdrawal: Callable[[Subaccount, str, Decimal], Awaitable[None]],
 ) -> tuple[Transfer, bool]:
-    """Apply a deposit, withdrawal or transfer; the second value is False for a replay."""
+    """Apply a deposit, withdrawal or transfer; the second value is False for a replay.
+    ``check_withdrawal(subaccount, asset, amount)`` refuses an amount that may not leave (the
+    margin check, app/risk); it runs under the lock, after the replay check, before the debit."""
     digest = request_hash(body)
     if await instruments_repository.get_asset(session, body.asset) is None:
         raise InvalidInput("asset", f"unknown asset {body.asset!r}")
@@ -255,7 +254,7 @@ async def record_transfer(
     if body.kind == "deposit":
         _credit(session, balances, subaccount.subaccount_id, body.asset, body.amount)
     else:
-        await risk.check_withdrawal(session, runtime, subaccount, body.asset, body.amount)
+        await check_withdrawal(subaccount, body.asset, body.amount)
         _credit(session, balances, subaccount.subaccount_id, body.asset, -body.amount)
         if destination is not None:
             target = await repository.balances_of(session, destination.subaccount_id)

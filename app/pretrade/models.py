@@ -34,22 +34,3 @@ class OrderId(Base):
     )
     client_order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     check_id: Mapped[str] = mapped_column(ForeignKey("checks.check_id"))
-
-
-class Reservation(Base):
-    """An accepted basket held as if filled until a fill consumes it, it is released, or it
-    expires (``expires_at`` passed: no sweeper is needed to stop counting it)."""
-
-    __tablename__ = "reservations"
-    __table_args__ = (Index("ix_reservations_subaccount_status", "subaccount_id", "status"),)
-
-    reservation_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    check_id: Mapped[str] = mapped_column(ForeignKey("checks.check_id"))
-    subaccount_id: Mapped[str] = mapped_column(ForeignKey("subaccounts.subaccount_id"))
-    status: Mapped[str] = mapped_column(String(16))
-    """``active``, ``released`` or ``consumed``; an active one past ``expires_at`` is expired."""
-    legs: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
-    """``[{client_order_id, instrument, side, size, price}]``, sizes still unfilled."""
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

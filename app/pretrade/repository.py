@@ -11,11 +11,11 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.models import Subaccount
+from app.accounts.models import Reservation, Subaccount
 from app.accounts.repository import SubaccountState, get_subaccount, realized_since, state_of
 from app.core import versions
 from app.core.db import HotDb
-from app.pretrade.models import CheckRecord, OrderId, Reservation
+from app.pretrade.models import CheckRecord, OrderId
 from app.risk.models import DailyMarginReport
 
 
@@ -54,32 +54,6 @@ async def earlier_answers(
         list(client_order_ids),
     )
     return [(row[0], row[1]) for row in rows]
-
-
-MANY_IDS = 256
-"""More ids than this are matched in Python (see :func:`active_reservations`)."""
-
-
-async def active_reservations(
-    session: AsyncSession, subaccount_ids: Sequence[str], now: datetime
-) -> list[Reservation]:
-    if not subaccount_ids:
-        return []
-    query = (
-        select(Reservation)
-        .where(Reservation.status == "active", Reservation.expires_at > now)
-        .order_by(Reservation.created_at)
-    )
-    if len(subaccount_ids) <= MANY_IDS:
-        return list(
-            (
-                await session.scalars(query.where(Reservation.subaccount_id.in_(subaccount_ids)))
-            ).all()
-        )
-    # The whole book: the few active reservations, filtered here, rather than a list of
-    # thousands of ids to bind and match.
-    wanted = set(subaccount_ids)
-    return [r for r in (await session.scalars(query)).all() if r.subaccount_id in wanted]
 
 
 async def reservations_of(

@@ -1,23 +1,23 @@
-"""Reservations: accepted baskets counted as filled until consumed, released or expired."""
+"""Reservations: accepted baskets counted as filled until consumed, released or expired. Their
+model and the ledger the layers below read (as fills, open orders, consumed by fills) are in
+app/accounts (models.py, reservations.py); here, their answers and their release."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
+from app.accounts.models import Reservation
 from app.audit import service as audit
 from app.auth.principal import Principal
 from app.core.errors import Conflict, NotFound
 from app.core.types import utcnow
 from app.pretrade import repository
-from app.pretrade.models import Reservation
 from app.pretrade.schemas import ReservationLegOut, ReservationOut
-from app.risk.book import SimulatedFill
 
 
 def status(
@@ -26,26 +26,6 @@ def status(
     if reservation.status == "active" and reservation.expires_at <= now:
         return "expired"
     return cast(Literal["active", "released", "consumed"], reservation.status)
-
-
-def as_fills(reservations: Sequence[Reservation]) -> list[SimulatedFill]:
-    """Every unfilled leg, as the fill it stands for (fees included, conservatively)."""
-    return [
-        SimulatedFill(
-            leg["instrument"],
-            leg["side"],
-            Decimal(leg["size"]),
-            Decimal(leg["price"]),
-            Decimal(leg["fee"]),
-        )
-        for reservation in reservations
-        for leg in reservation.legs
-        if Decimal(leg["size"]) > 0
-    ]
-
-
-def open_orders(reservations: Sequence[Reservation]) -> int:
-    return sum(1 for r in reservations for leg in r.legs if Decimal(leg["size"]) > 0)
 
 
 def reservation_out(reservation: Reservation, now: datetime) -> ReservationOut:
@@ -96,25 +76,3 @@ async def release(session: AsyncSession, principal: Principal, reservation_id: s
             subaccount_id=subaccount.subaccount_id,
         )
     return reservation
-
-
-async def consume(
-    session: AsyncSession, subaccount_id: str, client_order_id: str, size: Decimal
-) -> None:
-    """A fill with a reserved ``client_order_id`` shrinks that leg (the caller holds the
-    subaccount lock); a reservation whose legs are all filled is consumed."""
-    now = utcnow()
-    for reservation in await repository.active_reservations(session, [subaccount_id], now):
-        legs: list[dict[str, Any]] = [dict(leg) for leg in reservation.legs]
-        for leg in legs:
-            if leg["client_order_id"] != client_order_id:
-                continue
-            remaining = Decimal(leg["size"])
-            left = max(Decimal(0), remaining - size)
-            if remaining > 0:
-                leg["fee"] = str(Decimal(leg["fee"]) * left / remaining)
-            leg["size"] = str(left)
-            reservation.legs = legs  # a new list, so the JSON column is written
-            if all(Decimal(item["size"]) == 0 for item in legs):
-                reservation.status, reservation.closed_at = "consumed", now
-            return

@@ -25,8 +25,10 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
+from app.accounts import reservations
+from app.accounts.fills import SimulatedFill
 from app.accounts.limits import limit_value
-from app.accounts.models import Account, Subaccount
+from app.accounts.models import Account, Reservation, Subaccount
 from app.audit.chain import canonical_json
 from app.audit.sealer import wake_sealers
 from app.auth import service as auth_service
@@ -42,9 +44,8 @@ from app.engine import RiskParameters
 from app.instruments import service as instruments_service
 from app.marketdata import service as marketdata
 from app.marketdata.marks import Verdict, is_fresh, microseconds
-from app.pretrade import repository, reservations, scaling
+from app.pretrade import repository, scaling
 from app.pretrade import state as pretrade_state
-from app.pretrade.models import Reservation
 from app.pretrade.rules import Basket, OrderView, Totals, caps_exposure, judge
 from app.pretrade.schemas import (
     CheckIn,
@@ -68,7 +69,7 @@ from app.pretrade.state import (
     subaccount_key,
 )
 from app.risk import service as risk
-from app.risk.book import Book, MarkUsed, SimulatedFill
+from app.risk.book import Book, MarkUsed
 from app.risk.reference import Reference, reference
 
 log = logging.getLogger("preflight.pretrade")
@@ -684,8 +685,8 @@ def evaluate_basket(
 
     if ctx.reservations:
         reserved = risk.reserved_margin(base, before)
-        before = replace(before, reserved_initial_margin=reserved)
-        after = replace(after, reserved_initial_margin=reserved)
+        before = before.with_reserved(reserved)
+        after = after.with_reserved(reserved)
     return Outcome(
         executions=executions,
         reasons=judge(basket),
@@ -833,7 +834,7 @@ async def _check(
         reservation = (uuid.uuid4().hex, now + timedelta(seconds=body.reservation_ttl_s))
         # This basket becomes a reservation too: what it adds is reserved afterwards.
         added = risk.reserved_margin(outcome.before, outcome.after)
-        after = replace(after, reserved_initial_margin=after.reserved_initial_margin + added)
+        after = after.with_reserved(after.reserved_initial_margin + added)
     decision = "accept" if accepted else "reject"
     response_json = canonical_json(
         {

@@ -12,11 +12,10 @@ from decimal import Decimal
 from typing import Any, cast
 
 from app.accounts import repository as accounts_repository
-from app.accounts.models import Account, Subaccount
+from app.accounts.models import Account, Reservation, Subaccount
 from app.core.db import HotDb
 from app.core.versions import TRADING, Resident, VersionKey
 from app.pretrade import repository
-from app.pretrade.models import Reservation
 from app.risk.book import Holding
 
 

@@ -15,6 +15,8 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
+from app.accounts import reservations
+from app.accounts.isolated import tier_rows
 from app.accounts.models import Subaccount
 from app.core.runtime import Runtime
 from app.core.types import utcnow
@@ -31,9 +33,7 @@ from app.engine import (
 )
 from app.instruments import repository as instruments_repository
 from app.marketdata import service as marketdata
-from app.pretrade import repository as pretrade_repository
-from app.pretrade import reservations
-from app.risk.book import Book, load_book, tier_rows
+from app.risk.book import Book, load_book
 from app.risk.resident import BookView, Symbols, rows_from_tuples
 
 
@@ -78,7 +78,7 @@ async def load_batch(
     owner_of = {s.subaccount_id: i for i, s in enumerate(subaccounts)}
     ids = None if everyone else list(owner_of)
     pending: dict[str, list[Any]] = defaultdict(list)
-    for reservation in await pretrade_repository.active_reservations(
+    for reservation in await accounts_repository.active_reservations(
         session, list(owner_of), utcnow()
     ):
         pending[reservation.subaccount_id].append(reservation)

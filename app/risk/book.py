@@ -13,13 +13,12 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
-from app.accounts.fills import apply_fill
+from app.accounts.fills import SimulatedFill, apply_fill
+from app.accounts.isolated import isolated_allocation, tier_rows
 from app.accounts.models import Subaccount
 from app.core.runtime import Runtime
 from app.core.types import format_decimal
 from app.engine import Collateral, Positions, RiskArrays, RiskParameters, TierTable
-from app.engine.rounding import requirement_to_decimal
-from app.engine.tiers import position_margins
 from app.instruments.models import Asset, Instrument
 from app.marketdata import service as marketdata
 from app.risk.reference import Reference, reference
@@ -59,17 +58,6 @@ class Holding:
         """(size, entry price, isolated margin) in float64, converted once per holding: the
         holdings a basket does not touch are the same objects before and after it."""
         return float(self.size), float(self.entry_price), float(self.isolated_margin)
-
-
-@dataclass(frozen=True)
-class SimulatedFill:
-    """A fill the book does not hold yet: a reservation's leg or a leg being checked."""
-
-    instrument: str
-    side: str
-    size: Decimal
-    price: Decimal
-    fee: Decimal
 
 
 @dataclass(frozen=True)
@@ -210,17 +198,6 @@ def _tier_table(instruments: Sequence[Instrument]) -> TierTable:
         _TIER_TABLES.clear()
     _TIER_TABLES[key] = (tuple(instruments), table)
     return table
-
-
-def tier_rows(instrument: Instrument) -> list[tuple[float, float, float | None]]:
-    return [
-        (
-            float(tier["notional_floor"]),
-            float(tier["initial_margin_fraction"]),
-            float(tier["maintenance_margin_fraction"]),
-        )
-        for tier in instrument.margin_tiers
-    ]
 
 
 @dataclass(frozen=True)
@@ -382,31 +359,3 @@ def _same_rows(
     if [a for a in like_book.balances if a in like_book.assets] != collateral_assets:
         return None
     return like
-
-
-def isolated_allocation(
-    instrument: Instrument,
-    size: Decimal,
-    entry_price: Decimal,
-    price: Decimal,
-    isolated_margin: Decimal,
-    leverage: Decimal | None,
-) -> Decimal:
-    """margin.md, isolated mode: a position that opens or grows to ``size`` needs
-    ``IM_i(after) − (A_i + u_i)`` moved into its allocation when positive, valued at the fill
-    price (so ``u_i = size · k · (price − entry)``)."""
-    unrealized = size * instrument.contract_size * (price - entry_price)
-    needed = initial_margin_at(instrument, size, price, leverage) - (isolated_margin + unrealized)
-    return max(ZERO, needed)
-
-
-def initial_margin_at(
-    instrument: Instrument, size: Decimal, price: Decimal, leverage: Decimal | None
-) -> Decimal:
-    """``IM_i`` of a position of ``size`` at ``price`` (tiers and chosen leverage), rounded up
-    at 6 places."""
-    notional = np.array([abs(float(size)) * float(instrument.contract_size) * float(price)])
-    tiers = TierTable.from_rows([tier_rows(instrument)])
-    chosen = np.array([float(leverage) if leverage else np.nan])
-    initial, _ = position_margins(notional, chosen, tiers)
-    return requirement_to_decimal(float(initial[0]))

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
+from app.accounts import reservations
 from app.accounts.models import Subaccount
 from app.audit import service as audit
 from app.core.errors import Conflict, InsufficientMargin, InvalidInput, NotFound
@@ -29,8 +30,6 @@ from app.engine.rounding import (
     summary_to_decimals,
     to_decimal_text,
 )
-from app.pretrade import repository as pretrade_repository
-from app.pretrade import reservations
 from app.risk import breaker, repository
 from app.risk.book import Book, EngineInputs, Holding, MarkUsed, engine_inputs, load_book
 from app.risk.schemas import (
@@ -124,6 +123,14 @@ class Evaluation:
     def rounded(self) -> dict[str, Decimal | float | None]:
         """The summary in decimals, rounded once (requirements up, equity down)."""
         return summary_to_decimals(self.summary, self.book.margin_mode, self.decimals)
+
+    def with_reserved(self, reserved_initial_margin: Decimal) -> Evaluation:
+        """This evaluation with another ``reserved_initial_margin``: the summary in decimals
+        does not depend on it (``values`` adds it), so it is carried over, not rounded again."""
+        other = replace(self, reserved_initial_margin=reserved_initial_margin)
+        if "rounded" in self.__dict__:  # cached_property keeps it in the instance's dict
+            other.__dict__["rounded"] = self.__dict__["rounded"]
+        return other
 
     def values(self) -> dict[str, Decimal | float | None]:
         return {**self.rounded, "reserved_initial_margin": self.reserved_initial_margin}
@@ -226,7 +233,7 @@ async def held_book(
 ) -> tuple[Book, Book]:
     """The subaccount's book as stored, and with its active reservations applied as fills
     (what every margin figure counts: reserved margin is not free)."""
-    held = await pretrade_repository.active_reservations(
+    held = await accounts_repository.active_reservations(
         session, [subaccount.subaccount_id], utcnow()
     )
     pending = reservations.as_fills(held)
@@ -247,7 +254,7 @@ async def evaluate_held(
     if held is base:
         return evaluation
     reserved = reserved_margin(evaluate(base, risk_parameters, liquidation=False), evaluation)
-    return replace(evaluation, reserved_initial_margin=reserved)
+    return evaluation.with_reserved(reserved)
 
 
 async def visible_subaccount(

@@ -1,8 +1,10 @@
+"""The /v1/api-keys routes (tagged ``auth``): key management, app/accounts/keys.py."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Path
 
-from app.auth import service
+from app.accounts import keys
 from app.auth.dependencies import Admin
 from app.auth.schemas import ApiKeyIn, ApiKeyList, ApiKeyOut, CreatedApiKeyOut
 from app.core.deps import SessionDep
@@ -18,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["auth"], responses=problem_responses(401,
     responses=problem_responses(400, 422),
 )
 async def create_key(body: ApiKeyIn, principal: Admin, session: SessionDep) -> CreatedApiKeyOut:
-    created = await service.create(
+    created = await keys.create(
         session, principal.actor, body.role, body.accounts, body.label, principal.accounts
     )
     out = ApiKeyOut.model_validate(created.record, from_attributes=True)
@@ -27,7 +29,7 @@ async def create_key(body: ApiKeyIn, principal: Admin, session: SessionDep) -> C
 
 @router.get("/api-keys", response_model=ApiKeyList)
 async def list_keys(principal: Admin, session: SessionDep) -> ApiKeyList:
-    rows = await service.list_keys(session, principal.accounts)
+    rows = await keys.list_keys(session, principal.accounts)
     return ApiKeyList(api_keys=[ApiKeyOut.model_validate(r, from_attributes=True) for r in rows])
 
 
@@ -37,5 +39,5 @@ async def list_keys(principal: Admin, session: SessionDep) -> ApiKeyList:
 async def revoke_key(
     principal: Admin, session: SessionDep, key_id: str = Path(max_length=32)
 ) -> ApiKeyOut:
-    record = await service.revoke(session, principal.actor, key_id, principal.accounts)
+    record = await keys.revoke(session, principal.actor, key_id, principal.accounts)
     return ApiKeyOut.model_validate(record, from_attributes=True)
