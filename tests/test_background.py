@@ -1,11 +1,13 @@
 """The background passes in a process of their own: on PostgreSQL (``PREFLIGHT_BACKGROUND`` at
 its default) a server starts ``preflight background``, which seals what the server writes with
-no reader asking, and which goes when the server goes, kill -9 included."""
+no reader asking, is started again when it dies, and goes when the server goes, kill -9
+included."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import time
 
@@ -14,7 +16,7 @@ import httpx
 
 from app.core.migrations import upgrade
 from tests.conftest import ADMIN_KEY, Api
-from tests.factories import desk
+from tests.factories import desk, marks
 from tests.servers import server_env, serving
 from tests.services import asyncpg_dsn, create_database, drop_database, postgres_server_url
 
@@ -58,6 +60,18 @@ async def test_the_background_process_seals_and_goes_with_its_server() -> None:
             deadline = time.monotonic() + 5
             while await _unsealed(database_url) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
+            assert await _unsealed(database_url) == 0
+
+            # Killed, it is started again, and what is written meanwhile is sealed all the same.
+            os.kill(background, signal.SIGKILL)
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                await marks(Api(client, ADMIN_KEY), {"BTC-PERP": "60000"})
+            deadline = time.monotonic() + 10
+            while (  # noqa: ASYNC110
+                not _background_processes(server.proc.pid) or await _unsealed(database_url)
+            ) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            [background] = _background_processes(server.proc.pid)
             assert await _unsealed(database_url) == 0
 
             server.kill()  # kill -9: no shutdown hook stops the background process
