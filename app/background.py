@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
+
+from pydantic import SecretStr
 
 from app.audit.sealer import seal_forever
 from app.core.config import Settings
@@ -49,13 +52,26 @@ def tasks(runtime: Runtime) -> list[asyncio.Task[None]]:
     return [asyncio.create_task(each) for each in passes]
 
 
-async def supervise() -> None:
-    """Run ``preflight background`` (same environment, so the same settings) until cancelled;
-    start it again when it exits."""
+def environment(settings: Settings) -> dict[str, str]:
+    """This process's environment with ``settings`` as ``PREFLIGHT_*`` variables: the settings
+    an app was given, whether read from the environment or passed in (``create_app``)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFLIGHT_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"PREFLIGHT_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+async def supervise(settings: Settings) -> None:
+    """Run ``preflight background`` on these settings until cancelled; start it again when it
+    exits."""
     while True:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app.cli", "background", "--parent", str(os.getpid()),
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL, env=environment(settings),
         )  # fmt: skip
         try:
             code = await process.wait()

@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if background_in_process(settings):
                 workers = background.tasks(runtime)
             else:  # a process of its own does it, off this one's event loop and CPU
-                workers = [asyncio.create_task(background.supervise())]
+                workers = [asyncio.create_task(background.supervise(settings))]
             if settings.demo_feed:
                 from app.demo import feed_forever
 

@@ -13,7 +13,10 @@ import time
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
+import pytest
 
+from app.background import environment
+from app.core.config import Settings
 from app.core.migrations import upgrade
 from tests.conftest import ADMIN_KEY, Api
 from tests.factories import desk, marks
@@ -81,3 +84,30 @@ async def test_the_background_process_seals_and_goes_with_its_server() -> None:
             assert not _running(background)
     finally:
         await asyncio.to_thread(drop_database, server_url, name)
+
+
+def test_the_background_process_gets_the_settings_the_app_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An app given its settings (``create_app(settings)``, not read from the environment)
+    starts its background process on those settings, not on the environment's."""
+    given = Settings(
+        database_url="postgresql+asyncpg://someone@db.example:5433/desk",
+        redis_url="redis://cache.example:6380/3",
+        admin_key="not-from-the-environment",  # type: ignore[arg-type]
+        db_pool_size=7,
+        log_json=False,
+        mark_future_skew_s=1.5,
+        background="process",
+    )
+    monkeypatch.setenv("PREFLIGHT_DATABASE_URL", "sqlite+aiosqlite:///elsewhere.db")
+    monkeypatch.setenv("PREFLIGHT_WEBHOOK_URL", "http://not-given.example/")
+    passed = environment(given)
+    for name in [n for n in os.environ if n.startswith("PREFLIGHT_")]:
+        monkeypatch.delenv(name)
+    for name, value in passed.items():
+        monkeypatch.setenv(name, value)
+    read = Settings()
+    assert read.admin_key is not None and given.admin_key is not None
+    assert read.admin_key.get_secret_value() == given.admin_key.get_secret_value()
+    assert read.model_dump(exclude={"admin_key"}) == given.model_dump(exclude={"admin_key"})
