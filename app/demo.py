@@ -20,6 +20,7 @@ from app.accounts import venue
 from app.accounts.schemas import AccountIn, SnapshotIn, SubaccountIn
 from app.audit.service import Actor
 from app.auth.principal import Principal, Role
+from app.auth.service import Caller
 from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.instruments import service as instruments_service
@@ -30,6 +31,8 @@ from app.marketdata.schemas import BookIn, MarkIn
 log = logging.getLogger("preflight.demo")
 SEEDER = Principal("demo-seed", Role.ADMIN, None)
 FEEDER = Actor("demo-feed")
+FEED_CALLER = Caller(Principal("demo-feed", Role.FEEDER, None), None, "")
+"""The demo feed as a caller of the mark post (no key: nothing to confirm)."""
 ACCOUNT = "fund-a"
 
 ASSETS = {
@@ -204,7 +207,7 @@ async def publish(runtime: Runtime, prices: dict[str, Decimal]) -> None:
                     funding_rate=FUNDING.get(symbol),
                 )
             )
-    await marketdata.post_marks(runtime, FEEDER, marks)  # swept by the app's sweeper
+    await marketdata.post_marks(runtime, FEED_CALLER, marks)  # swept by the app's sweeper
     for symbol, instrument in _instruments().items():
         mark = prices[symbol].quantize(instrument.tick_size)
         book = _book(mark, instrument.tick_size, instrument.lot_size, now)

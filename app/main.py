@@ -27,6 +27,7 @@ from app.core.metrics import Metrics
 from app.core.ops import router as ops_router
 from app.core.types import exact_decimal_arithmetic
 from app.instruments.router import router as instruments_router
+from app.marketdata.router import feed_router
 from app.marketdata.router import router as marketdata_router
 from app.pretrade.router import check_router
 from app.pretrade.router import router as pretrade_router
@@ -91,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     generated_openapi = app.openapi
     app.openapi = lambda: with_body_schemas(generated_openapi())  # type: ignore[method-assign]
     # Innermost: the check goes from admission straight to its endpoint.
-    app.add_middleware(DirectRoutes, routes=check_router.routes)
+    app.add_middleware(DirectRoutes, routes=[*check_router.routes, *feed_router.routes])
     # Inside the request-context middleware (added after it, so outer): a refused request
     # still gets its id, its log line and its latency metric.
     app.add_middleware(AdmissionMiddleware, max_in_flight=settings.max_in_flight, metrics=metrics)
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         instruments_router,
         accounts_router,
         risk_account_router,
+        feed_router,
         marketdata_router,
         risk_router,
         audit_router,

@@ -181,6 +181,26 @@ async def test_a_post_naming_an_unknown_symbol_stores_and_audits_nothing(admin: 
     assert [e["payload"]["marks"][0]["price"] for e in audited["entries"]] == ["100"]
 
 
+async def test_a_feeder_key_revoked_since_its_last_post_is_refused(admin: Api) -> None:
+    """The mark post admits its key from the process's copy and confirms it in the post's own
+    transaction: a key revoked after it posted is refused on its next post, which stores
+    nothing; a trader key may not post; a key scoped to accounts may not either."""
+    await desk(admin)
+    created = await admin.ok("POST", "/v1/api-keys", json={"role": "feeder", "label": "feed"})
+    feeder = admin.as_(created["key"])
+    await feeder.ok("POST", "/v1/marks", json={"marks": [mark("60000", "venue")]})
+    await admin.ok("DELETE", f"/v1/api-keys/{created['key_id']}")
+    refused = await feeder.post("/v1/marks", json={"marks": [mark("61000", "venue")]})
+    assert refused.status_code == 401
+    assert (await admin.ok("GET", "/v1/marks/BTC-PERP"))["price"] == "60000"
+
+    trader = await admin.ok("POST", "/v1/api-keys", json={"role": "trader"})
+    scoped = await admin.ok("POST", "/v1/api-keys", json={"role": "feeder", "accounts": ["acct-1"]})
+    for key in (trader["key"], scoped["key"]):
+        answer = await admin.as_(key).post("/v1/marks", json={"marks": [mark("62000", "venue")]})
+        assert answer.status_code == 403
+
+
 async def test_latest_funding_rate_is_reported(admin: Api) -> None:
     await desk(admin)
     await admin.ok(

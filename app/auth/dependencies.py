@@ -11,7 +11,7 @@ from app.auth import principal as principal_roles
 from app.auth import service
 from app.auth.principal import Principal, Role
 from app.core.deps import RuntimeDep, SessionDep
-from app.core.errors import Forbidden, Unauthorized
+from app.core.errors import Unauthorized
 from app.core.runtime import Runtime
 
 # Declares the scheme in the OpenAPI document; the 401 for a missing or malformed header is ours
@@ -35,13 +35,7 @@ def require(
         if not presented:
             raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
         principal = await service.authenticate(session, presented, runtime.bootstrap_key_hash)
-        if principal.role not in roles:
-            raise Forbidden(f"the {principal.role.value} role may not do this")
-        if unscoped and principal.accounts is not None:
-            raise Forbidden(
-                "a key scoped to accounts cannot change what every account shares "
-                "(reference data, risk parameters, market data)"
-            )
+        service.require_role(principal, roles, unscoped=unscoped)
         return principal
 
     return authorized
@@ -62,14 +56,15 @@ def require_caller(roles: frozenset[Role]) -> Callable[..., Awaitable[service.Ca
     return authorized
 
 
-async def _caller(runtime: Runtime, presented: str, roles: frozenset[Role]) -> service.Caller:
+async def _caller(
+    runtime: Runtime, presented: str, roles: frozenset[Role], *, unscoped: bool = False
+) -> service.Caller:
     if not presented:
         raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
     caller = await service.caller(
         runtime.hot, runtime.resident, presented, runtime.bootstrap_key_hash
     )
-    if caller.principal.role not in roles:
-        raise Forbidden(f"the {caller.principal.role.value} role may not do this")
+    service.require_role(caller.principal, roles, unscoped=unscoped)
     return caller
 
 
@@ -77,12 +72,24 @@ BEARER_SECURITY: dict[str, object] = {"security": [{"HTTPBearer": []}]}
 """``openapi_extra`` of a route that reads its key with ``check_caller``, not a dependency."""
 
 
-async def check_caller(request: Request, runtime: Runtime) -> service.Caller:
-    """``CheckCaller`` without the dependency machinery (the check's hot path): the bearer key
-    parsed as ``HTTPBearer`` parses it, the same refusals."""
+def _presented(request: Request) -> str:
+    """The bearer key, parsed as ``HTTPBearer`` parses it."""
     scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
-    presented = credentials.strip() if scheme.lower() == "bearer" else ""
-    return await _caller(runtime, presented, principal_roles.VENUE_WRITERS)
+    return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
+async def check_caller(request: Request, runtime: Runtime) -> service.Caller:
+    """``CheckCaller`` without the dependency machinery (the check's hot path), the same
+    refusals."""
+    return await _caller(runtime, _presented(request), principal_roles.VENUE_WRITERS)
+
+
+async def feed_caller(request: Request, runtime: Runtime) -> service.Caller:
+    """``MarketWriter`` for the feed's hot path (mark posts): admitted from the process's copy
+    of the key, which the post confirms in its own transaction (``service.confirmed``)."""
+    return await _caller(
+        runtime, _presented(request), principal_roles.MARKET_WRITERS, unscoped=True
+    )
 
 
 # One alias per endpoint family (api.md, Auth); routers declare which one they need.

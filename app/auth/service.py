@@ -14,7 +14,7 @@ from app.auth import repository
 from app.auth.principal import Principal, Role
 from app.auth.repository import KeyRecord
 from app.core.db import HotDb, HotStore
-from app.core.errors import Unauthorized
+from app.core.errors import Forbidden, Unauthorized
 from app.core.versions import ABSENT, Resident
 
 BOOTSTRAP_KEY_ID = "bootstrap-admin"
@@ -93,6 +93,27 @@ async def _load_key(db: HotDb, resident: Resident, key_id: str) -> tuple[int, Ke
     token, record = loaded[0] or ABSENT, loaded[1]
     resident.put(("key", key_id), token, (token, record))
     return token, record
+
+
+def require_role(principal: Principal, roles: frozenset[Role], *, unscoped: bool = False) -> None:
+    """Refuse (403) a principal outside ``roles``; with ``unscoped``, also a key scoped to some
+    accounts (api.md, Auth: a write every account shares reaches outside any scope)."""
+    if principal.role not in roles:
+        raise Forbidden(f"the {principal.role.value} role may not do this")
+    if unscoped and principal.accounts is not None:
+        raise Forbidden(
+            "a key scoped to accounts cannot change what every account shares "
+            "(reference data, risk parameters, market data)"
+        )
+
+
+async def confirmed(db: HotDb, resident: Resident, who: Caller) -> Principal:
+    """``confirm`` with the key's token read now, in its own statement on ``db`` (a write's
+    transaction: the key it is admitted under is current as of that write)."""
+    if who.key_token is None:
+        return who.principal
+    token = await repository.key_token(db, who.principal.key_id)
+    return await confirm(db, resident, who, token)
 
 
 async def confirm(

@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.chain import canonical_json
 from app.audit.sealer import wake_sealers
 from app.audit.service import Actor
+from app.auth import service as auth_service
+from app.auth.principal import MARKET_WRITERS
+from app.auth.service import Caller
 from app.core.cache import CacheUnavailable, RateCount, RateWindow
 from app.core.config import Settings
 from app.core.db import CHECK_COMMAND_TIMEOUT_S, HotDb
@@ -234,16 +237,20 @@ def _extend_twaps(
     return extended
 
 
-async def post_marks(runtime: Runtime, actor: Actor, marks: Sequence[MarkIn]) -> MarksAccepted:
+async def post_marks(runtime: Runtime, who: Caller, marks: Sequence[MarkIn]) -> MarksAccepted:
     """Store a post's marks (each source's newest), extend the TWAPs, note the symbols for the
-    margin-call sweep and audit the post, in one transaction (on PostgreSQL: the symbols, the
-    TWAP states locked, one statement for the writes); then the cache. Margin calls are raised
-    off this request (app/risk/margin_calls.py)."""
+    margin-call sweep and audit the post, in one transaction (on PostgreSQL: the key's version,
+    the symbols, the TWAP states locked, one statement for the writes); then the cache. Margin
+    calls are raised off this request (app/risk/margin_calls.py)."""
     now = utcnow()
     symbols = sorted({m.symbol for m in marks})
     payload = canonical_json({"marks": [m.model_dump(mode="json") for m in marks]})
     deadline = asyncio.get_running_loop().time() + CHECK_COMMAND_TIMEOUT_S
     async with runtime.hot.connect(transaction=True, deadline=deadline) as db:
+        # The key as of this write (revoked since the process loaded it: refused).
+        principal = await auth_service.confirmed(db, runtime.resident, who)
+        auth_service.require_role(principal, MARKET_WRITERS, unscoped=True)
+        actor = principal.actor
         known = await repository.marked_symbols(db, symbols)
         skew_s = runtime.settings.mark_future_skew_s
         for index, mark in enumerate(marks):
