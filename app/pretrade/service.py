@@ -164,7 +164,10 @@ def _book(
     collateral asset, stands in, as ``missing``). Kept in the subaccount's memo while its state,
     the reference data and the verdicts of its symbols are the same objects: checks between two
     changes share one book (and so, by identity, its evaluation). Its marks carry no age: an age
-    is each check's own (``Verdict.age_ms`` at its ``now``)."""
+    is each check's own (``Verdict.age_ms`` at its ``now``). ``also``: instruments to value
+    beside the holdings (an order's); one already held changes nothing, so the book of an
+    order on a held instrument is the book of the subaccount, one object for all of them."""
+    also = [symbol for symbol in also if symbol not in held.instruments]
     memo_key = ("book", tuple(also))
     kept = held.memo.get(memo_key)
     if (

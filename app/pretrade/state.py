@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, cast
 
 from app.accounts import repository as accounts_repository
@@ -38,6 +39,11 @@ class SubaccountState:
 
     def held(self, now: datetime) -> tuple[Reservation, ...]:
         return tuple(r for r in self.reservations if r.expires_at > now)
+
+    @cached_property
+    def instruments(self) -> frozenset[str]:
+        """The instruments it holds a position in."""
+        return frozenset(h.instrument for h in self.holdings)
 
 
 @dataclass(frozen=True)
