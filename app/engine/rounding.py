@@ -71,6 +71,9 @@ _FAST_BELOW = 2.0**31
 within half an ulp of the exact product and its integer neighbours are exact: see
 ``to_decimal_text``."""
 _SCALES = tuple(10.0**d for d in range(7))
+_SNAP_CAPS = tuple(0.25 * 10.0**-d for d in range(7))
+_UNITS = tuple(10**d for d in range(7))
+_FRACTION_FORMATS = tuple(f"0{d}d" for d in range(7))
 _GRID_SLACK_ULPS = 4.0
 """How far (in ulps of ``value``) the float estimate of the distance to the grid may be off;
 a distance this close to the snap tolerance is decided by the exact rule."""
@@ -90,8 +93,10 @@ def to_decimal_text(value: float, direction: Direction, decimals: int = 6) -> st
         scaled = value * scale
         nearest = round(scaled)
         distance = abs(scaled - nearest) / scale
-        tolerance = snap_tolerance(value, decimals)
-        slack = _GRID_SLACK_ULPS * math.ulp(value) + math.ulp(scaled) / scale
+        # snap_tolerance(value, decimals), inline: this runs ~25 times per pre-trade check.
+        ulp = math.ulp(value)
+        tolerance = min(max(SNAP_ULPS * ulp, SNAP_ABSOLUTE), _SNAP_CAPS[decimals])
+        slack = _GRID_SLACK_ULPS * ulp + math.ulp(scaled) / scale
         if distance <= tolerance - slack:
             return _grid_text(nearest, decimals)
         if distance > tolerance + slack:
@@ -105,9 +110,10 @@ def _grid_text(units: int, decimals: int) -> str:
     if units == 0:
         return "0"
     sign = "-" if units < 0 else ""
-    whole, fraction = divmod(abs(units), 10**decimals)
-    digits = f"{fraction:0{decimals}d}".rstrip("0") if fraction else ""
-    return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
+    whole, fraction = divmod(abs(units), _UNITS[decimals])
+    if not fraction:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{format(fraction, _FRACTION_FORMATS[decimals]).rstrip('0')}"
 
 
 def _text(value: Decimal) -> str:
