@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     generated_openapi = app.openapi
     app.openapi = lambda: with_body_schemas(generated_openapi())  # type: ignore[method-assign]
-    # Innermost: the check goes from admission straight to its endpoint.
+    # Innermost: the check and the mark post go from admission straight to their endpoints.
     app.add_middleware(DirectRoutes, routes=[*check_router.routes, *feed_router.routes])
     # Inside the request-context middleware (added after it, so outer): a refused request
     # still gets its id, its log line and its latency metric.

@@ -276,24 +276,24 @@ class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
 
     on_statement: Callable[[], None] = staticmethod(lambda: None)
 
-    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+    def _count(self) -> None:
         if COUNTED.get():
             self.on_statement()
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._count()
         return await super().execute(query, *args, **kwargs)
 
     async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if COUNTED.get():
-            self.on_statement()
+        self._count()
         return await super().fetch(query, *args, **kwargs)
 
     async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if COUNTED.get():
-            self.on_statement()
+        self._count()
         return await super().fetchval(query, *args, **kwargs)
 
     async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if COUNTED.get():
-            self.on_statement()
+        self._count()
         return await super().fetchrow(query, *args, **kwargs)
 
 

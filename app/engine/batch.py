@@ -18,16 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.engine.arrays import ArrayLike, FloatArray, IntArray
 from app.engine.parameters import RiskArrays
 from app.engine.portfolio import charges_from_legs, weighted_bincount
 from app.engine.stress import Groups, Sum, SumBy, check_shocks, revalue, shocked_prices
 from app.engine.tiers import position_margins
 from app.engine.types import (
-    ArrayLike,
     BatchSummary,
     Collateral,
-    FloatArray,
-    IntArray,
     MarginMode,
     Positions,
     StressResult,

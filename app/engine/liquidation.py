@@ -32,10 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.engine.arrays import FloatArray
 from app.engine.parameters import RiskArrays
 from app.engine.portfolio import PortfolioCharges
 from app.engine.tiers import TierTable, tiered_margins
-from app.engine.types import FloatArray, Positions
+from app.engine.types import Positions
 
 
 def solve_tiered(

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.engine.arrays import BoolArray, FloatArray
 from app.engine.options import OptionTerms, black76, black76_value
 from app.engine.parameters import RiskArrays
 from app.engine.portfolio import group_sum, legs
-from app.engine.types import BoolArray, Collateral, FloatArray, Positions
+from app.engine.types import Collateral, Positions
 
 PRICE_MOVES: FloatArray = np.array([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]) / 3.0
 """The grid's price moves as multiples of the scan range, down to up (index 3 is no move)."""

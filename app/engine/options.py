@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from app.engine.arrays import ArrayLike, BoolArray, FloatArray
 from app.engine.parameters import RiskArrays
-from app.engine.types import ArrayLike, BoolArray, FloatArray, Positions
+from app.engine.types import Positions
 
 SECONDS_PER_YEAR = 365 * 86_400
 """The year of T: 365 days (margin.md)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from app.engine.types import FloatArray
+from app.engine.arrays import FloatArray
 
 
 def _default_scan_ranges() -> dict[str, float]:

@@ -23,8 +23,9 @@ from typing import cast
 
 import numpy as np
 
+from app.engine.arrays import FloatArray, IntArray
 from app.engine.parameters import RiskArrays
-from app.engine.types import Collateral, FloatArray, IntArray, Positions
+from app.engine.types import Collateral, Positions
 
 
 @dataclass(frozen=True, slots=True)

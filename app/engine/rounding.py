@@ -32,7 +32,8 @@ from enum import Enum
 
 import numpy as np
 
-from app.engine.types import RATIO_FIELDS, SUMMARY_FIELDS, FloatArray, MarginMode, MarginSummary
+from app.engine.arrays import FloatArray
+from app.engine.types import RATIO_FIELDS, SUMMARY_FIELDS, MarginMode, MarginSummary
 
 SNAP_ULPS = 512
 """Distance to a grid point, in units in the last place, below which a float is that point."""

@@ -27,18 +27,11 @@ from fractions import Fraction
 
 import numpy as np
 
+from app.engine.arrays import BoolArray, FloatArray, IntArray
 from app.engine.parameters import RiskArrays, RiskParameters
 from app.engine.portfolio import charges_from_legs, group_sum
 from app.engine.tiers import tiered_margins
-from app.engine.types import (
-    BoolArray,
-    Collateral,
-    FloatArray,
-    IntArray,
-    MarginMode,
-    Positions,
-    StressResult,
-)
+from app.engine.types import Collateral, MarginMode, Positions, StressResult
 
 _GRID_MULTIPLES = (
     Fraction(-2),

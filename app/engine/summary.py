@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.engine.arrays import FloatArray
 from app.engine.liquidation import (
     cross_liquidation_prices,
     isolated_liquidation_prices,
@@ -32,14 +33,7 @@ from app.engine.liquidation import (
 from app.engine.parameters import RiskArrays
 from app.engine.portfolio import PortfolioCharges, charges_from_legs, legs
 from app.engine.tiers import position_margins
-from app.engine.types import (
-    Collateral,
-    FloatArray,
-    MarginMode,
-    MarginSummary,
-    PositionMargins,
-    Positions,
-)
+from app.engine.types import Collateral, MarginMode, MarginSummary, PositionMargins, Positions
 
 
 @dataclass(frozen=True, slots=True)

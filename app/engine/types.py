@@ -20,11 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-# The aliases are re-exported: the other engine modules import them from here.
-from app.engine.arrays import ArrayLike as ArrayLike
-from app.engine.arrays import BoolArray as BoolArray
-from app.engine.arrays import FloatArray as FloatArray
-from app.engine.arrays import IntArray as IntArray
+from app.engine.arrays import ArrayLike, BoolArray, FloatArray, IntArray
 from app.engine.tiers import TierTable
 
 

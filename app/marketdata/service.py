@@ -188,13 +188,7 @@ async def _thresholds(
 ) -> dict[str, Thresholds]:
     if instruments is None:
         instruments = await instruments_repository.get_instruments(session, symbols)
-    return {
-        symbol: Thresholds(
-            instruments_service.stale_after_s(instruments.get(symbol), runtime.settings),
-            instruments_service.max_twap_deviation(instruments.get(symbol), runtime.settings),
-        )
-        for symbol in symbols
-    }
+    return {symbol: _thresholds_of(instruments.get(symbol), runtime) for symbol in symbols}
 
 
 def _thresholds_marked(symbol: repository.MarkedSymbol, settings: Settings) -> Thresholds:

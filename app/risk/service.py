@@ -138,13 +138,10 @@ class Evaluation:
     def summary_out(self) -> MarginSummaryOut:
         return MarginSummaryOut.model_validate(self.values())
 
+    @cached_property
     def summary_json(self) -> dict[str, str | float | None]:
         """``summary_out`` as the JSON object sent: decimals as plain strings (made once per
         evaluation: the book before a basket is shared by the checks until it changes)."""
-        return self._summary_json
-
-    @cached_property
-    def _summary_json(self) -> dict[str, str | float | None]:
         return {
             name: format_decimal(value) if isinstance(value, Decimal) else value
             for name, value in self.values().items()
