@@ -36,6 +36,10 @@ class Instrument(Base):
     price_band: Mapped[Decimal | None] = mapped_column(Exact)
     max_order_notional: Mapped[Decimal | None] = mapped_column(Exact)
     expiry: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    option_type: Mapped[str | None] = mapped_column(String(8))
+    """``call`` or ``put`` for an option; null for every other kind."""
+    strike: Mapped[Decimal | None] = mapped_column(Exact)
+    """An option's strike K; null for every other kind."""
     funding_interval_s: Mapped[int | None]
     stale_after_s: Mapped[Decimal | None] = mapped_column(Exact)
     """Null: the global default applies."""

@@ -20,6 +20,8 @@ class MarkSource(Base):
     price: Mapped[Decimal] = mapped_column(Exact)
     ts: Mapped[datetime] = mapped_column(UTCDateTime)
     funding_rate: Mapped[Decimal | None] = mapped_column(Exact)
+    iv: Mapped[Decimal | None] = mapped_column(Exact)
+    """An option's implied volatility from this source (annualised); null for other symbols."""
 
 
 class MarkTwap(Base):
