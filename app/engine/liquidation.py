@@ -19,6 +19,13 @@ sign. One tier, long: ``m = (q·k·e − A) / (q·k·(1 − mmf))`` in isolated 
   closed form and accepted only where equity − maintenance changes sign within ±½ tick of it;
   any other position by vectorised bisection from slope-bound brackets.
 
+- **Options** (margin.md "Options"): an option's maintenance does not move with its own mark
+  (standard margin and the portfolio grid revalue it at the underlying's index S and its σ),
+  so ``E + q·k·(m − m_now) = MM`` gives ``m = m_now + (MM − E) / (q·k)``
+  (``option_liquidation_prices``). In a portfolio book with options, a delta-one position's
+  price is found by bisection on its own dollar-delta change, the options' grid held fixed
+  (``portfolio_option_book_liquidation_prices``).
+
 Equity minus maintenance is strictly monotone in m for every mode (mmf < 1; in portfolio mode
 r_u + spread_u < 1 and floor_rate < 1), so the price is unique. A price ≤ 0 is reported as nan:
 no positive price reaches liquidation (a long margined above its value; a short already under
@@ -32,11 +39,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.engine.arrays import FloatArray
+from app.engine.arrays import FloatArray, IntArray
+from app.engine.option_portfolio import PRICE_MOVES, option_portfolio_charges, option_scenario_pnl
+from app.engine.options import OptionTerms
 from app.engine.parameters import RiskArrays
-from app.engine.portfolio import PortfolioCharges
+from app.engine.portfolio import PortfolioCharges, legs
 from app.engine.tiers import TierTable, tiered_margins
-from app.engine.types import Positions
+from app.engine.types import Collateral, Positions
 
 
 def solve_tiered(
@@ -317,3 +326,140 @@ def _bisect_rows(
     y = _bisect(g, y_safe, y_liq, width, max_iterations)
     y[~valid] = np.nan
     return y
+
+
+def option_liquidation_prices(
+    positions: Positions, equity: float, maintenance_margin: float
+) -> FloatArray:
+    """``m = m_now + (MM − E) / (q·k)`` per row (n,): the option mark at which equity meets
+    maintenance, every other mark (its underlying's index included) fixed; nan for a flat row
+    or where no positive price reaches it. Meaningful on option rows only (module docstring)."""
+    qk = positions.size * positions.contract_size
+    price = np.full(positions.n, np.nan)
+    open_ = qk != 0
+    np.divide(maintenance_margin - equity, qk, out=price, where=open_)
+    price += positions.mark
+    price[~(price > 0)] = np.nan
+    return price
+
+
+class _OptionBookResidual:
+    """``g(y) = E + y − MM_pm(y)`` of a portfolio book with options, for delta-one rows moving
+    alone: y (R,) is row r's dollar-delta change ``q·k·(m − m_now)``. Its underlying's D1, its
+    own leg (long or short) and Σ N of the delta-one rows move with it; the options' grid
+    P&L and the short option minimum do not (they are priced at S and σ)."""
+
+    def __init__(
+        self,
+        positions: Positions,
+        collateral: Collateral,
+        terms: OptionTerms,
+        rows: IntArray,
+        equity: float,
+        risk: RiskArrays,
+    ) -> None:
+        n_underlyings = risk.n_underlyings
+        qk = positions.size * positions.contract_size
+        delta_one = np.where(terms.is_option, 0.0, qk * positions.mark)
+        self.long, self.short = legs(
+            delta_one,
+            positions.underlying,
+            collateral.balance * collateral.price,
+            collateral.underlying,
+            n_underlyings,
+        )
+        self.pnl, self.has_options = option_scenario_pnl(positions, terms, risk)
+        charges = option_portfolio_charges(positions, collateral, risk, terms)
+        self.short_option_minimum = charges.short_option_minimum
+        self.gross = float(np.abs(delta_one).sum())
+        self.underlying = positions.underlying[rows]
+        self.is_long = qk[rows] > 0
+        self.equity = equity
+        self.risk = risk
+        self.moves = PRICE_MOVES[None, :] * risk.scan_range[:, None]  # (U, 7)
+
+    def maintenance(self, y: FloatArray) -> FloatArray:
+        """MM_pm (R,) with each row's dollar delta moved by y (R,)."""
+        risk, rows = self.risk, np.arange(y.shape[0])
+        long = np.broadcast_to(self.long, (y.shape[0], self.long.shape[0])).copy()
+        short = np.broadcast_to(self.short, long.shape).copy()
+        long[rows, self.underlying] += np.where(self.is_long, y, 0.0)
+        short[rows, self.underlying] -= np.where(self.is_long, 0.0, y)
+        delta = long - short  # (R, U)
+        losses = -(delta[:, :, None, None] * self.moves[None, :, :, None] + self.pnl[None])
+        loss_down = np.maximum(losses[:, :, :4].max(axis=(2, 3)), 0.0)
+        loss_up = np.maximum(losses[:, :, 3:].max(axis=(2, 3)), 0.0)
+        ws = np.where(self.has_options, loss_down - loss_up, delta * risk.scan_range)
+        curvature = np.where(self.has_options, np.minimum(loss_down, loss_up), 0.0).sum(axis=1)
+        directional = np.sqrt(np.maximum(np.vecdot(ws @ risk.correlation, ws), 0.0))
+        basis = np.vecdot(np.minimum(long, short), risk.spread_rate)
+        gross = self.gross + np.where(self.is_long, y, -y)
+        floor = risk.floor_rate * gross
+        result: FloatArray = np.maximum(
+            directional + curvature + basis + self.short_option_minimum, floor
+        )
+        return result
+
+    def __call__(self, y: FloatArray) -> FloatArray:
+        return self.equity + y - self.maintenance(y)
+
+
+def portfolio_option_book_liquidation_prices(
+    positions: Positions,
+    collateral: Collateral,
+    terms: OptionTerms,
+    equity: float,
+    risk: RiskArrays,
+    max_iterations: int = 200,
+) -> FloatArray:
+    """Per-position liquidation prices (n,) of a portfolio book with options, to one tick.
+
+    Option rows: ``option_liquidation_prices`` at the book's MM_pm. Delta-one rows: ``g(y) =
+    E + y − MM_pm(y)`` (``_OptionBookResidual``, y = q·k·(m − m_now)) rises with y, so the root
+    is bracketed by doubling a step away from 0 (down while g(0) > 0, else up; never past price
+    0) and then bisected to one tick; the end still outside liquidation is returned. nan where
+    no positive price reaches liquidation.
+    """
+    charges = option_portfolio_charges(positions, collateral, risk, terms)
+    price = np.where(
+        terms.is_option,
+        option_liquidation_prices(positions, equity, charges.maintenance_margin),
+        np.nan,
+    )
+    rows = np.flatnonzero(~terms.is_option & (positions.size != 0))
+    if not rows.size:
+        return price
+    g = _OptionBookResidual(positions, collateral, terms, rows, equity, risk)
+    qk = positions.size[rows] * positions.contract_size[rows]
+    mark = positions.mark[rows]
+    at_zero = -qk * mark  # y at price 0
+    g0 = g(np.zeros(rows.size))
+    direction = np.where(g0 > 0, -1.0, 1.0)
+    step = np.abs(g0) + 1e-9 * np.abs(qk * mark) + 1e-12
+    near, far = np.zeros(rows.size), direction * step
+    # Doubling: stop where g changes sign, or at price 0 (a bound only on the side it lies).
+    bounded = np.where(direction * at_zero > 0, at_zero, direction * np.inf)
+    found = np.zeros(rows.size, dtype=np.bool_)
+    for _ in range(max_iterations):
+        far = np.where(direction * far > direction * bounded, bounded, far)
+        sign_change = (g(far) > 0) != (g0 > 0)
+        found |= sign_change
+        if bool(found.all()) or bool(np.all(found | (far == bounded))):
+            break
+        grow = ~found & (far != bounded)
+        near = np.where(grow, far, near)
+        far = np.where(grow, 2.0 * far, far)
+    safe_now = g0 > 0
+    y_safe = np.where(safe_now, near, far)
+    y_liq = np.where(safe_now, far, near)
+    width = np.where(found, np.abs(qk) * positions.tick_size[rows], np.inf)
+    for _ in range(max_iterations):
+        if not bool(np.any(np.abs(y_safe - y_liq) > width)):
+            break
+        mid = 0.5 * (y_safe + y_liq)
+        safe = g(mid) > 0
+        y_safe = np.where(safe, mid, y_safe)
+        y_liq = np.where(safe, y_liq, mid)
+    moved = mark + y_safe / qk
+    price[rows] = np.where(found & (moved > 0), moved, np.nan)
+    return price

@@ -15,6 +15,12 @@ below −1 is rejected). The book is then revalued exactly as ``summary.py`` doe
   ``liquidatable`` = some open position has ``A_i + u_i ≤ MM_i``. These equal the cross formulas
   whenever no position's surplus would otherwise offset another's need.
 
+Options (margin.md "Stress"): a scenario may also move volatility per underlying
+(``vol_shocks``, ``{"BTC": 0.5}``: σ·(1 + 0.5), at least −1). Each option's mark then moves by
+``V(S′, σ′) − V(S, σ)`` (Black-76 at the moved index S′ = S·(1 + shock_u) and σ′, its time to
+expiry unchanged), its index and σ move with it, and the book is revalued by
+``summary.margin_summary`` itself, scenario by scenario (``stress`` with ``options``).
+
 The default grid: each underlying alone at ±⅓, ±⅔, ±1 and ±2 × its scan range, then all together
 at −1 and +1 × their scan ranges (a correlated crash and rally).
 """
@@ -22,14 +28,16 @@ at −1 and +1 × their scan ranges (a correlated crash and rally).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
 
 from app.engine.arrays import BoolArray, FloatArray, IntArray
+from app.engine.options import OptionTerms, black76_value
 from app.engine.parameters import RiskArrays, RiskParameters
 from app.engine.portfolio import charges_from_legs, group_sum
+from app.engine.summary import margin_summary
 from app.engine.tiers import tiered_margins
 from app.engine.types import Collateral, MarginMode, Positions, StressResult
 
@@ -51,6 +59,8 @@ class Scenario:
 
     name: str
     shocks: Mapping[str, float]
+    vol_shocks: Mapping[str, float] = field(default_factory=dict)
+    """Relative moves of implied volatility per underlying (options only; −0.5 = σ halved)."""
 
 
 def _multiple_name(multiple: Fraction) -> str:
@@ -81,13 +91,16 @@ def default_scenarios(universe: Sequence[str], parameters: RiskParameters) -> li
     return scenarios
 
 
-def shock_matrix(scenarios: Sequence[Scenario], universe: Sequence[str]) -> FloatArray:
-    """The (S, U) matrix of relative moves; ValueError for an underlying outside ``universe``
-    or a move below −1 (a negative price)."""
+def shock_matrix(
+    scenarios: Sequence[Scenario], universe: Sequence[str], *, volatility: bool = False
+) -> FloatArray:
+    """The (S, U) matrix of relative moves (of volatility with ``volatility``); ValueError for
+    an underlying outside ``universe`` or a move below −1 (a negative price or σ)."""
     index = {name: i for i, name in enumerate(universe)}
     matrix = np.zeros((len(scenarios), len(index)))
     for row, scenario in enumerate(scenarios):
-        for name, move in scenario.shocks.items():
+        moves = scenario.vol_shocks if volatility else scenario.shocks
+        for name, move in moves.items():
             if name not in index:
                 raise ValueError(f"scenario {scenario.name!r}: unknown underlying {name!r}")
             matrix[row, index[name]] = move
@@ -212,15 +225,74 @@ def stress(
     risk: RiskArrays,
     mode: MarginMode | str,
     shocks: FloatArray,
+    *,
+    options: OptionTerms | None = None,
+    vol_shocks: FloatArray | None = None,
 ) -> StressResult:
     """One book under S scenarios: ``shocks`` (S, U) relative moves → ``StressResult`` of (S,).
 
     Build ``shocks`` with ``shock_matrix(scenarios, risk.universe)``; formulas in the module
-    docstring. Reservations play no part (they are not positions).
+    docstring. Reservations play no part (they are not positions). ``options``: the option
+    rows' terms; ``vol_shocks`` (S, U) their volatility moves (``shock_matrix(...,
+    volatility=True)``; none by default).
     """
     shocks = np.atleast_2d(np.asarray(shocks, dtype=np.float64))
     check_shocks(shocks)
+    if options is not None and bool(options.is_option.any()):
+        vol = np.zeros_like(shocks) if vol_shocks is None else np.atleast_2d(vol_shocks)
+        check_shocks(vol)
+        return _stress_with_options(positions, collateral, risk, mode, shocks, vol, options)
     marks = shocked_prices(positions.mark, positions.underlying, shocks)
     prices = shocked_prices(collateral.price, collateral.underlying, shocks)
     groups = _single_book_groups(risk.n_underlyings)
     return revalue(positions, collateral, marks, prices, MarginMode(mode).code, risk, groups)
+
+
+def _stress_with_options(
+    positions: Positions,
+    collateral: Collateral,
+    risk: RiskArrays,
+    mode: MarginMode | str,
+    shocks: FloatArray,
+    vol_shocks: FloatArray,
+    terms: OptionTerms,
+) -> StressResult:
+    """``stress`` of a book with options: each scenario revalued by ``margin_summary``."""
+    is_option = terms.is_option
+    marks = shocked_prices(positions.mark, positions.underlying, shocks)
+    spots = shocked_prices(terms.underlying_price, positions.underlying, shocks)
+    sigmas = shocked_prices(terms.volatility, positions.underlying, vol_shocks)
+    before = black76_value(
+        terms.is_call, terms.underlying_price, terms.strike, terms.volatility, terms.time_to_expiry
+    )
+    after = black76_value(terms.is_call, spots, terms.strike, sigmas, terms.time_to_expiry)
+    marks = np.where(is_option, positions.mark + (after - before), marks)
+    prices = shocked_prices(collateral.price, collateral.underlying, shocks)
+    has_open = bool(np.any(positions.size != 0))
+    rows: dict[str, list[float]] = {"equity": [], "maintenance_margin": []}
+    for s in range(shocks.shape[0]):
+        summary = margin_summary(
+            replace(positions, mark=np.where(is_option, np.maximum(marks[s], 0.0), marks[s])),
+            replace(collateral, price=prices[s]),
+            risk,
+            mode,
+            liquidation_prices=False,
+            options=replace(
+                terms,
+                underlying_price=np.where(is_option, spots[s], terms.underlying_price),
+                volatility=np.where(is_option, sigmas[s], terms.volatility),
+            ),
+        )
+        rows["equity"].append(summary.equity)
+        rows["maintenance_margin"].append(summary.maintenance_margin)
+    equity, maintenance = np.array(rows["equity"]), np.array(rows["maintenance_margin"])
+    ratio = np.full_like(equity, np.nan)
+    np.divide(maintenance, equity, out=ratio, where=equity > 0)
+    return StressResult(
+        equity=equity,
+        maintenance_margin=maintenance,
+        maintenance_margin_ratio=ratio,
+        shortfall=np.maximum(0.0, maintenance - equity),
+        deficit=np.maximum(0.0, -equity),
+        liquidatable=(equity <= maintenance) & has_open,
+    )

@@ -16,6 +16,14 @@ where R = ``reserved_initial_margin`` (IM of active reservations, computed by th
 R. Ratios ``IM/E``, ``MM/E``, ``Σ N_i / E`` are None when E ≤ 0. ``collateral_value`` is C
 (C_full in portfolio mode). ``standard_initial_margin`` = Σ IM_i and ``portfolio_initial_margin``
 = IM_pm are reported in every mode, without R.
+
+Options (margin.md "Options"; rows marked by ``OptionTerms.is_option``, values from
+``options.option_values``): an option counts in equity at its value ``q·k·m`` in place of
+``u_i`` (``unrealized_pnl`` still reports its ``q·k·(m − e)``); its notional is delta-adjusted,
+``N = |q·k·Δ|·S``; its standard ``IM_i`` / ``MM_i`` are the short option margins (0 for a long;
+tiers and chosen leverage do not apply); it pays no funding; withdrawable subtracts the value
+of the long options from E; the portfolio model is ``option_portfolio_charges``. A book without
+options gets exactly the numbers of the table above.
 """
 
 from __future__ import annotations
@@ -28,8 +36,12 @@ from app.engine.arrays import FloatArray
 from app.engine.liquidation import (
     cross_liquidation_prices,
     isolated_liquidation_prices,
+    option_liquidation_prices,
     portfolio_liquidation_prices,
+    portfolio_option_book_liquidation_prices,
 )
+from app.engine.option_portfolio import OptionPortfolioCharges, option_portfolio_charges
+from app.engine.options import OptionTerms, OptionValues, option_values
 from app.engine.parameters import RiskArrays
 from app.engine.portfolio import PortfolioCharges, charges_from_legs, legs
 from app.engine.tiers import position_margins
@@ -44,7 +56,10 @@ class BookValues:
     (standard model). Scalars: ``gross_notional``, ``unrealized_pnl_total``, ``isolated_margin_total``
     (Σ A_i), ``standard_initial_margin`` (Σ IM_i), ``standard_maintenance_margin`` (Σ MM_i),
     ``next_funding``, ``collateral_weighted`` (C), ``collateral_full`` (C_full), and the portfolio
-    model's ``charges``.
+    model's ``charges``. With options: ``position_equity_total`` (Σ u_i of the delta-one rows +
+    Σ q·k·m of the options: what positions add to equity; Σ u_i without options),
+    ``long_option_value`` (Σ of the long options' values, not withdrawable) and ``options``
+    (the option rows' values and greeks; None for a book without options).
     """
 
     notional: FloatArray
@@ -59,7 +74,10 @@ class BookValues:
     next_funding: float
     collateral_weighted: float
     collateral_full: float
-    charges: PortfolioCharges
+    charges: PortfolioCharges | OptionPortfolioCharges
+    position_equity_total: float
+    long_option_value: float = 0.0
+    options: OptionValues | None = None
 
 
 def collateral_values(collateral: Collateral) -> tuple[float, float]:
@@ -69,8 +87,16 @@ def collateral_values(collateral: Collateral) -> tuple[float, float]:
     return float(np.dot(value, weight)), float(value.sum())
 
 
-def book_values(positions: Positions, collateral: Collateral, risk: RiskArrays) -> BookValues:
-    """Evaluate the mode-independent quantities of one book (formulas in the module docstring)."""
+def book_values(
+    positions: Positions,
+    collateral: Collateral,
+    risk: RiskArrays,
+    options: OptionTerms | None = None,
+) -> BookValues:
+    """Evaluate the mode-independent quantities of one book (formulas in the module docstring).
+    ``options``: which rows are options, and their terms (None or no option row: none)."""
+    if options is not None and bool(options.is_option.any()):
+        return _book_values_with_options(positions, collateral, risk, options)
     qk = positions.size * positions.contract_size
     delta = qk * positions.mark
     notional = np.abs(delta)
@@ -87,13 +113,14 @@ def book_values(positions: Positions, collateral: Collateral, risk: RiskArrays) 
         collateral.underlying,
         risk.n_underlyings,
     )
+    upnl_total = float(upnl.sum())
     return BookValues(
         notional=notional,
         unrealized_pnl=upnl,
         initial_margin=im,
         maintenance_margin=mm,
         gross_notional=gross,
-        unrealized_pnl_total=float(upnl.sum()),
+        unrealized_pnl_total=upnl_total,
         isolated_margin_total=float(positions.isolated_margin.sum()),
         standard_initial_margin=float(im.sum()),
         standard_maintenance_margin=float(mm.sum()),
@@ -101,6 +128,42 @@ def book_values(positions: Positions, collateral: Collateral, risk: RiskArrays) 
         collateral_weighted=c_weighted,
         collateral_full=c_full,
         charges=charges_from_legs(long, short, gross, risk),
+        position_equity_total=upnl_total,
+    )
+
+
+def _book_values_with_options(
+    positions: Positions, collateral: Collateral, risk: RiskArrays, options: OptionTerms
+) -> BookValues:
+    """``book_values`` of a book with option rows (module docstring, Options)."""
+    is_option = options.is_option
+    values = option_values(positions, options, risk)
+    qk = positions.size * positions.contract_size
+    delta_one = np.where(is_option, 0.0, qk * positions.mark)
+    notional = np.where(is_option, values.notional, np.abs(delta_one))
+    upnl = qk * (positions.mark - positions.entry_price)
+    tiered_im, tiered_mm = position_margins(np.abs(delta_one), positions.leverage, positions.tiers)
+    im = np.where(is_option, values.initial_margin, tiered_im)
+    mm = np.where(is_option, values.maintenance_margin, tiered_mm)
+    funding_rate = np.where(positions.is_perpetual & ~is_option, positions.funding_rate, 0.0)
+    c_weighted, c_full = collateral_values(collateral)
+    return BookValues(
+        notional=notional,
+        unrealized_pnl=upnl,
+        initial_margin=im,
+        maintenance_margin=mm,
+        gross_notional=float(notional.sum()),
+        unrealized_pnl_total=float(upnl.sum()),
+        isolated_margin_total=float(positions.isolated_margin.sum()),
+        standard_initial_margin=float(im.sum()),
+        standard_maintenance_margin=float(mm.sum()),
+        next_funding=0.0 - float(np.dot(delta_one, funding_rate)),
+        collateral_weighted=c_weighted,
+        collateral_full=c_full,
+        charges=option_portfolio_charges(positions, collateral, risk, options),
+        position_equity_total=float(np.where(is_option, values.value, upnl).sum()),
+        long_option_value=float(np.maximum(values.value, 0.0).sum()),
+        options=values,
     )
 
 
@@ -116,26 +179,28 @@ def margin_summary(
     reserved_initial_margin: float = 0.0,
     *,
     liquidation_prices: bool = True,
+    options: OptionTerms | None = None,
 ) -> MarginSummary:
     """The ``MarginSummary`` of one subaccount in ``mode`` (table in the module docstring).
 
     Shapes: positions (n,), collateral (a,); ``reserved_initial_margin`` a scalar (settlement
     asset). With ``liquidation_prices=False`` the per-position prices are left nan (cheaper, e.g.
-    for a max-size search).
+    for a max-size search). ``options``: which rows are options and their terms (module
+    docstring, Options); options are held in cross and portfolio subaccounts only.
     """
     mode = MarginMode(mode)
-    book = book_values(positions, collateral, risk)
+    book = book_values(positions, collateral, risk, options)
     reserved = float(reserved_initial_margin)
     charges = book.charges
     position_equity: FloatArray | None = None
     if mode is MarginMode.PORTFOLIO:
         collateral_value = book.collateral_full
-        equity = collateral_value + book.unrealized_pnl_total
+        equity = collateral_value + book.position_equity_total
         position_im = float(charges.initial_margin)
         maintenance = float(charges.maintenance_margin)
     else:
         collateral_value = book.collateral_weighted
-        equity = collateral_value + book.unrealized_pnl_total
+        equity = collateral_value + book.position_equity_total
         position_im = book.standard_initial_margin
         maintenance = book.standard_maintenance_margin
         if mode is MarginMode.ISOLATED:
@@ -148,7 +213,7 @@ def margin_summary(
     else:
         free = equity - initial
         floor = risk.withdrawal_floor * book.gross_notional
-        withdrawable = max(0.0, equity - max(initial, floor))
+        withdrawable = max(0.0, equity - book.long_option_value - max(initial, floor))
 
     if not liquidation_prices:
         liq = np.full(positions.n, np.nan)
@@ -156,6 +221,15 @@ def margin_summary(
         liq = isolated_liquidation_prices(positions)
     elif mode is MarginMode.CROSS:
         liq = cross_liquidation_prices(positions, equity, maintenance, book.maintenance_margin)
+        if options is not None and book.options is not None:
+            liq = np.where(
+                options.is_option,
+                option_liquidation_prices(positions, equity, maintenance),
+                liq,
+            )
+    elif isinstance(charges, OptionPortfolioCharges):
+        assert options is not None
+        liq = portfolio_option_book_liquidation_prices(positions, collateral, options, equity, risk)
     else:
         liq = portfolio_liquidation_prices(positions, charges, equity, risk)
 
@@ -182,5 +256,6 @@ def margin_summary(
             maintenance_margin=book.maintenance_margin,
             liquidation_price=liq,
             equity=position_equity,
+            options=book.options,
         ),
     )

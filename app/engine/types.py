@@ -302,6 +302,8 @@ class PositionMargins:
     ``initial_margin`` / ``maintenance_margin`` are the standard (tiered) model's values in every
     mode (informational in portfolio mode). ``liquidation_price`` is nan when no positive price
     reaches liquidation (and for flat rows). ``equity`` is A + u in isolated mode, else None.
+    ``options``: the option rows' values and greeks (``options.OptionValues``, 0 on other
+    rows); None for a book without options.
     """
 
     notional: FloatArray
@@ -310,6 +312,7 @@ class PositionMargins:
     maintenance_margin: FloatArray
     liquidation_price: FloatArray
     equity: FloatArray | None
+    options: Any = None
 
 
 SUMMARY_FIELDS: tuple[str, ...] = (
