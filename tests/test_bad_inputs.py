@@ -559,7 +559,7 @@ CASES = [
         field="margin_mode",
     ),
     bad(
-        "instrument-kind-option", "PUT", NEW_INSTRUMENT, an_instrument(kind="option"), field="kind"
+        "instrument-kind-swap", "PUT", NEW_INSTRUMENT, an_instrument(kind="swap"), field="kind"
     ),
     bad("transfer-kind-gift", "POST", TRANSFERS, a_transfer(kind="gift"), field="kind"),
     bad(

@@ -76,7 +76,7 @@ def _position_fields(
 async def reconcile(
     session: AsyncSession, subaccount: Subaccount, body: SnapshotIn
 ) -> ReconcileOut:
-    await check_snapshot(session, body)
+    await check_snapshot(session, body, subaccount)
     sid = subaccount.subaccount_id
     ours_balances = {
         asset: row.amount for asset, row in (await repository.balances_of(session, sid)).items()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
@@ -30,6 +29,7 @@ from app.auth.principal import Principal
 from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.core.types import utcnow
 from app.instruments import repository as instruments_repository
+from app.instruments import service as instruments_service
 
 # --- accounts -----------------------------------------------------------------------------
 
@@ -249,7 +249,11 @@ async def set_leverage(
     instrument = await instruments_repository.get_instrument(session, body.instrument)
     if instrument is None:
         raise InvalidInput("instrument", f"unknown instrument {body.instrument!r}")
-    maximum = 1 / Decimal(instrument.margin_tiers[0]["initial_margin_fraction"])
+    maximum = instruments_service.max_leverage(instrument)
+    if maximum is None:
+        raise InvalidInput(
+            "instrument", f"{body.instrument} is an option: chosen leverage does not apply to it"
+        )
     if not 1 <= body.leverage <= maximum:
         raise InvalidInput("leverage", f"must be between 1 and {maximum.normalize():f}")
     rows = await repository.leverage_of(session, subaccount.subaccount_id)

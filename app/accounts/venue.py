@@ -30,7 +30,7 @@ from app.auth.principal import Principal
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.types import utcnow
 from app.instruments import repository as instruments_repository
-from app.instruments.models import Asset
+from app.instruments.models import Asset, Instrument
 
 
 def request_hash(item: BaseModel) -> str:
@@ -104,6 +104,11 @@ async def record_fills(
             raise InvalidInput(
                 f"fills[{index}].instrument", f"unknown instrument {item.instrument!r}"
             )
+        _holdable(
+            f"fills[{index}].instrument",
+            instruments[item.instrument],
+            subaccounts[item.subaccount_id],
+        )
         if item.fee_asset is not None and item.fee_asset not in assets:
             if await instruments_repository.get_asset(session, item.fee_asset) is None:
                 raise InvalidInput(f"fills[{index}].fee_asset", f"unknown asset {item.fee_asset!r}")
@@ -176,7 +181,14 @@ async def record_fills(
             )
             position.isolated_margin += allocation
             _credit(session, sub_balances, item.subaccount_id, settlement.symbol, -allocation)
-        _credit(session, sub_balances, item.subaccount_id, settlement.symbol, effect.realized_pnl)
+        # An option's premium moves at the fill (a buy pays it, a sell receives it); its
+        # realised PnL is recorded for reporting only: the premium already moved the cash.
+        cash = (
+            -delta * instrument.contract_size * item.price
+            if instrument.kind == "option"
+            else effect.realized_pnl
+        )
+        _credit(session, sub_balances, item.subaccount_id, settlement.symbol, cash)
         fee_asset = item.fee_asset or settlement.symbol
         _credit(session, sub_balances, item.subaccount_id, fee_asset, -item.fee)
         fill = Fill(
@@ -285,8 +297,17 @@ async def record_transfer(
 # --- snapshots, positions, balances -------------------------------------------------------
 
 
-async def check_snapshot(session: AsyncSession, body: SnapshotIn) -> None:
-    """Every asset and instrument a snapshot names must exist (422 naming the field)."""
+def _holdable(name: str, instrument: Instrument, subaccount: Subaccount) -> None:
+    """Options are held in cross and portfolio subaccounts only (margin.md "Options")."""
+    if instrument.kind == "option" and subaccount.margin_mode == "isolated":
+        raise InvalidInput(
+            name, f"option {instrument.symbol!r}: options are not held in isolated mode"
+        )
+
+
+async def check_snapshot(session: AsyncSession, body: SnapshotIn, subaccount: Subaccount) -> None:
+    """Every asset and instrument a snapshot names must exist, and be holdable by the
+    subaccount (422 naming the field)."""
     for asset in body.balances:
         if await instruments_repository.get_asset(session, asset) is None:
             raise InvalidInput(f"balances.{asset}", f"unknown asset {asset!r}")
@@ -298,6 +319,8 @@ async def check_snapshot(session: AsyncSession, body: SnapshotIn) -> None:
             raise InvalidInput(
                 f"positions[{index}].instrument", f"unknown instrument {item.instrument!r}"
             )
+        if item.size != 0:
+            _holdable(f"positions[{index}].instrument", instruments[item.instrument], subaccount)
 
 
 async def load_snapshot(
@@ -305,7 +328,7 @@ async def load_snapshot(
 ) -> None:
     """Replace the subaccount's balances and positions with the venue's. Realised PnL carries
     over for instruments still held."""
-    await check_snapshot(session, body)
+    await check_snapshot(session, body, subaccount)
     await repository.lock_subaccounts(session, [subaccount.subaccount_id])
     previous = await repository.positions_of(session, subaccount.subaccount_id)
     realized = {symbol: row.realized_pnl for symbol, row in previous.items()}

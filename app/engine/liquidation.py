@@ -39,13 +39,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.engine.arrays import FloatArray, IntArray
-from app.engine.option_portfolio import PRICE_MOVES, option_portfolio_charges, option_scenario_pnl
+from app.engine.arrays import BoolArray, FloatArray, IntArray
+from app.engine.option_portfolio import PRICE_MOVES, OptionPortfolioCharges
 from app.engine.options import OptionTerms
 from app.engine.parameters import RiskArrays
-from app.engine.portfolio import PortfolioCharges, legs
+from app.engine.portfolio import PortfolioCharges
 from app.engine.tiers import TierTable, tiered_margins
-from app.engine.types import Collateral, Positions
+from app.engine.types import Positions
 
 
 def solve_tiered(
@@ -345,68 +345,96 @@ def option_liquidation_prices(
 
 class _OptionBookResidual:
     """``g(y) = E + y − MM_pm(y)`` of a portfolio book with options, for delta-one rows moving
-    alone: y (R,) is row r's dollar-delta change ``q·k·(m − m_now)``. Its underlying's D1, its
-    own leg (long or short) and Σ N of the delta-one rows move with it; the options' grid
-    P&L and the short option minimum do not (they are priced at S and σ)."""
+    alone: y (R,) is row r's dollar-delta change ``q·k·(m − m_now)``. Only its own underlying
+    u's grid moves: every scenario loss of u is linear in the dollar delta D1_u, so with
+    ``c_ui = −min_v pnl_u(s_i, v)`` (the options' worst volatility for that price move)::
+
+        L_ui(y) = −(D1_u + y)·s_ui + c_ui     L⁻ = max(0, max_{s ≤ 0} L_ui)   L⁺ = max(0, max_{s ≥ 0})
+        WS_u = L⁻ − L⁺ and CV_u = min(L⁻, L⁺) (u with options), else WS_u = (D1_u + y)·r_u
+        directional(y)² = Q + 2·(ρ WS)_u·δ + δ²,   δ = WS_u(y) − WS_u(0)
+        curvature(y) = curvature − CV_u(0) + CV_u(y)
+
+    and its own leg (basis) and Σ N of the delta-one rows (floor) move with it; the short option
+    minimum does not (priced at S). O(R·7) per evaluation."""
 
     def __init__(
         self,
         positions: Positions,
-        collateral: Collateral,
-        terms: OptionTerms,
+        charges: OptionPortfolioCharges,
         rows: IntArray,
         equity: float,
         risk: RiskArrays,
     ) -> None:
-        n_underlyings = risk.n_underlyings
         qk = positions.size * positions.contract_size
-        delta_one = np.where(terms.is_option, 0.0, qk * positions.mark)
-        self.long, self.short = legs(
-            delta_one,
-            positions.underlying,
-            collateral.balance * collateral.price,
-            collateral.underlying,
-            n_underlyings,
-        )
-        self.pnl, self.has_options = option_scenario_pnl(positions, terms, risk)
-        charges = option_portfolio_charges(positions, collateral, risk, terms)
-        self.short_option_minimum = charges.short_option_minimum
-        self.gross = float(np.abs(delta_one).sum())
-        self.underlying = positions.underlying[rows]
+        und = positions.underlying[rows]
+        moves = PRICE_MOVES[None, :] * risk.scan_range[:, None]  # (U, 7)
+        long, short = charges.long, charges.short
+        d1 = (long - short)[und]
+        # max over v of L_u(s_i, v) at y = 0 is −D1·s_i + c_ui: the grid's own losses.
+        self.slope = -moves[und]  # (R, 7): dL/dy
+        self.intercept = charges.scenario_losses.max(axis=2)[und]  # (R, 7)
+        self.has_options = charges.has_options[und]
+        self.d1 = d1
+        self.r = risk.scan_range[und]
+        ws = charges.weighted_sensitivity
+        self.ws0 = ws[und]
+        self.rho_ws = (risk.correlation @ ws)[und]
+        self.quadratic = float(np.vecdot(ws @ risk.correlation, ws))
+        self.cv0 = charges.curvature_by_underlying[und]
+        self.curvature = charges.curvature
+        self.fixed = charges.short_option_minimum
         self.is_long = qk[rows] > 0
+        self.spread = risk.spread_rate[und]
+        own = np.where(self.is_long, long[und], short[und])
+        self.own, self.other = own, np.where(self.is_long, short[und], long[und])
+        self.basis_rest = charges.basis - self.spread * np.minimum(own, self.other)
+        self.gross = charges.gross_delta_one
+        self.floor_rate = risk.floor_rate
         self.equity = equity
-        self.risk = risk
-        self.moves = PRICE_MOVES[None, :] * risk.scan_range[:, None]  # (U, 7)
-
-    def maintenance(self, y: FloatArray) -> FloatArray:
-        """MM_pm (R,) with each row's dollar delta moved by y (R,)."""
-        risk, rows = self.risk, np.arange(y.shape[0])
-        long = np.broadcast_to(self.long, (y.shape[0], self.long.shape[0])).copy()
-        short = np.broadcast_to(self.short, long.shape).copy()
-        long[rows, self.underlying] += np.where(self.is_long, y, 0.0)
-        short[rows, self.underlying] -= np.where(self.is_long, 0.0, y)
-        delta = long - short  # (R, U)
-        losses = -(delta[:, :, None, None] * self.moves[None, :, :, None] + self.pnl[None])
-        loss_down = np.maximum(losses[:, :, :4].max(axis=(2, 3)), 0.0)
-        loss_up = np.maximum(losses[:, :, 3:].max(axis=(2, 3)), 0.0)
-        ws = np.where(self.has_options, loss_down - loss_up, delta * risk.scan_range)
-        curvature = np.where(self.has_options, np.minimum(loss_down, loss_up), 0.0).sum(axis=1)
-        directional = np.sqrt(np.maximum(np.vecdot(ws @ risk.correlation, ws), 0.0))
-        basis = np.vecdot(np.minimum(long, short), risk.spread_rate)
-        gross = self.gross + np.where(self.is_long, y, -y)
-        floor = risk.floor_rate * gross
-        result: FloatArray = np.maximum(
-            directional + curvature + basis + self.short_option_minimum, floor
-        )
-        return result
+        # Folded once: what g adds per row whatever y is, and 2·(ρ WS)_u for δ² + 2·(ρ WS)_u·δ.
+        self.all_options = bool(self.has_options.all())
+        self.rest = self.curvature - self.cv0 + self.fixed + self.basis_rest
+        self.rho_ws_2 = 2.0 * self.rho_ws
+        self.sign = np.where(self.is_long, 1.0, -1.0)
 
     def __call__(self, y: FloatArray) -> FloatArray:
-        return self.equity + y - self.maintenance(y)
+        losses = self.slope * y[:, None]
+        losses += self.intercept  # (R, 7)
+        loss_down = losses[:, :4].max(axis=1)
+        np.maximum(loss_down, 0.0, out=loss_down)
+        loss_up = losses[:, 3:].max(axis=1)
+        np.maximum(loss_up, 0.0, out=loss_up)
+        if self.all_options:
+            ws = loss_down - loss_up
+            cv = np.minimum(loss_down, loss_up)
+        else:
+            ws = np.where(self.has_options, loss_down - loss_up, (self.d1 + y) * self.r)
+            cv = np.where(self.has_options, np.minimum(loss_down, loss_up), 0.0)
+        ws -= self.ws0  # the change δ of WS_u
+        square = self.rho_ws_2 + ws
+        square *= ws
+        square += self.quadratic
+        np.maximum(square, 0.0, out=square)
+        maintenance = np.sqrt(square, out=square)  # directional
+        maintenance += cv
+        maintenance += self.rest  # curvature of the others, short option minimum, own basis rest
+        signed = self.sign * y
+        own = signed + self.own
+        np.minimum(own, self.other, out=own)
+        own *= self.spread
+        maintenance += own
+        floor = signed
+        floor += self.gross
+        floor *= self.floor_rate
+        np.maximum(maintenance, floor, out=maintenance)
+        g: FloatArray = y - maintenance
+        g += self.equity
+        return g
 
 
 def portfolio_option_book_liquidation_prices(
     positions: Positions,
-    collateral: Collateral,
+    charges: OptionPortfolioCharges,
     terms: OptionTerms,
     equity: float,
     risk: RiskArrays,
@@ -415,12 +443,13 @@ def portfolio_option_book_liquidation_prices(
     """Per-position liquidation prices (n,) of a portfolio book with options, to one tick.
 
     Option rows: ``option_liquidation_prices`` at the book's MM_pm. Delta-one rows: ``g(y) =
-    E + y − MM_pm(y)`` (``_OptionBookResidual``, y = q·k·(m − m_now)) rises with y, so the root
-    is bracketed by doubling a step away from 0 (down while g(0) > 0, else up; never past price
-    0) and then bisected to one tick; the end still outside liquidation is returned. nan where
-    no positive price reaches liquidation.
+    E + y − MM_pm(y)`` (``_OptionBookResidual``, y = q·k·(m − m_now)) rises with y. The secant
+    method from y = 0 finds its root y* in a few steps (g is piecewise linear but for the
+    directional square root); ``y* + ½ tick`` is accepted where g changes sign across that
+    tick (two evaluations of g itself), and any other row is bracketed and narrowed
+    (``_bracketed_roots``). The end still outside liquidation is returned; nan where no
+    positive price reaches liquidation.
     """
-    charges = option_portfolio_charges(positions, collateral, risk, terms)
     price = np.where(
         terms.is_option,
         option_liquidation_prices(positions, equity, charges.maintenance_margin),
@@ -429,37 +458,99 @@ def portfolio_option_book_liquidation_prices(
     rows = np.flatnonzero(~terms.is_option & (positions.size != 0))
     if not rows.size:
         return price
-    g = _OptionBookResidual(positions, collateral, terms, rows, equity, risk)
+    g = _OptionBookResidual(positions, charges, rows, equity, risk)
     qk = positions.size[rows] * positions.contract_size[rows]
-    mark = positions.mark[rows]
-    at_zero = -qk * mark  # y at price 0
-    g0 = g(np.zeros(rows.size))
-    direction = np.where(g0 > 0, -1.0, 1.0)
-    step = np.abs(g0) + 1e-9 * np.abs(qk * mark) + 1e-12
-    near, far = np.zeros(rows.size), direction * step
-    # Doubling: stop where g changes sign, or at price 0 (a bound only on the side it lies).
-    bounded = np.where(direction * at_zero > 0, at_zero, direction * np.inf)
-    found = np.zeros(rows.size, dtype=np.bool_)
-    for _ in range(max_iterations):
-        far = np.where(direction * far > direction * bounded, bounded, far)
-        sign_change = (g(far) > 0) != (g0 > 0)
-        found |= sign_change
-        if bool(found.all()) or bool(np.all(found | (far == bounded))):
-            break
-        grow = ~found & (far != bounded)
-        near = np.where(grow, far, near)
-        far = np.where(grow, 2.0 * far, far)
-    safe_now = g0 > 0
-    y_safe = np.where(safe_now, near, far)
-    y_liq = np.where(safe_now, far, near)
-    width = np.where(found, np.abs(qk) * positions.tick_size[rows], np.inf)
-    for _ in range(max_iterations):
-        if not bool(np.any(np.abs(y_safe - y_liq) > width)):
-            break
-        mid = 0.5 * (y_safe + y_liq)
-        safe = g(mid) > 0
-        y_safe = np.where(safe, mid, y_safe)
-        y_liq = np.where(safe, y_liq, mid)
-    moved = mark + y_safe / qk
+    width = np.abs(qk) * positions.tick_size[rows]
+    safe_end = _secant_roots(g, rows.size, width) + 0.5 * width
+    with np.errstate(invalid="ignore"):
+        verified = (g(safe_end) > 0) & (g(safe_end - width) <= 0)
+    found = verified.copy()
+    todo = np.flatnonzero(~verified)
+    if todo.size:
+        again = _OptionBookResidual(positions, charges, rows[todo], equity, risk)
+        mark, size_k = positions.mark[rows[todo]], qk[todo]
+        safe_end[todo], found[todo] = _bracketed_roots(
+            again, -size_k * mark, width[todo], size_k * mark, max_iterations
+        )
+    moved = positions.mark[rows] + safe_end / qk
     price[rows] = np.where(found & (moved > 0), moved, np.nan)
     return price
+
+
+def _secant_roots(g: _OptionBookResidual, n: int, width: FloatArray) -> FloatArray:
+    """The root of each row's g by the secant method from y = 0 and y = −g(0) (dg/dy is
+    near 1); nan where it did not settle. Stops once every step is below 1/1000 tick."""
+    y0 = np.zeros(n)
+    g0 = g(y0)
+    y1 = -g0
+    for _ in range(12):
+        g1 = g(y1)
+        denominator = g1 - g0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(denominator != 0, g1 * (y1 - y0) / denominator, 0.0)
+        y0, g0 = y1, g1
+        y1 = y1 - step
+        if not bool(np.any(np.abs(step) > 1e-3 * width)):
+            break
+    root: FloatArray = np.where(np.isfinite(y1), y1, np.nan)
+    return root
+
+
+def _bracketed_roots(
+    g: _OptionBookResidual,
+    at_zero: FloatArray,
+    width: FloatArray,
+    notional: FloatArray,
+    max_iterations: int,
+) -> tuple[FloatArray, BoolArray]:
+    """Each row's safe end (g > 0) of a one-tick bracket of g's root, and whether one was
+    found: a step away from 0 doubled until g changes sign (never past price 0, at
+    ``at_zero``), then the Illinois method (regula falsi halving the stale end's value)."""
+    n = at_zero.shape[0]
+    g0 = g(np.zeros(n))
+    safe_now = g0 > 0
+    direction = np.where(safe_now, -1.0, 1.0)
+    step = np.abs(g0) + 1e-9 * np.abs(notional) + 1e-12
+    near, g_near = np.zeros(n), g0
+    far = direction * step
+    bounded = np.where(direction * at_zero > 0, at_zero, direction * np.inf)
+    found = np.zeros(n, dtype=np.bool_)
+    g_far = g0
+    for _ in range(max_iterations):
+        far = np.where(direction * far > direction * bounded, bounded, far)
+        g_far = g(far)
+        found = (g_far > 0) != safe_now
+        stuck = found | (far == bounded)
+        if bool(stuck.all()):
+            break
+        near = np.where(stuck, near, far)
+        g_near = np.where(stuck, g_near, g_far)
+        far = np.where(stuck, far, 2.0 * far)
+    a = np.where(safe_now, near, far)  # g > 0
+    b = np.where(safe_now, far, near)  # g ≤ 0
+    ga = np.where(safe_now, g_near, g_far)
+    gb = np.where(safe_now, g_far, g_near)
+    width = np.where(found, width, np.inf)
+    last = np.zeros(n, dtype=np.int8)  # which end moved last: +1 a, −1 b
+    for _ in range(max_iterations):
+        open_bracket = np.abs(a - b) > width
+        if not bool(open_bracket.any()):
+            break
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = b - gb * (b - a) / (gb - ga)
+        inside = np.isfinite(c) & ((c - a) * (c - b) < 0)
+        c = np.where(inside, c, 0.5 * (a + b))
+        # Never a step thinner than a quarter tick: the bracket must close.
+        toward = np.sign(b - a)
+        c = np.where(np.abs(c - a) < 0.25 * width, a + 0.25 * width * toward, c)
+        c = np.where(np.abs(c - b) < 0.25 * width, b - 0.25 * width * toward, c)
+        c = np.where(open_bracket, c, a)
+        gc = g(c)
+        to_a = open_bracket & (gc > 0)
+        to_b = open_bracket & ~(gc > 0)
+        gb = np.where(to_a & (last == 1), 0.5 * gb, gb)  # Illinois: the stale end's value halves
+        ga = np.where(to_b & (last == -1), 0.5 * ga, ga)
+        a, ga = np.where(to_a, c, a), np.where(to_a, gc, ga)
+        b, gb = np.where(to_b, c, b), np.where(to_b, gc, gb)
+        last = np.where(to_a, 1, np.where(to_b, -1, last)).astype(np.int8)
+    return a, found

@@ -74,6 +74,10 @@ class OptionPortfolioCharges:
     floor: float
     maintenance_margin: float
     initial_margin: float
+    has_options: BoolArray
+    """(U,) underlyings with an open option (their grid is priced; the others' is linear)."""
+    gross_delta_one: float
+    """Σ N_i of the delta-one positions (what the floor is a rate of)."""
 
 
 def volatility_moves(time_to_expiry: FloatArray, risk: RiskArrays) -> tuple[FloatArray, FloatArray]:
@@ -188,4 +192,6 @@ def option_portfolio_charges(
         floor=floor,
         maintenance_margin=maintenance,
         initial_margin=risk.im_multiplier * maintenance,
+        has_options=has_options,
+        gross_delta_one=gross_delta_one,
     )

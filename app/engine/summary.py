@@ -229,7 +229,7 @@ def margin_summary(
             )
     elif isinstance(charges, OptionPortfolioCharges):
         assert options is not None
-        liq = portfolio_option_book_liquidation_prices(positions, collateral, options, equity, risk)
+        liq = portfolio_option_book_liquidation_prices(positions, charges, options, equity, risk)
     else:
         liq = portfolio_liquidation_prices(positions, charges, equity, risk)
 

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.core.config import Settings
-from app.core.errors import Conflict, NotFound
+from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.types import utcnow
 from app.instruments import repository
 from app.instruments.models import Asset, Instrument
@@ -68,22 +68,37 @@ def _tiers(body: InstrumentIn) -> list[dict[str, str]]:
                 else tier.initial_margin_fraction / 2
             ),
         }
-        for tier in body.margin_tiers
+        for tier in body.margin_tiers or ()
     ]
+
+
+def _check_option_expiry(instrument: Instrument | None, body: InstrumentIn) -> None:
+    """An option is created with an expiry still ahead (api.md, reference data). An update of an
+    existing option may keep its expiry, even once past; moving it, or turning another kind into
+    an option, is judged like a creation."""
+    if body.kind != "option" or body.expiry is None:
+        return
+    kept = (
+        instrument is not None and instrument.kind == "option" and instrument.expiry == body.expiry
+    )
+    if not kept and body.expiry <= utcnow():
+        raise InvalidInput("expiry", "must be in the future when an option is created")
 
 
 async def put_instrument(
     session: AsyncSession, actor: audit.Actor, symbol: str, body: InstrumentIn
 ) -> tuple[Instrument, bool]:
     instrument = await repository.get_instrument(session, symbol)
+    _check_option_expiry(instrument, body)
     created = instrument is None
     if instrument is None:
         instrument = Instrument(symbol=symbol)
         repository.add(session, instrument)
-    elif (
-        instrument.contract_size != body.contract_size or instrument.kind != body.kind
-    ) and await repository.has_open_positions(session, symbol):
-        raise Conflict(f"{symbol} has open positions; its kind and contract_size cannot change")
+    elif _terms_change(instrument, body) and await repository.has_open_positions(session, symbol):
+        raise Conflict(
+            f"{symbol} has open positions; its kind, contract_size, option_type and strike "
+            "cannot change"
+        )
     instrument.kind = body.kind
     instrument.underlying = body.underlying
     instrument.contract_size = body.contract_size
@@ -95,6 +110,8 @@ async def put_instrument(
     instrument.price_band = body.price_band
     instrument.max_order_notional = body.max_order_notional
     instrument.expiry = body.expiry
+    instrument.option_type = body.option_type
+    instrument.strike = body.strike
     instrument.funding_interval_s = body.funding_interval_s
     instrument.stale_after_s = body.stale_after_s
     instrument.max_twap_deviation = body.max_twap_deviation
@@ -104,6 +121,16 @@ async def put_instrument(
         session, "instrument.put", actor, {"symbol": symbol, **body.model_dump(mode="json")}
     )
     return instrument, created
+
+
+def _terms_change(instrument: Instrument, body: InstrumentIn) -> bool:
+    """Whether the PUT changes what an open position in the instrument is."""
+    return (
+        instrument.kind != body.kind
+        or instrument.contract_size != body.contract_size
+        or instrument.option_type != body.option_type
+        or instrument.strike != body.strike
+    )
 
 
 async def get_instrument(session: AsyncSession, symbol: str) -> Instrument:
@@ -136,12 +163,22 @@ def instrument_out(instrument: Instrument, settings: Settings) -> InstrumentOut:
         price_band=instrument.price_band,
         max_order_notional=instrument.max_order_notional,
         expiry=instrument.expiry,
+        option_type=instrument.option_type,
+        strike=instrument.strike,
         funding_interval_s=instrument.funding_interval_s,
         stale_after_s=stale_after_s(instrument, settings),
         max_twap_deviation=max_twap_deviation(instrument, settings),
-        max_leverage=1 / tiers[0].initial_margin_fraction,
+        max_leverage=max_leverage(instrument),
         updated_at=instrument.updated_at,
     )
+
+
+def max_leverage(instrument: Instrument) -> Decimal | None:
+    """The most a chosen leverage may be: 1 / the first tier's initial margin fraction. None for
+    an instrument without tiers (an option: tiers and chosen leverage do not apply to it)."""
+    if not instrument.margin_tiers:
+        return None
+    return 1 / Decimal(instrument.margin_tiers[0]["initial_margin_fraction"])
 
 
 def stale_after_s(instrument: Instrument | None, settings: Settings) -> Decimal:

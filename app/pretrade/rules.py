@@ -56,6 +56,8 @@ class OrderView:
     """It grows or flips its instrument's position (legs applied in basket order)."""
     notional: Decimal
     """``size · k · price`` at its average fill (else limit, else mark) price."""
+    index_mark: MarkUsed | None = None
+    """An option's underlying index (its S); None for other instruments."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,24 @@ def check_marks(basket: Basket) -> list[Reason]:
                     "ORACLE_DEVIATION",
                     o.index,
                     f"{o.instrument.symbol} mark deviates from its TWAP",
+                )
+            )
+        # An option is valued at its underlying's index as well as its own mark.
+        index = o.index_mark
+        if index is not None and index.status in ("stale", "missing"):
+            reasons.append(
+                _reason(
+                    "STALE_MARK",
+                    o.index,
+                    f"{o.instrument.underlying} index mark is {index.status}",
+                )
+            )
+        elif index is not None and index.status == "deviating":
+            reasons.append(
+                _reason(
+                    "ORACLE_DEVIATION",
+                    o.index,
+                    f"{o.instrument.underlying} index mark deviates from its TWAP",
                 )
             )
     if any(o.adds_risk for o in basket.orders):

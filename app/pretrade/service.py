@@ -40,8 +40,10 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.runtime import Runtime
 from app.core.types import format_decimal, format_timestamp, utcnow
 from app.core.versions import TRADING, VersionKey
-from app.engine import RiskParameters
+from app.engine import RiskParameters, black76, years_to_expiry
+from app.engine.rounding import requirement_to_decimal
 from app.instruments import service as instruments_service
+from app.instruments.models import Instrument
 from app.marketdata import service as marketdata
 from app.marketdata.marks import Verdict, is_fresh, microseconds
 from app.pretrade import repository, scaling
@@ -69,7 +71,7 @@ from app.pretrade.state import (
     subaccount_key,
 )
 from app.risk import service as risk
-from app.risk.book import Book, MarkUsed
+from app.risk.book import Book, MarkUsed, option_indexes
 from app.risk.reference import Reference, reference
 
 log = logging.getLogger("preflight.pretrade")
@@ -158,6 +160,7 @@ def _book(
     held: SubaccountState,
     known: Reference,
     marks: Mapping[str, Verdict],
+    now: datetime,
     also: Sequence[str] = (),
 ) -> Book:
     """The subaccount's book at these marks (a symbol never marked: its entry price, or 0 for a
@@ -185,12 +188,16 @@ def _book(
     entries = {h.instrument: h.entry_price for h in held.holdings}
     used: dict[str, MarkUsed] = {}
     verdicts: list[tuple[str, Verdict | None]] = []
-    for symbol in [*instruments, *_priced_assets(held, known)]:
+    priced = _priced_assets(held, known)
+    indexes = option_indexes(instruments.values(), priced)
+    for symbol in [*instruments, *priced, *indexes]:
         mark = marks.get(symbol)
         verdicts.append((symbol, mark))
         if mark is not None:
-            funding = mark.funding_rate if symbol in instruments else None
-            used[symbol] = MarkUsed(mark.price, mark.status, None, funding)
+            if symbol in instruments:
+                used[symbol] = MarkUsed(mark.price, mark.status, None, mark.funding_rate, mark.iv)
+            else:
+                used[symbol] = MarkUsed(mark.price, mark.status, None)
         else:
             used[symbol] = MarkUsed(entries.get(symbol, ZERO), "missing", None)
     subaccount = held.subaccount
@@ -206,7 +213,11 @@ def _book(
         assets=known.assets,
         leverage=held.leverage,
         marks=used,
+        as_of=now,
     )
+    if indexes:
+        # An option's time to expiry counts from this check's own time: not kept.
+        return book
     if len(held.memo) >= MEMO_SIZE:
         held.memo.clear()
     # The verdicts themselves, and the mapping they came in: checks that share the cache's
@@ -236,7 +247,7 @@ def _siblings(
     total, strategy_gross = Totals(), ZERO
     for sibling in siblings:
         held = sibling.held(now)
-        book = _book(sibling, known, marks).with_fills(reservations.as_fills(held))
+        book = _book(sibling, known, marks, now).with_fills(reservations.as_fills(held))
         evaluation = risk.evaluate(book, known.parameters, liquidation=False)
         sibling_totals = replace(
             totals(book, evaluation, known.parameters.settlement_decimals),
@@ -385,13 +396,13 @@ def _valued_symbols(loaded: Loaded, books_of: Sequence[str]) -> list[str]:
         and all(a is b for a, b in zip(kept[2], siblings, strict=True))
     ):
         return cast(list[str], kept[3])
-    symbols = sorted(
-        {
-            *books_of,
-            *(h.instrument for s in (held, *siblings) for h in s.holdings),
-            *(a for s in (held, *siblings) for a in _priced_assets(s, loaded.known)),
-        }
-    )
+    valued = {
+        *books_of,
+        *(h.instrument for s in (held, *siblings) for h in s.holdings),
+        *(a for s in (held, *siblings) for a in _priced_assets(s, loaded.known)),
+    }
+    known = loaded.known.instruments
+    symbols = sorted(valued.union(option_indexes(known[s] for s in valued if s in known)))
     if len(held.memo) >= MEMO_SIZE:
         held.memo.clear()
     held.memo[memo_key] = (held, loaded.known, siblings, symbols)
@@ -445,7 +456,7 @@ def context(
     return Context(
         subaccount=subaccount,
         account=loaded.account.account,
-        book=_book(held, loaded.known, marks, instruments),
+        book=_book(held, loaded.known, marks, now, instruments),
         reservations=held.held(now),
         parameters=loaded.known.parameters,
         states=loaded.states.governing(
@@ -491,6 +502,7 @@ def _before(ctx: Context, book: Book, like: risk.Evaluation | None = None) -> ri
         tuple((symbol, mark.price, mark.status, mark.funding_rate) for symbol, mark in
               sorted(book.marks.items())),
         id(ctx.known),
+        _option_clock(book),
     )  # fmt: skip
     kept = ctx.memo.get(key)
     if kept is not None and kept[0] is ctx.known:
@@ -509,6 +521,11 @@ def _before(ctx: Context, book: Book, like: risk.Evaluation | None = None) -> ri
     ctx.memo[_LAST] = (ctx.known, evaluation)
     ctx.memo[(_EVALUATED, id(book))] = (book, ctx.known, evaluation)
     return evaluation
+
+
+def _option_clock(book: Book) -> datetime | None:
+    """A book with options is valued at its own time (an option's T): part of its memo key."""
+    return book.as_of if any(i.kind == "option" for i in book.instruments.values()) else None
 
 
 _LAST = "last"
@@ -633,9 +650,14 @@ def evaluate_basket(
                 limit_price=order.limit_price,
                 reduce_only=order.reduce_only,
                 mark=ctx.book.marks[order.instrument],
+                index_mark=ctx.book.marks.get(instrument.underlying)
+                if instrument.kind == "option"
+                else None,
                 execution=execution,
                 adds_risk=grows,
-                notional=order.size * instrument.contract_size * price,
+                notional=order.size * instrument.contract_size * price
+                if instrument.kind != "option"
+                else _option_notional(after_book, instrument, order.size, decimals),
             )
         )
 
@@ -707,6 +729,25 @@ def evaluate_basket(
     )
 
 
+def _option_notional(book: Book, instrument: Instrument, size: Decimal, decimals: int) -> Decimal:
+    """An option order's delta-adjusted notional ``|size·k·Δ|·S`` (margin.md "Options": the
+    notional limits read), Δ by Black-76 at the book's index, iv and time; rounded up."""
+    mark = book.marks[instrument.symbol]
+    index = book.marks.get(instrument.underlying)
+    strike = float(instrument.strike or 1)
+    spot = float(index.price) if index is not None and index.price > 0 else strike
+    assert instrument.expiry is not None and book.as_of is not None
+    unit = black76(
+        instrument.option_type == "call",
+        spot,
+        strike,
+        float(mark.iv or 0),
+        years_to_expiry(instrument.expiry.timestamp(), book.as_of.timestamp()),
+    )
+    exposure = float(size * instrument.contract_size) * abs(float(unit.delta)) * spot
+    return requirement_to_decimal(exposure, decimals)
+
+
 def _reserved_size_and_price(execution: Execution) -> dict[str, str | None]:
     parts = execution.counted()
     size = sum((s for s, _ in parts), ZERO)
@@ -733,10 +774,22 @@ def _execution_json(index: int, execution: Execution) -> dict[str, object]:
 # --- the check -------------------------------------------------------------------------------
 
 
-def _known_instruments(known: Reference, symbols: Sequence[tuple[str, str]]) -> None:
+def _known_instruments(loaded: Loaded, symbols: Sequence[tuple[str, str]], now: datetime) -> None:
+    """Every order's instrument exists and can be traded here: an option is held in cross and
+    portfolio subaccounts only, and not past its expiry (margin.md "Options")."""
+    known = loaded.known
     for name, symbol in symbols:
-        if symbol not in known.instruments:
+        instrument = known.instruments.get(symbol)
+        if instrument is None:
             raise InvalidInput(name, f"unknown instrument {symbol!r}")
+        if instrument.kind != "option":
+            continue
+        if loaded.held.subaccount.margin_mode == "isolated":
+            raise InvalidInput(name, f"option {symbol!r}: options are not held in isolated mode")
+        if instrument.expiry is not None and instrument.expiry <= now:
+            raise InvalidInput(
+                name, f"option {symbol!r} expired at {format_timestamp(instrument.expiry)}"
+            )
 
 
 async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
@@ -791,8 +844,9 @@ async def _check(
     order_ids = [o.client_order_id for o in body.orders if o.client_order_id is not None]
     loaded = await load(db, runtime, who, body.subaccount_id, order_ids, now, attempt)
     _known_instruments(
-        loaded.known,
+        loaded,
         [(f"orders[{i}].instrument", o.instrument) for i, o in enumerate(body.orders)],
+        now,
     )
     digest = hashlib.sha256(request_json.encode()).hexdigest()
     if loaded.used_order_ids:
@@ -952,7 +1006,7 @@ async def max_size(runtime: Runtime, who: Caller, body: MaxSizeIn) -> MaxSizeOut
     now = utcnow()
     async with runtime.hot.connect() as db:
         loaded = await load(db, runtime, who, body.subaccount_id, (), now, _Attempt(False))
-        _known_instruments(loaded.known, [("instrument", body.instrument)])
+        _known_instruments(loaded, [("instrument", body.instrument)], now)
         marks, books, _ = await _market(db, runtime, loaded, [body.instrument], None, now)
     ctx = context(loaded, marks, books, [body.instrument], None, now)
     lot = ctx.book.instruments[body.instrument].lot_size
@@ -1014,8 +1068,9 @@ async def max_scale(runtime: Runtime, who: Caller, body: MaxScaleIn) -> MaxScale
     async with runtime.hot.connect() as db:
         loaded = await load(db, runtime, who, body.subaccount_id, (), now, _Attempt(False))
         _known_instruments(
-            loaded.known,
+            loaded,
             [(f"orders[{i}].instrument", o.instrument) for i, o in enumerate(body.orders)],
+            now,
         )
         marks, books, _ = await _market(db, runtime, loaded, instruments, None, now)
     ctx = context(loaded, marks, books, instruments, None, now)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import repository as accounts_repository
 from app.accounts import reservations
 from app.accounts.isolated import tier_rows
-from app.accounts.models import Subaccount
+from app.accounts.models import Reservation, Subaccount
 from app.core.runtime import Runtime
 from app.core.types import utcnow
 from app.engine import (
@@ -30,10 +30,11 @@ from app.engine import (
     RiskParameters,
     TierTable,
     batch_summary,
+    margin_summary,
 )
 from app.instruments import repository as instruments_repository
 from app.marketdata import service as marketdata
-from app.risk.book import Book, load_book
+from app.risk.book import Book, engine_inputs, load_book
 from app.risk.resident import BookView, Symbols, rows_from_tuples
 
 
@@ -69,9 +70,11 @@ async def load_batch(
     *,
     everyone: bool,
     view: BookView | None = None,
-) -> tuple[BatchBook, RiskArrays, list[str]]:
-    """Engine inputs for many subaccounts (and the instrument of each position row), built from row tuples the database already converted
-    to float (the batch path's Decimal → float boundary). A subaccount with active reservations
+) -> tuple[BatchBook, RiskArrays, list[str], list[int]]:
+    """Engine inputs for many subaccounts (and the instrument of each position row, and the
+    subaccounts holding an option), built from row tuples the database already converted to
+    float (the batch path's Decimal → float boundary). The batch engine knows no options: the
+    caller evaluates a subaccount holding one on its own. A subaccount with active reservations
     goes through its exact ``Book`` (reservations applied as fills) instead.
     ``everyone`` reads whole tables rather than filtering by id; a ``view`` (the resident book,
     app/risk/resident.py) answers the rows instead of the database."""
@@ -84,11 +87,8 @@ async def load_batch(
         pending[reservation.subaccount_id].append(reservation)
     exact: list[tuple[int, Book]] = []
     for sid, held in pending.items():
-        fills = reservations.as_fills(held)
-        book = await load_book(
-            session, runtime, subaccounts[owner_of[sid]], [f.instrument for f in fills]
-        )
-        exact.append((owner_of[sid], book.with_fills(fills)))
+        book = await _exact_book(session, runtime, subaccounts[owner_of[sid]], held)
+        exact.append((owner_of[sid], book))
 
     if view is not None:
         rows = view.rows(list(owner_of), pending)
@@ -136,7 +136,8 @@ async def load_batch(
             float(mark.price) if mark is not None else math.nan,
             float(mark.funding_rate or 0) if mark is not None else 0.0,
         )
-        tiers.append(tier_rows(instrument))
+        # An option has no tiers: a zero row stands in, and its owner is evaluated alone.
+        tiers.append(tier_rows(instrument) or [(0.0, 0.0, 0.0)])
     asset_price = {
         a: 1.0 if assets[a].is_settlement else (float(judged[a].price) if a in judged else 0.0)
         for a in held_assets
@@ -232,7 +233,17 @@ async def load_batch(
         modes=np.array([mode_codes[s.margin_mode] for s in subaccounts], dtype=np.intp),
         reserved_initial_margin=np.zeros(len(subaccounts)),
     )
-    return batch, parameters.arrays(list(universe)), symbols.names()[row_codes].tolist()
+    position_instruments: list[str] = symbols.names()[row_codes].tolist()
+    option_owners = sorted(
+        {
+            int(owner)
+            for owner, symbol in zip(
+                rows.position_owner.tolist(), position_instruments, strict=True
+            )
+            if instruments[symbol].kind == "option"
+        }
+    )
+    return batch, parameters.arrays(list(universe)), position_instruments, option_owners
 
 
 async def evaluate_subaccounts(
@@ -244,11 +255,42 @@ async def evaluate_subaccounts(
     everyone: bool = False,
     view: BookView | None = None,
 ) -> BatchEvaluation:
-    """Every given subaccount's summary from one batch engine call."""
-    batch, risk, instruments = await load_batch(
+    """Every given subaccount's summary from one batch engine call (a subaccount holding an
+    option evaluated on its own, by the same engine as its margin view)."""
+    batch, risk, instruments, option_owners = await load_batch(
         session, runtime, subaccounts, parameters, everyone=everyone, view=view
     )
-    return BatchEvaluation(subaccounts, batch_summary(batch, risk), risk, batch, instruments)
+    summary = batch_summary(batch, risk)
+    for i in option_owners:
+        inputs = engine_inputs(await _exact_book(session, runtime, subaccounts[i]), parameters)
+        alone = margin_summary(
+            inputs.positions,
+            inputs.collateral,
+            inputs.risk,
+            subaccounts[i].margin_mode,
+            liquidation_prices=False,
+            options=inputs.options,
+        ).scalars()
+        for name, value in alone.items():
+            getattr(summary, name)[i] = math.nan if value is None else value
+    return BatchEvaluation(subaccounts, summary, risk, batch, instruments)
+
+
+async def _exact_book(
+    session: AsyncSession,
+    runtime: Runtime,
+    subaccount: Subaccount,
+    held: Sequence[Reservation] | None = None,
+) -> Book:
+    """The subaccount's book with its active reservations (``held``, read when None) applied
+    as fills: what its margin view counts."""
+    if held is None:
+        held = await accounts_repository.active_reservations(
+            session, [subaccount.subaccount_id], utcnow()
+        )
+    fills = reservations.as_fills(held)
+    book = await load_book(session, runtime, subaccount, [f.instrument for f in fills])
+    return book.with_fills(fills)
 
 
 def risk_order(evaluation: BatchEvaluation) -> np.ndarray:

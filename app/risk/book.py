@@ -4,8 +4,9 @@ from Decimal to float64 arrays in one place (the engine rounds back conservative
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
 
@@ -17,8 +18,16 @@ from app.accounts.fills import SimulatedFill, apply_fill
 from app.accounts.isolated import isolated_allocation, tier_rows
 from app.accounts.models import Subaccount
 from app.core.runtime import Runtime
-from app.core.types import format_decimal
-from app.engine import Collateral, Positions, RiskArrays, RiskParameters, TierTable
+from app.core.types import format_decimal, utcnow
+from app.engine import (
+    Collateral,
+    OptionTerms,
+    Positions,
+    RiskArrays,
+    RiskParameters,
+    TierTable,
+    years_to_expiry,
+)
 from app.instruments.models import Asset, Instrument
 from app.marketdata import service as marketdata
 from app.risk.reference import Reference, reference
@@ -34,6 +43,8 @@ class MarkUsed:
     a collateral asset, stands in)."""
     age_ms: int | None
     funding_rate: Decimal | None = None
+    iv: Decimal | None = None
+    """An option's implied volatility (its mark's median iv); None for other symbols."""
 
     @cached_property
     def floats(self) -> tuple[float, float]:
@@ -73,6 +84,10 @@ class Book:
     assets: Mapping[str, Asset]
     leverage: Mapping[str, Decimal]
     marks: Mapping[str, MarkUsed]
+    """Every symbol valued: the instruments, the priced collateral assets, and the index of
+    each option's underlying (its ``S``)."""
+    as_of: datetime | None = None
+    """When the marks were judged: an option's time to expiry is counted from it."""
 
     def with_mode(self, mode: str) -> Book:
         return replace(self, margin_mode=mode)
@@ -96,7 +111,10 @@ class Book:
                 held.size, held.entry_price, delta, fill.price, instrument.contract_size
             )
             allocated = held.isolated_margin
-            cash = effect.realized_pnl - fill.fee
+            if instrument.kind == "option":  # the premium moves at the fill (margin.md)
+                cash = -delta * instrument.contract_size * fill.price - fill.fee
+            else:
+                cash = effect.realized_pnl - fill.fee
             if effect.closed_size and allocated:
                 released = allocated * effect.closed_size / abs(held.size)
                 allocated -= released
@@ -148,17 +166,25 @@ async def load_book(
     assets = known.assets
     settlement = known.settlement
     priced_assets = [a for a in balances if a in assets and not assets[a].is_settlement]
+    indexes = option_indexes(instruments.values(), priced_assets)
     judged = await marketdata.current_marks(
-        session, runtime, [*instruments, *priced_assets], known.instruments
+        session, runtime, [*instruments, *priced_assets, *indexes], known.instruments
     )
     marks: dict[str, MarkUsed] = {}
     entries = {h.instrument: h.entry_price for h in holdings}
     for symbol in instruments:
         mark = judged.get(symbol)
         marks[symbol] = (
-            MarkUsed(mark.price, mark.status, mark.age_ms, mark.funding_rate)
+            MarkUsed(mark.price, mark.status, mark.age_ms, mark.funding_rate, mark.iv)
             if mark is not None
             else MarkUsed(entries.get(symbol, ZERO), "missing", None)
+        )
+    for index in indexes:
+        mark = judged.get(index)
+        marks[index] = (
+            MarkUsed(mark.price, mark.status, mark.age_ms)
+            if mark is not None
+            else MarkUsed(ZERO, "missing", None)
         )
     for asset in priced_assets:
         mark = judged.get(asset)
@@ -179,7 +205,20 @@ async def load_book(
         assets=assets,
         leverage=state.leverage,
         marks=marks,
+        as_of=utcnow(),
     )
+
+
+def option_indexes(instruments: Iterable[Instrument], also_valued: Sequence[str] = ()) -> list[str]:
+    """The underlyings whose index the options among ``instruments`` are valued at (``S``),
+    except those already in ``also_valued``: the symbols to mark beside them."""
+    found: list[str] = []
+    for instrument in instruments:
+        if instrument.kind == "option":
+            index = instrument.underlying
+            if index not in found and index not in also_valued:
+                found.append(index)
+    return found
 
 
 _TIER_TABLES: dict[tuple[int, ...], tuple[tuple[Instrument, ...], TierTable]] = {}
@@ -193,7 +232,8 @@ def _tier_table(instruments: Sequence[Instrument]) -> TierTable:
     kept = _TIER_TABLES.get(key)
     if kept is not None and all(a is b for a, b in zip(kept[0], instruments, strict=True)):
         return kept[1]
-    table = TierTable.from_rows([tier_rows(i) for i in instruments])
+    # An option has no tiers (its margin is the short option rules'): a zero row stands in.
+    table = TierTable.from_rows([tier_rows(i) or [(0.0, 0.0, 0.0)] for i in instruments])
     if len(_TIER_TABLES) >= 4096:
         _TIER_TABLES.clear()
     _TIER_TABLES[key] = (tuple(instruments), table)
@@ -207,6 +247,8 @@ class EngineInputs:
     risk: RiskArrays
     rows: np.ndarray
     """The positions as one (9, n) matrix (``positions``' arrays are its rows)."""
+    options: OptionTerms | None = None
+    """The option rows' terms; None for a book without options."""
 
 
 _INSTRUMENT_ROWS: dict[int, tuple[Instrument, tuple[float, float, float]]] = {}
@@ -336,7 +378,38 @@ def engine_inputs(
             dtype=np.intp,
         ),
     )
-    return EngineInputs(positions, collateral, risk, matrix)
+    options = None
+    if any(i.kind == "option" for i in instruments):
+        options = option_terms(book, instruments)
+    return EngineInputs(positions, collateral, risk, matrix, options)
+
+
+def option_terms(book: Book, instruments: Sequence[Instrument]) -> OptionTerms:
+    """The terms of the book's option rows (margin.md "Options"): type and strike from the
+    instrument, T from its expiry at ``book.as_of``, σ from its mark's iv, S from the mark of
+    its underlying's index. An index never marked stands in at the strike (the check refuses
+    to add risk on it: its status is ``missing``), a missing iv at 0 (intrinsic value)."""
+    is_option, is_call, strike, expiry, volatility, spot = [], [], [], [], [], []
+    for holding, instrument in zip(book.holdings, instruments, strict=True):
+        option = instrument.kind == "option"
+        is_option.append(option)
+        is_call.append(option and instrument.option_type == "call")
+        k = float(instrument.strike) if option and instrument.strike else 1.0
+        strike.append(k)
+        expiry.append(instrument.expiry.timestamp() if option and instrument.expiry else 0.0)
+        iv = book.marks[holding.instrument].iv if option else None
+        volatility.append(float(iv) if iv is not None else 0.0)
+        index = book.marks.get(instrument.underlying) if option else None
+        spot.append(float(index.price) if index is not None and index.price > 0 else k)
+    now = (book.as_of or utcnow()).timestamp()
+    return OptionTerms(
+        is_option=np.array(is_option, dtype=np.bool_),
+        is_call=np.array(is_call, dtype=np.bool_),
+        strike=np.array(strike, dtype=np.float64),
+        time_to_expiry=years_to_expiry(np.array(expiry, dtype=np.float64), now),
+        volatility=np.array(volatility, dtype=np.float64),
+        underlying_price=np.array(spot, dtype=np.float64),
+    )
 
 
 def _same_rows(

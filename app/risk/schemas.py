@@ -31,6 +31,14 @@ class MarginSummaryOut(BaseModel):
     portfolio_initial_margin: Money
 
 
+class GreeksOut(BaseModel):
+    """An option position's Black-76 greeks, the per-unit greeks × q·k (margin.md "Options")."""
+
+    delta: Money = Field(description="In units of the underlying")
+    gamma: Money = Field(description="Change of delta per unit move of the underlying's index")
+    vega: Money = Field(description="Change of value per volatility point (σ + 0.01)")
+
+
 class PositionMarginOut(BaseModel):
     instrument: str
     size: Money
@@ -42,6 +50,7 @@ class PositionMarginOut(BaseModel):
     maintenance_margin: Money
     isolated_margin: Money
     liquidation_price: Money | None
+    greeks: GreeksOut | None = Field(None, description="Options only; null for other positions")
 
 
 class MarkUsedOut(BaseModel):
@@ -116,7 +125,13 @@ class ScenarioIn(StrictIn):
         description='Relative move per underlying, e.g. {"BTC": -0.2}; unlisted ones do not move'
     )
 
-    @field_validator("shocks")
+    vol_shocks: dict[Identifier, StrictFloat] = Field(
+        default_factory=dict,
+        description='Relative move of implied volatility per underlying, e.g. {"BTC": 0.5}: '
+        "every option on it is revalued at σ·(1 + 0.5); unlisted ones do not move",
+    )
+
+    @field_validator("shocks", "vol_shocks")
     @classmethod
     def _moves(cls, shocks: dict[str, float]) -> dict[str, float]:
         for underlying, move in shocks.items():
@@ -134,6 +149,7 @@ class StressIn(StrictIn):
 class ScenarioOut(BaseModel):
     name: str
     shocks: dict[str, float]
+    vol_shocks: dict[str, float] = Field(default_factory=dict)
     equity: Money
     maintenance_margin: Money
     maintenance_margin_ratio: float | None

@@ -147,7 +147,7 @@ class Evaluation:
             for name, value in self.values().items()
         }
 
-    def positions_json(self) -> list[dict[str, str | None]]:
+    def positions_json(self) -> list[dict[str, str | dict[str, str] | None]]:
         """api.md ``PositionMargin`` of every holding, as JSON objects, converted straight from
         the engine's floats (requirements up, PnL down, a liquidation price towards the mark)."""
         margins = self.summary.positions
@@ -157,6 +157,7 @@ class Evaluation:
         initial = margins.initial_margin.tolist()
         maintenance = margins.maintenance_margin.tolist()
         liquidation = margins.liquidation_price.tolist()
+        greeks = _greeks_text(self)
         out = []
         for i, holding in enumerate(self.book.holdings):
             mark = self.book.marks[holding.instrument]
@@ -164,7 +165,7 @@ class Evaluation:
                 holding, mark, notional[i], unrealized[i], initial[i], maintenance[i], decimals
             )
             liquidation_price = liquidation_price_text(liquidation[i], holding.size, decimals)
-            out.append({**text, "liquidation_price": liquidation_price})
+            out.append({**text, "liquidation_price": liquidation_price, "greeks": greeks[i]})
         return out
 
     def positions_out(self) -> list[PositionMarginOut]:
@@ -187,6 +188,31 @@ class Evaluation:
         }
 
 
+_GREEK_DIGITS = 10
+"""Significant digits of a greek as text: they inform, nothing is compared to them."""
+
+
+def _greeks_text(evaluation: Evaluation) -> list[dict[str, str] | None]:
+    """Per holding, its option greeks as decimal strings (api.md ``greeks``), None where the
+    holding is not an option."""
+    holdings = evaluation.book.holdings
+    values = evaluation.summary.positions.options
+    inputs = evaluation.inputs
+    if values is None or inputs is None or inputs.options is None:
+        return [None] * len(holdings)
+    is_option = inputs.options.is_option.tolist()
+    columns = (values.delta.tolist(), values.gamma.tolist(), values.vega.tolist())
+    return [
+        {
+            name: format_decimal(Decimal(f"{column[i]:.{_GREEK_DIGITS}g}"))
+            for name, column in zip(("delta", "gamma", "vega"), columns, strict=True)
+        }
+        if is_option[i]
+        else None
+        for i in range(len(holdings))
+    ]
+
+
 def evaluate(
     book: Book,
     risk_parameters: RiskParameters,
@@ -207,6 +233,7 @@ def evaluate(
         inputs.risk,
         book.margin_mode,
         liquidation_prices=liquidation,
+        options=inputs.options,
     )
     return Evaluation(book, summary, risk_parameters.settlement_decimals, inputs=inputs)
 
@@ -378,6 +405,15 @@ async def check_mode_change(
     _, book = await held_book(session, runtime, subaccount)
     if not book.holdings:
         return
+    if mode == "isolated":
+        options = [
+            h.instrument for h in book.holdings if book.instruments[h.instrument].kind == "option"
+        ]
+        if options:
+            raise Conflict(
+                f"{subaccount.subaccount_id} holds options ({', '.join(options)}): options are "
+                "not held in isolated mode"
+            )
     risk_parameters = await parameters(session)
     after = evaluate(book.with_mode(mode), risk_parameters, liquidation=False)
     values = summary_to_decimals(after.summary, mode, risk_parameters.settlement_decimals)

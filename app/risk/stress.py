@@ -25,10 +25,17 @@ from app.risk.schemas import (
 )
 
 
-def _shocks(scenarios: Sequence[ScenarioIn], risk: RiskArrays) -> np.ndarray:
-    """(S, U) moves; underlyings the book has no exposure to cannot move it."""
+def _shocks(
+    scenarios: Sequence[ScenarioIn], risk: RiskArrays, *, volatility: bool = False
+) -> np.ndarray:
+    """(S, U) moves of prices (of implied volatility with ``volatility``); underlyings the
+    book has no exposure to cannot move it."""
     return np.array(
-        [[s.shocks.get(u, 0.0) for u in risk.universe] for s in scenarios], dtype=np.float64
+        [
+            [(s.vol_shocks if volatility else s.shocks).get(u, 0.0) for u in risk.universe]
+            for s in scenarios
+        ],
+        dtype=np.float64,
     ).reshape(len(scenarios), risk.n_underlyings)
 
 
@@ -57,6 +64,8 @@ async def subaccount_stress(
         inputs.risk,
         subaccount.margin_mode,
         _shocks(scenarios, inputs.risk),
+        options=inputs.options,
+        vol_shocks=_shocks(scenarios, inputs.risk, volatility=True),
     )
     decimals = parameters.settlement_decimals
     return StressOut(
@@ -67,6 +76,7 @@ async def subaccount_stress(
             ScenarioOut(
                 name=scenario.name,
                 shocks=scenario.shocks,
+                vol_shocks=scenario.vol_shocks,
                 equity=equity_to_decimal(float(result.equity[i]), decimals),
                 maintenance_margin=requirement_to_decimal(
                     float(result.maintenance_margin[i]), decimals
@@ -100,10 +110,26 @@ async def book_stress(
     decimals = parameters.settlement_decimals
     liquidated, total_shortfall, total_deficit = [], equity_to_decimal(0.0), equity_to_decimal(0.0)
     if subaccounts:
-        batch, risk, _ = await load_batch(
+        batch, risk, _, option_owners = await load_batch(
             session, runtime, subaccounts, parameters, everyone=accounts is None, view=view
         )
         result = batch_stress(batch, risk, _shocks([scenario], risk)[0])
+        for owner in option_owners:
+            # A book with options is revalued on its own (Black-76 under the moves).
+            inputs = engine_inputs(
+                await load_book(session, runtime, subaccounts[owner]), parameters
+            )
+            alone = stress(
+                inputs.positions,
+                inputs.collateral,
+                inputs.risk,
+                subaccounts[owner].margin_mode,
+                _shocks([scenario], inputs.risk),
+                options=inputs.options,
+                vol_shocks=_shocks([scenario], inputs.risk, volatility=True),
+            )
+            for name in ("equity", "maintenance_margin", "shortfall", "deficit", "liquidatable"):
+                getattr(result, name)[owner] = getattr(alone, name)[0]
         for i in np.flatnonzero(result.liquidatable | (result.deficit > 0)):
             book = subaccounts[int(i)]
             shortfall = requirement_to_decimal(float(result.shortfall[i]), decimals)

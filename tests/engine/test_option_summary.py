@@ -7,13 +7,15 @@ Expected numbers are worked by hand from margin.md; Φ comes from the standard l
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from statistics import NormalDist
 
+import numpy as np
 import pytest
 
 from app.engine import OptionTerms, margin_summary, shock_matrix, stress
 from app.engine.stress import Scenario
-from tests.engine.helpers import Leg, positions, risk, usdc
+from tests.engine.helpers import ETH, Leg, positions, risk, usdc
 
 SPOT = 65_000.0
 THIRTY_DAYS = 30 / 365
@@ -161,3 +163,54 @@ def test_stress_moves_options_with_price_and_volatility():
         vol_shocks=shock_matrix(scenarios, risk().universe, volatility=True),
     )  # fmt: skip
     assert result.equity[0] == pytest.approx(20_000.0 - value(SPOT, 0.75), abs=1e-6)
+
+
+def test_every_delta_one_liquidation_price_of_a_mixed_portfolio_is_one_tick_from_the_root():
+    # BTC and ETH perpetuals long and short beside a short BTC straddle and a long ETH put.
+    legs = [
+        Leg(size=2.0, mark=SPOT, entry=64_000.0),
+        Leg(size=-1.5, mark=SPOT, entry=66_000.0, perpetual=False),
+        Leg(size=10.0, mark=3_000.0, entry=3_000.0, underlying=ETH, tick=0.01),
+        Leg(size=-1.0, mark=2_500.0, tiers=NO_TIERS, perpetual=False),
+        Leg(size=-1.0, mark=2_400.0, tiers=NO_TIERS, perpetual=False),
+        Leg(size=5.0, mark=150.0, underlying=ETH, tiers=NO_TIERS, perpetual=False, tick=0.01),
+    ]
+    terms = OptionTerms.create(
+        is_option=[False, False, False, True, True, True],
+        is_call=[False, False, False, True, False, False],
+        strike=[1.0, 1.0, 1.0, 65_000.0, 65_000.0, 2_900.0],
+        time_to_expiry=THIRTY_DAYS,
+        volatility=[0.0, 0.0, 0.0, 0.5, 0.5, 0.7],
+        underlying_price=[1.0, 1.0, 1.0, SPOT, SPOT, 3_000.0],
+    )
+    collateral = usdc(9_000.0)
+    summary = margin_summary(positions(*legs), collateral, risk(), "portfolio", options=terms)
+    for row in (0, 1, 2):
+        price = summary.positions.liquidation_price[row]
+        assert math.isfinite(price) and price > 0
+
+        def surplus(mark: float, row: int = row) -> float:
+            moved = [replace(leg, mark=mark) if i == row else leg for i, leg in enumerate(legs)]
+            at = margin_summary(positions(*moved), collateral, risk(), "portfolio", options=terms)
+            return at.equity - at.maintenance_margin
+
+        tick = legs[row].tick
+        towards_liquidation = -tick if legs[row].size > 0 else tick
+        assert surplus(price) > 0, row
+        assert surplus(price + towards_liquidation) <= 0, row
+
+
+def test_the_bracketing_fallback_finds_the_same_prices(monkeypatch):
+    # Where the secant step does not settle, rows are bracketed and narrowed instead: forced
+    # here for every row, the prices stay within one tick of the secant's.
+    from app.engine import liquidation
+
+    book, terms = _covered_call()
+    collateral = usdc(8_000.0)
+    secant = margin_summary(book, collateral, risk(), "portfolio", options=terms)
+    monkeypatch.setattr(liquidation, "_secant_roots", lambda g, n, width: np.full(n, np.nan))
+    bracketed = margin_summary(book, collateral, risk(), "portfolio", options=terms)
+    assert math.isfinite(bracketed.positions.liquidation_price[0])
+    assert bracketed.positions.liquidation_price[0] == pytest.approx(
+        secant.positions.liquidation_price[0], abs=0.1
+    )
