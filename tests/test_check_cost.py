@@ -70,7 +70,7 @@ async def test_a_write_in_between_costs_one_reload(trader: Api) -> None:
     assert result["before"]["collateral_value"] == "20100"
 
 
-async def test_a_warm_reserving_check_adds_only_its_transaction_and_lock(trader: Api) -> None:
+async def test_a_warm_reserving_check_costs_what_a_check_costs(trader: Api) -> None:
     await check(trader, order(size="0.01"))
     for held in (1, 2):
         result, statements, round_trips = await _cost(trader, reserve=True)
@@ -78,10 +78,11 @@ async def test_a_warm_reserving_check_adds_only_its_transaction_and_lock(trader:
         # Each reservation of 0.01 BTC holds its IM, 10 % · 0.01 · 60,000 (the mark) = 60:
         # the second check counts the first's, kept without a reload.
         assert result["after"]["reserved_initial_margin"] == str(60 * held)
-        # BEGIN, the subaccount's row lock, the versions, the record, the token the record
-        # gave the subaccount, COMMIT. The second loads nothing: the state with the first's
-        # reservation was kept under that token.
-        assert statements == 6 and round_trips == 1
+        # The versions, then the record, written only if the subaccount's token is still the
+        # one the check was judged at (and answering its new one): no transaction, no lock.
+        # The second loads nothing: the state with the first's reservation was kept under
+        # the token its write gave the subaccount.
+        assert statements == 2 and round_trips == 1
 
 
 async def test_concurrent_checks_never_pass_the_order_rate_cap_together(trader: Api) -> None:

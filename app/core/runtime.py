@@ -39,7 +39,7 @@ class Runtime:
     """Marks and books as the cache held them at its write sequence (marketdata.read_for_check)."""
     book: Any = None
     """The whole book's engine rows as of their versions, made on first use (app/risk/resident.py)."""
-    check_records: GroupCall[Any, None] = field(init=False)
+    check_records: GroupCall[Any, int | None] = field(init=False)
     """The records of checks that reserve nothing, written together (set at start-up:
     pretrade.service.write_records)."""
     versions_reads: GroupCall[Any, Any] = field(init=False)

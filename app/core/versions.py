@@ -66,5 +66,11 @@ class Resident:
         entry = self._values.get(key)
         return None if entry is None else entry[1]
 
+    def token_of(self, key: VersionKey, value: object) -> int | None:
+        """The token ``value`` is kept under at ``key`` (None when another value replaced it,
+        or it was never kept there)."""
+        entry = self._values.get(key)
+        return entry[0] if entry is not None and entry[1] is value else None
+
     def put(self, key: VersionKey, token: int | None, value: object) -> None:
         self._values[key] = (ABSENT if token is None else token, value)

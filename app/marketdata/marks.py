@@ -12,6 +12,9 @@
   the stored state in O(1) (:meth:`TwapState.extended`) and keeps it in PostgreSQL too, so a
   cache that restarted empty still knows it; a reader extends it to now in O(1)
   (:meth:`TwapState.at`), whatever the length of the history.
+- An option's sources each carry an implied volatility: its ``iv`` is the **median iv of the
+  same sources** the price's median is taken over (the fresh ones; every source when none is).
+  Other symbols' sources carry none, and their ``iv`` is None at no cost to judge.
 - Status: ``stale`` when no source is fresh (the price shown is then the median of every
   source's last value); else ``deviating`` when ``|mark − twap| / twap > max_twap_deviation``;
   else ``fresh``.
@@ -38,6 +41,8 @@ class SourceMark:
     price: Decimal
     ts: datetime
     funding_rate: Decimal | None
+    iv: Decimal | None = None
+    """An option's implied volatility from this source (annualised); None for other symbols."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,16 @@ class SourceView:
     ts: datetime
     age_ms: int
     fresh: bool
+    iv: Decimal | None
 
 
 @dataclass(frozen=True)
 class Sources:
     """A symbol's sources' latest values, prepared once per post (they are judged many times):
     ordered by name, with the median of all of them (the mark when every source is fresh, and
-    when none is), the newest timestamp, and the funding rate of the newest source that has one."""
+    when none is), the newest timestamp, the funding rate of the newest source that has one,
+    and the median iv of all of them (None when no source has one: every symbol but an
+    option)."""
 
     ordered: tuple[SourceMark, ...]
     median_all: Decimal
@@ -64,6 +72,9 @@ class Sources:
     in exact integers, not in datetime arithmetic, once per check and symbol."""
     oldest_us: int
     newest_us: int
+    iv_all: Decimal | None = None
+    """The median iv of the sources that have one (an option's: all of them), None when none
+    has: the option's iv when every source is fresh, and when none is."""
 
     @cached_property
     def median_all_float(self) -> float:
@@ -86,6 +97,7 @@ class Sources:
             times,
             min(times),
             max(times),
+            median_iv(ordered),
         )
 
 
@@ -101,6 +113,9 @@ class Mark:
     judged_at: datetime
     stale_after: timedelta
     recorded_twap: float | None
+    iv: Decimal | None = None
+    """An option's implied volatility: the median iv of the sources the price is the median
+    of (the fresh ones; every source when none is fresh). None for other symbols."""
 
     @cached_property
     def twap(self) -> Decimal:
@@ -114,7 +129,7 @@ class Mark:
         """Each source with its age and freshness when the mark was judged."""
         now, limit = self.judged_at, self.stale_after
         return tuple(
-            SourceView(s.source, s.price, s.ts, age_ms(now, s.ts), now - s.ts <= limit)
+            SourceView(s.source, s.price, s.ts, age_ms(now, s.ts), now - s.ts <= limit, s.iv)
             for s in self.inputs.ordered
         )
 
@@ -126,6 +141,12 @@ def median(values: Sequence[Decimal]) -> Decimal:
         return ordered[middle]
     # Wide enough for any two accepted prices: the mean is exact.
     return _WIDE.divide(_WIDE.add(ordered[middle - 1], ordered[middle]), 2)
+
+
+def median_iv(sources: Sequence[SourceMark]) -> Decimal | None:
+    """The median iv of ``sources`` that have one; None when none has."""
+    ivs = [s.iv for s in sources if s.iv is not None]
+    return median(ivs) if ivs else None
 
 
 _MS = timedelta(milliseconds=1)
@@ -210,6 +231,7 @@ def judge(
     times = sources.times_us
     oldest_age = now_us - sources.oldest_us
     newest_age = now_us - sources.newest_us
+    iv = sources.iv_all  # every source fresh, or none: the median iv of all of them
     if oldest_age <= limit_us:  # every source fresh: the common case
         price, fresh = sources.median_all, True
         if recorded is not None and recorded > 0:
@@ -218,28 +240,36 @@ def judge(
             if clear is not None:
                 age = max(0, newest_age // 1000)
                 return Mark(
-                    symbol, price, clear, age, sources.funding_rate, sources, now, limit, recorded
-                )
+                    symbol, price, clear, age, sources.funding_rate, sources, now, limit,
+                    recorded, iv,
+                )  # fmt: skip
     elif newest_age > limit_us:  # none: the median of every last value, stale
         price, fresh = sources.median_all, False
     else:
-        price = median([s.price for s, t in zip(sources.ordered, times, strict=True)
-                        if now_us - t <= limit_us])  # fmt: skip
+        fresh_sources = [s for s, t in zip(sources.ordered, times, strict=True)
+                         if now_us - t <= limit_us]  # fmt: skip
+        price = median([s.price for s in fresh_sources])
+        if iv is not None:  # an option: the iv of the same (fresh) sources as the price
+            iv = median_iv(fresh_sources)
         fresh = True
     status: MarkStatus = deviation_status(price, recorded, max_twap_deviation) if fresh else "stale"
     age = max(0, newest_age // 1000)
-    return Mark(symbol, price, status, age, sources.funding_rate, sources, now, limit, recorded)
+    return Mark(symbol, price, status, age, sources.funding_rate, sources, now, limit, recorded, iv)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What a check needs of a judged mark: its price, status and funding rate, and the newest
-    source's time (the age is the check's own: ``now − newest``)."""
+    """What a check needs of a judged mark: its price, status and funding rate, the newest
+    source's time (the age is the check's own: ``now − newest``) and, for an option, its
+    implied volatility."""
 
     price: Decimal
     status: MarkStatus
     funding_rate: Decimal | None
     newest_us: int
+    iv: Decimal | None = None
+    """An option's implied volatility (annualised): the median iv of the same sources as the
+    price's median (``Mark.iv``). None for every other symbol."""
 
     def age_ms(self, now_us: int) -> int:
         return max(0, (now_us - self.newest_us) // 1000)
@@ -277,7 +307,7 @@ def verdict(
         and (twap is None or twap.last == sources.median_all_float)
     ):
         until = sources.oldest_us + limit_us
-    return Verdict(mark.price, mark.status, sources.funding_rate, sources.newest_us), until
+    return Verdict(mark.price, mark.status, sources.funding_rate, sources.newest_us, mark.iv), until
 
 
 _DEVIATION_SLACK = 1e-9

@@ -34,6 +34,7 @@ async def upsert_marks(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
             "price": statement.excluded.price,
             "ts": statement.excluded.ts,
             "funding_rate": statement.excluded.funding_rate,
+            "iv": statement.excluded.iv,
         },
         where=statement.excluded.ts >= MarkSource.ts,
     )
@@ -107,16 +108,22 @@ class MarkedSymbol:
     """What a mark post needs to know of a symbol it marks."""
 
     kind: str | None
-    """The instrument's kind; None for a collateral asset."""
+    """The instrument's kind; None for a collateral asset or an underlying's index."""
     stale_after_s: Decimal | None
     max_twap_deviation: Decimal | None
 
 
+_NO_KIND = MarkedSymbol(None, None, None)
+"""An asset or an underlying's index: no kind, the default thresholds."""
+
+
 async def marked_symbols(db: HotDb, symbols: Sequence[str]) -> dict[str, MarkedSymbol]:
-    """The instruments and assets among ``symbols`` (an instrument wins over an asset of the
-    same name); the others are absent."""
+    """The instruments, assets and underlyings (indices: the ``underlying`` of an instrument)
+    among ``symbols`` (an instrument wins over an asset or underlying of the same name); the
+    others are absent. One statement on PostgreSQL."""
     if isinstance(db, AsyncSession):
         from app.instruments import repository as instruments_repository
+        from app.instruments.models import Instrument
 
         instruments = await instruments_repository.get_instruments(db, symbols)
         found = {
@@ -125,12 +132,18 @@ async def marked_symbols(db: HotDb, symbols: Sequence[str]) -> dict[str, MarkedS
         }
         for symbol in symbols:
             if symbol not in found and await instruments_repository.get_asset(db, symbol):
-                found[symbol] = MarkedSymbol(None, None, None)
+                found[symbol] = _NO_KIND
+        rest = [s for s in symbols if s not in found]
+        if rest:
+            query = select(Instrument.underlying).where(Instrument.underlying.in_(rest)).distinct()
+            found.update(dict.fromkeys(await db.scalars(query), _NO_KIND))
         return found
     rows = await db.fetch(
         "SELECT symbol, kind, stale_after_s, max_twap_deviation FROM instruments "
         "WHERE symbol = ANY($1::text[]) "
-        "UNION ALL SELECT symbol, NULL, NULL, NULL FROM assets WHERE symbol = ANY($1::text[])",
+        "UNION ALL SELECT symbol, NULL, NULL, NULL FROM assets WHERE symbol = ANY($1::text[]) "
+        "UNION ALL SELECT u, NULL, NULL, NULL FROM unnest($1::text[]) AS u "
+        "WHERE EXISTS (SELECT 1 FROM instruments WHERE underlying = u)",
         list(symbols),
     )
     found = {}
@@ -142,10 +155,12 @@ async def marked_symbols(db: HotDb, symbols: Sequence[str]) -> dict[str, MarkedS
 
 _WRITE_MARKS_SQL = """
 WITH marks_in AS (
-  INSERT INTO marks (symbol, source, price, ts, funding_rate)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::timestamptz[], $5::numeric[])
+  INSERT INTO marks (symbol, source, price, ts, funding_rate, iv)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::timestamptz[], $5::numeric[],
+                       $15::numeric[])
   ON CONFLICT (symbol, source) DO UPDATE
-   SET price = EXCLUDED.price, ts = EXCLUDED.ts, funding_rate = EXCLUDED.funding_rate
+   SET price = EXCLUDED.price, ts = EXCLUDED.ts, funding_rate = EXCLUDED.funding_rate,
+       iv = EXCLUDED.iv
    WHERE EXCLUDED.ts >= marks.ts
   RETURNING 1
 ), twaps_in AS (
@@ -187,7 +202,7 @@ async def write_marks(
             db,
             [
                 {"symbol": symbol, "source": m.source, "price": m.price, "ts": m.ts,
-                 "funding_rate": m.funding_rate}
+                 "funding_rate": m.funding_rate, "iv": m.iv}
                 for symbol, m in marks
             ],
         )  # fmt: skip
@@ -212,6 +227,7 @@ async def write_marks(
         at,
         actor_key_id,
         audit_payload,
+        [m.iv for _, m in marks],
     )
 
 
@@ -346,19 +362,20 @@ async def get_book(session: AsyncSession, symbol: str) -> Book | None:
 
 async def source_rows(
     db: HotDb, symbols: Sequence[str]
-) -> list[tuple[str, str, Decimal, datetime, Decimal | None]]:
-    """``(symbol, source, price, ts, funding_rate)`` of ``symbols``: the check's fallback when
-    the cache cannot answer."""
+) -> list[tuple[str, str, Decimal, datetime, Decimal | None, Decimal | None]]:
+    """``(symbol, source, price, ts, funding_rate, iv)`` of ``symbols``: the check's fallback
+    when the cache cannot answer."""
     if isinstance(db, AsyncSession):
         return [
-            (r.symbol, r.source, r.price, r.ts, r.funding_rate)
+            (r.symbol, r.source, r.price, r.ts, r.funding_rate, r.iv)
             for r in await marks_for(db, symbols)
         ]
     rows = await db.fetch(
-        "SELECT symbol, source, price, ts, funding_rate FROM marks WHERE symbol = ANY($1::text[])",
+        "SELECT symbol, source, price, ts, funding_rate, iv FROM marks "
+        "WHERE symbol = ANY($1::text[])",
         list(symbols),
     )
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
 async def book_rows(

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 from typing import Annotated, Self
 
-from pydantic import BaseModel, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, model_validator
 
 from app.core.types import (
     DecimalValue,
@@ -14,14 +15,34 @@ from app.core.types import (
     Timestamp,
 )
 
+MAX_IV = Decimal(10)
+"""The largest implied volatility a mark may carry (1,000 % a year)."""
+
+
+def _volatility(value: Decimal) -> Decimal:
+    if not 0 < value <= MAX_IV:
+        raise ValueError(f"must be greater than 0 and at most {MAX_IV}")
+    return value
+
+
+Volatility = Annotated[DecimalValue, AfterValidator(_volatility)]
+"""An annualised implied volatility as a decimal (0.55 = 55 %), in (0, 10]."""
+
 
 class MarkIn(StrictIn):
-    symbol: Identifier = Field(description="An instrument or an asset")
+    symbol: Identifier = Field(
+        description="An instrument, an asset or an underlying's index (e.g. BTC)"
+    )
     price: PositiveDecimal
     source: Identifier
     ts: Timestamp
     funding_rate: DecimalValue | None = Field(
         None, description="Perpetuals: the rate of the next funding interval"
+    )
+    iv: Volatility | None = Field(
+        None,
+        description="Options (required there, refused elsewhere): the annualised implied "
+        "volatility, a decimal in (0, 10], e.g. 0.55",
     )
 
     @model_validator(mode="after")
@@ -46,6 +67,7 @@ class SourceOut(BaseModel):
     ts: Timestamp
     age_ms: int
     fresh: bool
+    iv: Money | None = Field(description="This source's implied volatility; null where absent")
 
 
 class MarkOut(BaseModel):
@@ -55,6 +77,10 @@ class MarkOut(BaseModel):
     status: str = Field(description="fresh | stale | deviating")
     age_ms: int
     funding_rate: Money | None
+    iv: Money | None = Field(
+        description="Options: the median implied volatility of the sources the price is the "
+        "median of (the fresh ones); null for other symbols"
+    )
     sources: list[SourceOut]
 
 

@@ -71,14 +71,26 @@ def _from_micros(value: int) -> datetime:
 
 
 def _encode(mark: SourceMark) -> str:
+    """``{p: price, t: ts in µs, f: funding rate}``, and ``v``: the iv, an option's only (other
+    symbols' values are as they were before options)."""
     funding = None if mark.funding_rate is None else str(mark.funding_rate)
-    return json.dumps({"p": str(mark.price), "t": _micros(mark.ts), "f": funding})
+    value = {"p": str(mark.price), "t": _micros(mark.ts), "f": funding}
+    if mark.iv is not None:
+        value["v"] = str(mark.iv)
+    return json.dumps(value)
 
 
 def _decode(source: str, raw: str) -> SourceMark:
     value = json.loads(raw)
     funding = None if value["f"] is None else Decimal(value["f"])
-    return SourceMark(source, Decimal(value["p"]), _from_micros(value["t"]), funding)
+    iv = value.get("v")
+    return SourceMark(
+        source,
+        Decimal(value["p"]),
+        _from_micros(value["t"]),
+        funding,
+        None if iv is None else Decimal(iv),
+    )
 
 
 def _encode_twap(state: TwapState) -> str:
@@ -146,9 +158,9 @@ async def stored_marks(db: HotDb, symbols: Sequence[str]) -> dict[str, CachedMar
     found: dict[str, CachedMark] = {}
     if symbols:
         twaps = await repository.twap_rows(db, symbols)
-        for symbol, source, price, ts, funding in await repository.source_rows(db, symbols):
+        for symbol, source, price, ts, funding, iv in await repository.source_rows(db, symbols):
             found.setdefault(symbol, CachedMark([], twaps.get(symbol))).sources.append(
-                SourceMark(source, price, ts, funding)
+                SourceMark(source, price, ts, funding, iv)
             )
     return found
 
@@ -250,12 +262,18 @@ async def post_marks(runtime: Runtime, who: Caller, marks: Sequence[MarkIn]) -> 
         for index, mark in enumerate(marks):
             if mark.symbol not in known:
                 raise InvalidInput(
-                    f"marks[{index}].symbol", f"unknown instrument or asset {mark.symbol!r}"
+                    f"marks[{index}].symbol",
+                    f"unknown instrument, asset or underlying {mark.symbol!r}",
                 )
             if (mark.ts - now).total_seconds() > skew_s:
                 raise InvalidInput(f"marks[{index}].ts", f"is more than {skew_s:g} s in the future")
-            if mark.funding_rate is not None and known[mark.symbol].kind != "perpetual":
+            kind = known[mark.symbol].kind
+            if mark.funding_rate is not None and kind != "perpetual":
                 raise InvalidInput(f"marks[{index}].funding_rate", "applies to perpetuals only")
+            if mark.iv is None and kind == "option":
+                raise InvalidInput(f"marks[{index}].iv", "required on options")
+            if mark.iv is not None and kind != "option":
+                raise InvalidInput(f"marks[{index}].iv", "applies to options only")
 
         current = await _load_sources(db, runtime, symbols)
         latest = {(s, m.source): m for s, cached in current.items() for m in cached.sources}
@@ -267,7 +285,7 @@ async def post_marks(runtime: Runtime, who: Caller, marks: Sequence[MarkIn]) -> 
             if newer is not None and newer.ts > mark.ts:
                 superseded += 1
                 continue
-            incoming[key] = SourceMark(mark.source, mark.price, mark.ts, mark.funding_rate)
+            incoming[key] = SourceMark(mark.source, mark.price, mark.ts, mark.funding_rate, mark.iv)
         merged = {**latest, **incoming}
         moved = sorted({symbol for symbol, _ in incoming})
         stored = await repository.lock_twaps(db, symbols)
@@ -355,8 +373,11 @@ def mark_out(mark: Mark) -> MarkOut:
         status=mark.status,
         age_ms=mark.age_ms,
         funding_rate=mark.funding_rate,
+        iv=mark.iv,
         sources=[
-            SourceOut(source=s.source, price=s.price, ts=s.ts, age_ms=s.age_ms, fresh=s.fresh)
+            SourceOut(
+                source=s.source, price=s.price, ts=s.ts, age_ms=s.age_ms, fresh=s.fresh, iv=s.iv
+            )
             for s in mark.sources
         ],
     )

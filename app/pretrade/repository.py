@@ -352,11 +352,16 @@ class CheckRow:
     client_order_ids: list[str]
     reservation: tuple[str, list[dict[str, Any]], datetime] | None
     """``(reservation_id, legs, expires_at)``."""
+    judged_at_token: int | None = None
+    """A reservation written without the subaccount's row lock: the subaccount's token the
+    check was judged at. It is written only if the token is still that (nothing moved since);
+    None writes it whatever the token (the check holds the row lock)."""
 
 
-async def insert_check(db: HotDb, row: CheckRow) -> None:
+async def insert_check(db: HotDb, row: CheckRow) -> int | None:
     """One statement on PostgreSQL: all of it commits, or none (a reused order id is a
-    unique violation, answered 409 and retried into a replay)."""
+    unique violation, answered 409 and retried into a replay). The subaccount's new token when
+    the row holds a reservation (PostgreSQL; None on SQLite, whose triggers change it)."""
     reservation_id, legs, expires_at = row.reservation or (None, None, None)
     if isinstance(db, AsyncSession):
         from app.audit import service as audit
@@ -398,36 +403,68 @@ async def insert_check(db: HotDb, row: CheckRow) -> None:
             account_id=row.account_id,
             subaccount_id=row.subaccount_id,
         )
-        return
-    await insert_checks(db, [row])
+        return None
+    return (await insert_checks(db, [row])).get(row.subaccount_id)
 
 
 _INSERT_CHECKS_SQL = """
-WITH answers AS (
+WITH locked AS (
+  SELECT subaccount_id FROM subaccounts WHERE subaccount_id = ANY($18::text[])
+   ORDER BY subaccount_id FOR KEY SHARE
+), claim AS (
+  UPDATE state_versions v SET token = floor(random() * 9223372036854775806)::bigint
+    FROM unnest($18::text[], $19::bigint[]) AS e(id, judged_at)
+   WHERE v.scope = 'subaccount' AND v.id = e.id AND e.id IN (SELECT subaccount_id FROM locked)
+     AND (e.judged_at IS NULL OR v.token = e.judged_at)
+  RETURNING v.id, v.token
+), kept AS (
+  SELECT k.check_id FROM unnest($1::text[], $2::text[], $20::bool[]) AS k(check_id, sub, claims)
+   WHERE NOT k.claims OR k.sub IN (SELECT id FROM claim)
+), answers AS (
   INSERT INTO checks (check_id, subaccount_id, request_hash, response, created_at)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
+  SELECT a.* FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
+      AS a(check_id, subaccount_id, request_hash, response, created_at)
+   WHERE a.check_id IN (SELECT check_id FROM kept)
 ), orders AS (
   INSERT INTO check_orders (subaccount_id, client_order_id, check_id)
-  SELECT * FROM unnest($6::text[], $7::text[], $8::text[])
+  SELECT o.* FROM unnest($6::text[], $7::text[], $8::text[]) AS o(sub, id, check_id)
+   WHERE o.check_id IN (SELECT check_id FROM kept)
 ), held AS (
   INSERT INTO reservations
     (reservation_id, check_id, subaccount_id, status, legs, created_at, expires_at)
   SELECT r.id, r.check_id, r.subaccount_id, 'active', r.legs, r.created_at, r.expires_at
     FROM unnest($12::text[], $13::text[], $14::text[], $15::jsonb[], $16::timestamptz[],
                 $17::timestamptz[]) AS r(id, check_id, subaccount_id, legs, created_at, expires_at)
+   WHERE r.check_id IN (SELECT check_id FROM kept)
+), entries AS (
+  INSERT INTO audit_log (kind, actor_key_id, account_id, subaccount_id, payload, created_at)
+  SELECT 'check', l.actor, l.account, l.sub, l.payload, l.created_at
+    FROM unnest($9::text[], $10::text[], $2::text[], $11::text[], $5::timestamptz[], $1::text[])
+      AS l(actor, account, sub, payload, created_at, check_id)
+   WHERE l.check_id IN (SELECT check_id FROM kept)
 )
-INSERT INTO audit_log (kind, actor_key_id, account_id, subaccount_id, payload, created_at)
-SELECT 'check', * FROM unnest($9::text[], $10::text[], $2::text[], $11::text[], $5::timestamptz[])
+SELECT id, token FROM claim
 """
 
 
-async def insert_checks(db: asyncpg.Connection, rows: Sequence[CheckRow]) -> None:
+async def insert_checks(db: asyncpg.Connection, rows: Sequence[CheckRow]) -> dict[str, int]:
     """The records of checks, their order ids, reservations and audit entries, in one
     statement (PostgreSQL): all of them commit, or none (a reused order id in any is a unique
-    violation, answered 409 and retried into a replay)."""
-    orders = [(row.subaccount_id, o, row.check_id) for row in rows for o in row.client_order_ids]
+    violation, answered 409 and retried into a replay).
+
+    A row with a reservation gives its subaccount a new token in the same statement (the
+    migration e7a1c3b5d9f2 took that off the reservations trigger), and one judged at a token
+    (``judged_at_token``) is written only if its subaccount still has it: one that does not
+    writes nothing. Locks in the order every writer of a subaccount takes them — its row
+    first (here a key share, which waits for a fill's, transfer's or locked reserving check's
+    row lock), then its version — so none of them deadlocks with another. Answers the new token of each subaccount whose reservation was written; at
+    most one reservation row per subaccount (a process writes one at a time per subaccount:
+    its reserving checks there queue on a gate)."""
     held = [(row, row.reservation) for row in rows if row.reservation is not None]
-    await db.execute(
+    claims = sorted((row.subaccount_id, row.judged_at_token) for row, _ in held)
+    assert len({sid for sid, _ in claims}) == len(claims), "two reservations of one subaccount"
+    orders = [(row.subaccount_id, o, row.check_id) for row in rows for o in row.client_order_ids]
+    written = await db.fetch(
         _INSERT_CHECKS_SQL,
         [row.check_id for row in rows],
         [row.subaccount_id for row in rows],
@@ -446,17 +483,11 @@ async def insert_checks(db: asyncpg.Connection, rows: Sequence[CheckRow]) -> Non
         [json.dumps(legs) for _, (_, legs, _) in held],
         [row.created_at for row, _ in held],
         [expires_at for _, (_, _, expires_at) in held],
+        [subaccount_id for subaccount_id, _ in claims],
+        [judged_at for _, judged_at in claims],
+        [row.reservation is not None for row in rows],
     )
-
-
-async def subaccount_token(db: HotDb, subaccount_id: str) -> int | None:
-    """The subaccount's version token as this transaction sees it (after its own writes)."""
-    if isinstance(db, AsyncSession):
-        return None  # SQLite: one process, nothing worth keeping across its writes
-    token = await db.fetchval(
-        "SELECT token FROM state_versions WHERE scope = 'subaccount' AND id = $1", subaccount_id
-    )
-    return None if token is None else int(token)
+    return {subaccount_id: int(token) for subaccount_id, token in written}
 
 
 async def lock_rate_window(db: HotDb, account_id: str) -> None:

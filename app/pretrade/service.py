@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -271,6 +271,7 @@ class _Attempt:
     transaction: bool
     lock_account: bool = False
     rate_in_postgres: bool = False
+    reserving: bool = False
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,7 @@ async def load(
     assert account is not None  # a subaccount's account exists (foreign key)
     siblings: tuple[SubaccountState, ...] = ()
     if account.account.limits:
-        if attempt.transaction and not attempt.lock_account:
+        if attempt.reserving and not attempt.lock_account:
             raise _Relock  # account-wide caps: reserving checks queue on the account too
         ids = [s for s in account.subaccount_ids if s != subaccount_id]
         tokens = versions.tokens
@@ -796,29 +797,38 @@ async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
     """The check's answer, as the JSON bytes sent, stored and audited.
 
     A non-reserving check on a warm process reads PostgreSQL once (the versions) and the cache
-    once, then writes its record in one statement. A reserving check does the same inside a
-    transaction that holds the subaccount's row lock (and the account's, when its caps span
-    subaccounts), so reservations on one subaccount are judged one after another."""
+    once, then writes its record in one statement. So does a reserving check on PostgreSQL:
+    its reservation is written only if the subaccount's token is still the one it was judged
+    at, so reservations on one subaccount are judged one after another, across processes —
+    and a check whose subaccount moved in between (``_Moved``) starts again in a transaction
+    holding the subaccount's row lock (and the account's, when its caps span subaccounts).
+    Reserving checks of one subaccount queue in their own process first (app/core/gates.py):
+    within a process they never race one another."""
     request_json = canonical_json(body.model_dump(mode="json"))
-    attempt = _Attempt(transaction=body.reserve)
-    for _ in range(3):
+    attempt = _Attempt(transaction=body.reserve and not runtime.hot.pooled, reserving=body.reserve)
+    for _ in range(4):
         try:
-            # Reserving checks of one subaccount queue in the process before they take a
-            # connection (app/core/gates.py), then on its row lock across processes.
-            # One deadline for both waits.
+            # One deadline for the gate, the connection and the row lock.
             deadline = asyncio.get_running_loop().time() + CHECK_COMMAND_TIMEOUT_S
             gate: contextlib.AbstractAsyncContextManager[None] = (
                 runtime.gates.one_at_a_time(body.subaccount_id, deadline)
-                if attempt.transaction
+                if body.reserve
                 else contextlib.nullcontext()
             )
-            hot = runtime.hot.connect(transaction=attempt.transaction, deadline=deadline, lazy=True)
-            async with gate, hot as db:
-                answer, record = await _check(db, runtime, who, body, request_json, attempt)
-            if record is not None:
-                # Written with the records of concurrent checks, on a connection of its own
-                # (this one is already free): one statement and one commit for all of them.
-                await runtime.check_records.call(record)
+            async with gate:
+                hot = runtime.hot.connect(
+                    transaction=attempt.transaction, deadline=deadline, lazy=True
+                )
+                async with hot as db:
+                    answer, record, keep = await _check(
+                        db, runtime, who, body, request_json, attempt
+                    )
+                if record is not None:
+                    # Written with the records of concurrent checks, on a connection of its
+                    # own (this one is already free): one statement and one commit for all.
+                    token = await _write(runtime, record, len(body.orders))
+                    if keep is not None and token is not None:
+                        keep(token)
             wake_sealers()  # committed: its audit entry can be linked now, not at the next tick
             return answer
         except _Relock as relock:
@@ -827,7 +837,25 @@ async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
                 if relock.args
                 else replace(attempt, transaction=True, lock_account=True)
             )
+        except _Moved:
+            attempt = replace(attempt, transaction=True)
     raise Conflict("the subaccount's state kept changing under the check; retry")
+
+
+async def _write(runtime: Runtime, record: repository.CheckRow, orders: int) -> int | None:
+    """Write ``record`` with the concurrent checks' (the subaccount's new token when it holds
+    a reservation). A reservation the subaccount moved under is not written: its orders leave
+    the order-rate window they were counted in, and ``_Moved`` is raised."""
+    try:
+        result = await runtime.check_records.call(record)
+    except _Moved:
+        await marketdata.forget_orders(
+            runtime,
+            [rate_key("sub", record.subaccount_id), rate_key("acct", record.account_id)],
+            [f"{record.check_id}|{i}" for i in range(orders)],
+        )
+        raise
+    return result if isinstance(result, int) else None
 
 
 async def _check(
@@ -837,7 +865,7 @@ async def _check(
     body: CheckIn,
     request_json: str,
     attempt: _Attempt,
-) -> tuple[bytes, repository.CheckRow | None]:
+) -> tuple[bytes, repository.CheckRow | None, Callable[[int], None] | None]:
     """The answer, and its record when the caller is to write it (a check that reserves
     nothing, on PostgreSQL); any other record is written here, in the check's transaction."""
     now = utcnow()
@@ -852,7 +880,7 @@ async def _check(
     if loaded.used_order_ids:
         earlier = await repository.earlier_answers(db, body.subaccount_id, order_ids)
         if len(earlier) == 1 and earlier[0][0] == digest:
-            return earlier[0][1].encode(), None
+            return earlier[0][1].encode(), None, None
         raise Conflict("a client_order_id of this basket was already checked with other content")
 
     check_id = os.urandom(16).hex()  # 128 random bits, as uuid4 without its object
@@ -909,6 +937,14 @@ async def _check(
             "expires_at": None if reservation is None else format_timestamp(reservation[1]),
         }
     )  # the shape of ``CheckOut``, built once as the bytes sent, stored and audited
+    # Written by the concurrent checks' statement unless this check holds a transaction; a
+    # reservation so written is conditional on the token its subaccount was judged at.
+    deferred = not attempt.transaction and runtime.hot.pooled
+    judged_at = None
+    if deferred and reservation is not None:
+        judged_at = runtime.resident.token_of(subaccount_key(subaccount.subaccount_id), loaded.held)
+        if judged_at is None:  # another copy replaced it meanwhile: judge under the lock
+            raise _Relock(replace(attempt, transaction=True))
     record = repository.CheckRow(
         check_id=check_id,
         subaccount_id=subaccount.subaccount_id,
@@ -924,34 +960,35 @@ async def _check(
         reservation=None
         if reservation is None
         else (reservation[0], outcome.reserved_legs, reservation[1]),
+        judged_at_token=judged_at,
     )
-    deferred = reservation is None and not attempt.transaction and runtime.hot.pooled
-    if not deferred:
-        await repository.insert_check(db, record)
+    keep: Callable[[int], None] | None = None
     if reservation is not None:
-        # Under the subaccount's row lock, the token this write gave it: the state with this
-        # reservation is kept under it, so the next reserving check here loads nothing.
-        token = await repository.subaccount_token(db, subaccount.subaccount_id)
-        if token is not None:
-            pretrade_state.with_reservation(
-                runtime.resident,
-                loaded.held,
-                token,
-                Reservation(
-                    reservation_id=reservation[0],
-                    check_id=check_id,
-                    subaccount_id=subaccount.subaccount_id,
-                    status="active",
-                    legs=outcome.reserved_legs,
-                    created_at=now,
-                    expires_at=reservation[1],
-                    closed_at=None,
-                ),
-            )
+        kept = Reservation(
+            reservation_id=reservation[0],
+            check_id=check_id,
+            subaccount_id=subaccount.subaccount_id,
+            status="active",
+            legs=outcome.reserved_legs,
+            created_at=now,
+            expires_at=reservation[1],
+            closed_at=None,
+        )
+
+        def keep(token: int) -> None:
+            # The state with this reservation, under the token its write gave the subaccount:
+            # the next reserving check here loads nothing.
+            pretrade_state.with_reservation(runtime.resident, loaded.held, token, kept)
+
+    if not deferred:
+        token = await repository.insert_check(db, record)
+        if keep is not None and token is not None:
+            keep(token)
+        keep = None
     codes: list[str] = [reason.code for reason in outcome.reasons]
     for code in codes or ["none"]:
         runtime.metrics.count_decision(decision, code)
-    return response_json.encode(), record if deferred else None
+    return response_json.encode(), record if deferred else None, keep
 
 
 async def read_versions(
@@ -962,27 +999,48 @@ async def read_versions(
         return await repository.read_versions(db, asks)
 
 
+class _Moved(Exception):
+    """A reservation judged without the row lock was not written: its subaccount moved since
+    (another process wrote to it). The check starts again, under the lock."""
+
+
 async def write_records(
     runtime: Runtime, records: list[repository.CheckRow]
-) -> list[Exception | None]:
+) -> list[Exception | int | None]:
     """A batch of checks' records (``runtime.check_records``): one statement for all; if one of
-    them reused an order id (two checks raced for it), each alone, so only that one fails."""
+    them reused an order id (two checks raced for it), or its claims deadlocked with another
+    batch's, each alone, so only that one fails. Per
+    record: the subaccount's new token when it wrote a reservation, ``_Moved`` when its
+    reservation was judged at a token that is no longer current (nothing of it written)."""
     async with runtime.hot.connect() as db:
         assert isinstance(db, asyncpg.Connection)
         if len(records) > 1:
             try:
-                await repository.insert_checks(db, records)
-                return [None] * len(records)
-            except asyncpg.UniqueViolationError:
+                return _outcomes(records, await repository.insert_checks(db, records))
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 pass
-        errors: list[Exception | None] = []
+        results: list[Exception | int | None] = []
         for record in records:
             try:
-                await repository.insert_checks(db, [record])
-                errors.append(None)
+                results += _outcomes([record], await repository.insert_checks(db, [record]))
             except asyncpg.UniqueViolationError as exc:
-                errors.append(exc)
-        return errors
+                results.append(exc)
+            except asyncpg.DeadlockDetectedError:
+                # Two batches of other processes claimed the same subaccounts in another
+                # order: nothing of this one was written; it is judged again under the lock.
+                results.append(_Moved(record.subaccount_id))
+        return results
+
+
+def _outcomes(
+    records: Sequence[repository.CheckRow], tokens: Mapping[str, int]
+) -> list[Exception | int | None]:
+    return [
+        None
+        if record.reservation is None
+        else tokens.get(record.subaccount_id, _Moved(record.subaccount_id))
+        for record in records
+    ]
 
 
 async def _window_from_postgres(db: HotDb, subaccount: Subaccount, now: datetime) -> RateWindow:

@@ -42,6 +42,7 @@ __all__ = [
     "FillOut",
     "FillsIn",
     "FillsOut",
+    "GreeksOut",
     "Health",
     "InstrumentIn",
     "InstrumentList",
@@ -352,6 +353,10 @@ class ScenarioIn(RequestModel):
     shocks: dict[str, float] = Field(
         description='Relative move per underlying, e.g. {"BTC": -0.2}; unlisted ones do not move'
     )
+    vol_shocks: dict[str, float] = Field(
+        None,
+        description='Relative move of implied volatility per underlying, e.g. {"BTC": 0.5}: every option on it is revalued at σ·(1 + 0.5); unlisted ones do not move',
+    )
 
 
 class BookStressIn(RequestModel):
@@ -416,8 +421,17 @@ class MarkUsedOut(ResponseModel):
     status: str = Field(description="fresh | stale | deviating | missing")
 
 
+class GreeksOut(ResponseModel):
+    """An option position's Black-76 greeks, the per-unit greeks × q·k (margin.md "Options")."""
+
+    delta: Decimal = Field(description="In units of the underlying")
+    gamma: Decimal = Field(description="Change of delta per unit move of the underlying's index")
+    vega: Decimal = Field(description="Change of value per volatility point (σ + 0.01)")
+
+
 class PositionMarginOut(ResponseModel):
     entry_price: Decimal
+    greeks: GreeksOut | None = Field(None, description="Options only; null for other positions")
     initial_margin: Decimal
     instrument: str
     isolated_margin: Decimal
@@ -546,19 +560,29 @@ class MarginTierIn(RequestModel):
 
 class InstrumentIn(RequestModel):
     contract_size: Decimal = Decimal("1")
-    expiry: dt.datetime | None = Field(None, description="Required for futures")
-    funding_interval_s: int | None = None
-    kind: Literal["perpetual", "future"]
+    expiry: dt.datetime | None = Field(
+        None,
+        description="Required for futures and options (in the future when an option is created)",
+    )
+    funding_interval_s: int | None = Field(None, description="Perpetuals only")
+    kind: Literal["perpetual", "future", "option"]
     lot_size: Decimal
     maker_fee_rate: Decimal = Decimal("0")
-    margin_tiers: list[MarginTierIn]
+    margin_tiers: list[MarginTierIn] | None = Field(
+        None,
+        description="1–64 tiers, required for a perpetual or a future; absent or empty for an option (options are not margined by tiers)",
+    )
     max_order_notional: Decimal | None = None
     max_twap_deviation: Decimal | None = Field(None, description="Default 0.05")
+    option_type: Literal["call", "put"] | None = Field(None, description="Options only; required")
     price_band: Decimal | None = Field(None, description="max |limit − mark| / mark")
     stale_after_s: Decimal | None = Field(None, description="Default 5")
+    strike: Decimal | None = Field(None, description="Options only; required, > 0")
     taker_fee_rate: Decimal = Decimal("0")
     tick_size: Decimal
-    underlying: str
+    underlying: str = Field(
+        description="Risk factor; for an option, the symbol whose mark is its index (e.g. BTC)"
+    )
 
 
 class MarginTierOut(ResponseModel):
@@ -574,12 +598,16 @@ class InstrumentOut(ResponseModel):
     kind: str
     lot_size: Decimal
     maker_fee_rate: Decimal
-    margin_tiers: list[MarginTierOut]
-    max_leverage: Decimal = Field(description="1 / the first tier's initial margin fraction")
+    margin_tiers: list[MarginTierOut] = Field(description="Empty for an option")
+    max_leverage: Decimal | None = Field(
+        description="1 / the first tier's initial margin fraction: the most a chosen leverage may be; null for an option (no tiers, no chosen leverage)"
+    )
     max_order_notional: Decimal | None
     max_twap_deviation: Decimal
+    option_type: Literal["call", "put"] | None = Field(description="Null unless an option")
     price_band: Decimal | None
     stale_after_s: Decimal
+    strike: Decimal | None = Field(description="Null unless an option")
     symbol: str
     taker_fee_rate: Decimal
     tick_size: Decimal
@@ -651,15 +679,20 @@ class MarkIn(RequestModel):
     funding_rate: Decimal | None = Field(
         None, description="Perpetuals: the rate of the next funding interval"
     )
+    iv: Decimal | None = Field(
+        None,
+        description="Options (required there, refused elsewhere): the annualised implied volatility, a decimal in (0, 10], e.g. 0.55",
+    )
     price: Decimal
     source: str
-    symbol: str = Field(description="An instrument or an asset")
+    symbol: str = Field(description="An instrument, an asset or an underlying's index (e.g. BTC)")
     ts: dt.datetime
 
 
 class SourceOut(ResponseModel):
     age_ms: int
     fresh: bool
+    iv: Decimal | None = Field(description="This source's implied volatility; null where absent")
     price: Decimal
     source: str
     ts: str
@@ -668,6 +701,9 @@ class SourceOut(ResponseModel):
 class MarkOut(ResponseModel):
     age_ms: int
     funding_rate: Decimal | None
+    iv: Decimal | None = Field(
+        description="Options: the median implied volatility of the sources the price is the median of (the fresh ones); null for other symbols"
+    )
     price: Decimal
     sources: list[SourceOut]
     status: str = Field(description="fresh | stale | deviating")
@@ -907,6 +943,7 @@ class ScenarioOut(ResponseModel):
     name: str
     shocks: dict[str, float]
     shortfall: Decimal
+    vol_shocks: dict[str, float] = None
 
 
 class SnapshotPositionIn(RequestModel):
