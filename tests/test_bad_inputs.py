@@ -558,9 +558,7 @@ CASES = [
         {"margin_mode": "yolo"},
         field="margin_mode",
     ),
-    bad(
-        "instrument-kind-swap", "PUT", NEW_INSTRUMENT, an_instrument(kind="swap"), field="kind"
-    ),
+    bad("instrument-kind-swap", "PUT", NEW_INSTRUMENT, an_instrument(kind="swap"), field="kind"),
     bad("transfer-kind-gift", "POST", TRANSFERS, a_transfer(kind="gift"), field="kind"),
     bad(
         "trading-scope-planet",

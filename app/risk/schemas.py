@@ -125,16 +125,16 @@ class ScenarioIn(StrictIn):
         description='Relative move per underlying, e.g. {"BTC": -0.2}; unlisted ones do not move'
     )
 
-    vol_shocks: dict[Identifier, StrictFloat] = Field(
-        default_factory=dict,
+    vol_shocks: dict[Identifier, StrictFloat] | None = Field(
+        None,
         description='Relative move of implied volatility per underlying, e.g. {"BTC": 0.5}: '
-        "every option on it is revalued at σ·(1 + 0.5); unlisted ones do not move",
+        "every option on it is revalued at σ·(1 + 0.5); unlisted ones (and null) do not move",
     )
 
     @field_validator("shocks", "vol_shocks")
     @classmethod
-    def _moves(cls, shocks: dict[str, float]) -> dict[str, float]:
-        for underlying, move in shocks.items():
+    def _moves(cls, shocks: dict[str, float] | None) -> dict[str, float] | None:
+        for underlying, move in (shocks or {}).items():
             if not math.isfinite(move) or move < -1 or move > 10:
                 raise ValueError(f"{underlying}: a move must lie between -1 and 10")
         return shocks
@@ -149,7 +149,7 @@ class StressIn(StrictIn):
 class ScenarioOut(BaseModel):
     name: str
     shocks: dict[str, float]
-    vol_shocks: dict[str, float] = Field(default_factory=dict)
+    vol_shocks: dict[str, float] = Field(description="The volatility moves applied ({} if none)")
     equity: Money
     maintenance_margin: Money
     maintenance_margin_ratio: float | None

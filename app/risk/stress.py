@@ -32,7 +32,7 @@ def _shocks(
     book has no exposure to cannot move it."""
     return np.array(
         [
-            [(s.vol_shocks if volatility else s.shocks).get(u, 0.0) for u in risk.universe]
+            [((s.vol_shocks or {}) if volatility else s.shocks).get(u, 0.0) for u in risk.universe]
             for s in scenarios
         ],
         dtype=np.float64,
@@ -76,7 +76,7 @@ async def subaccount_stress(
             ScenarioOut(
                 name=scenario.name,
                 shocks=scenario.shocks,
-                vol_shocks=scenario.vol_shocks,
+                vol_shocks=scenario.vol_shocks or {},
                 equity=equity_to_decimal(float(result.equity[i]), decimals),
                 maintenance_margin=requirement_to_decimal(
                     float(result.maintenance_margin[i]), decimals

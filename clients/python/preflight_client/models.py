@@ -353,9 +353,9 @@ class ScenarioIn(RequestModel):
     shocks: dict[str, float] = Field(
         description='Relative move per underlying, e.g. {"BTC": -0.2}; unlisted ones do not move'
     )
-    vol_shocks: dict[str, float] = Field(
+    vol_shocks: dict[str, float] | None = Field(
         None,
-        description='Relative move of implied volatility per underlying, e.g. {"BTC": 0.5}: every option on it is revalued at σ·(1 + 0.5); unlisted ones do not move',
+        description='Relative move of implied volatility per underlying, e.g. {"BTC": 0.5}: every option on it is revalued at σ·(1 + 0.5); unlisted ones (and null) do not move',
     )
 
 
@@ -943,7 +943,7 @@ class ScenarioOut(ResponseModel):
     name: str
     shocks: dict[str, float]
     shortfall: Decimal
-    vol_shocks: dict[str, float] = None
+    vol_shocks: dict[str, float] = Field(description="The volatility moves applied ({} if none)")
 
 
 class SnapshotPositionIn(RequestModel):
