@@ -175,7 +175,7 @@ def _book(
     kept = held.memo.get(memo_key)
     if (
         kept is not None
-        and kept[0] is held
+        and _same_book_rows(kept[0], held)
         and kept[1] is known
         and (kept[4] is marks or all(marks.get(symbol) is was for symbol, was in kept[2]))
     ):
@@ -224,6 +224,18 @@ def _book(
     # judgement share the mapping too (marketdata.read_for_check), found by identity.
     held.memo[memo_key] = (held, known, tuple(verdicts), book, marks)
     return book
+
+
+def _same_book_rows(kept: SubaccountState, held: SubaccountState) -> bool:
+    """The two states value the same book: the same objects for everything a ``Book`` is made
+    of. A reservation written here changes only the reservations (``with_reservation``), so
+    what was computed from the book before it stays computed."""
+    return kept is held or (
+        kept.holdings is held.holdings
+        and kept.balances is held.balances
+        and kept.leverage is held.leverage
+        and kept.subaccount is held.subaccount
+    )
 
 
 def mark_ages(marks: Mapping[str, Verdict], now_us: int) -> dict[str, int]:
@@ -391,7 +403,7 @@ def _valued_symbols(loaded: Loaded, books_of: Sequence[str]) -> list[str]:
     kept = held.memo.get(memo_key)
     if (
         kept is not None
-        and kept[0] is held
+        and _same_book_rows(kept[0], held)
         and kept[1] is loaded.known
         and len(kept[2]) == len(siblings)
         and all(a is b for a, b in zip(kept[2], siblings, strict=True))

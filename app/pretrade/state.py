@@ -38,7 +38,20 @@ class SubaccountState:
     """What checks computed from this state (it is gone with the state when it moves)."""
 
     def held(self, now: datetime) -> tuple[Reservation, ...]:
-        return tuple(r for r in self.reservations if r.expires_at > now)
+        """The reservations still active at ``now``."""
+        if not self.reservations or self.last_expiry <= now:
+            return ()
+        return tuple(r for r, until in zip(self.reservations, self.expiries, strict=True)
+                     if until > now)  # fmt: skip
+
+    @cached_property
+    def expiries(self) -> tuple[datetime, ...]:
+        """Each reservation's expiry, read once per state (not through the ORM per check)."""
+        return tuple(r.expires_at for r in self.reservations)
+
+    @cached_property
+    def last_expiry(self) -> datetime:
+        return max(self.expiries)
 
     @cached_property
     def instruments(self) -> frozenset[str]:
@@ -178,8 +191,10 @@ def with_reservation(
     """Keep ``held`` plus a reservation this process has just written under ``token``, the
     subaccount's token read in the writing transaction (under its row lock): the next check
     here finds it current instead of loading it again. Harmless if the write rolls back: the
-    token is then never read again."""
-    state = replace(held, reservations=(*held.reservations, reservation))
+    token is then never read again. Reservations past their expiry are dropped from the kept
+    state (they count nowhere), so it does not grow with every reservation written here."""
+    active = tuple(r for r in held.reservations if r.expires_at > reservation.created_at)
+    state = replace(held, reservations=(*active, reservation))
     resident.put(subaccount_key(held.subaccount.subaccount_id), token, state)
 
 
