@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, Numeric, String, event
@@ -161,6 +161,12 @@ async def _keep(connection: asyncpg.Connection) -> None:
     session locks, no SET), and the default reset costs a round trip on every release."""
 
 
+SerialUser = Literal["versions", "records"]
+SERIAL_USERS: tuple[SerialUser, ...] = get_args(SerialUser)
+"""The group calls that keep a connection each (``HotStore.serial``): the pool has a slot for
+each beside the requests' own."""
+
+
 class HotStore:
     """Connections for the pre-trade check."""
 
@@ -169,6 +175,7 @@ class HotStore:
     ) -> None:
         self._pool = pool
         self._session_factory = session_factory
+        self._serial: dict[SerialUser, asyncpg.Connection] = {}
 
     @property
     def pooled(self) -> bool:
@@ -225,9 +232,45 @@ class HotStore:
         finally:
             await self._pool.release(held)
 
+    @asynccontextmanager
+    async def serial(self, name: SerialUser) -> AsyncIterator[asyncpg.Connection]:
+        """A connection kept for ``name``, a caller that never runs two statements at once
+        (a group call: its batches run one after another). Taken from the pool once, not per
+        batch — taking and giving back a connection costs the event loop more than a batch's
+        statement; one that failed goes, and the next batch takes another. PostgreSQL only."""
+        assert self._pool is not None
+        held = self._serial.get(name)
+        if held is None or not _usable(held):
+            held = await _acquire(
+                self._pool, asyncio.get_running_loop().time() + CHECK_COMMAND_TIMEOUT_S
+            )
+            self._serial[name] = held
+        try:
+            yield held
+        except BaseException as exc:
+            if _connection_suspect(exc):
+                del self._serial[name]
+                if _usable(held):
+                    held.terminate()  # see ``connect``: it may still have an operation in flight
+                    await self._pool.release(held)
+            raise
+
     async def close(self) -> None:
         if self._pool is not None:
+            for held in self._serial.values():
+                if _usable(held):
+                    await self._pool.release(held)
+            self._serial.clear()
             await self._pool.close()
+
+
+def _usable(held: asyncpg.Connection) -> bool:
+    """An acquired connection still open and still ours: the pool takes a connection back by
+    itself when PostgreSQL drops it, and then any call on it raises."""
+    try:
+        return not held.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 async def _acquire(pool: asyncpg.Pool, deadline: float) -> asyncpg.Connection:
@@ -335,7 +378,7 @@ async def create_hot_store(
     pool = await asyncpg.create_pool(
         dsn,
         min_size=0,
-        max_size=pool_size,
+        max_size=pool_size + len(SERIAL_USERS),  # the serial ones beside the requests
         connection_class=CountingConnection,
         init=count_statements,
         reset=_keep,

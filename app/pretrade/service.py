@@ -1007,7 +1007,7 @@ async def read_versions(
     runtime: Runtime, asks: list[repository.VersionsAsk]
 ) -> list[repository.Versions]:
     """A batch of checks' versions reads (``runtime.versions_reads``), by one statement."""
-    async with runtime.hot.connect() as db:
+    async with runtime.hot.serial("versions") as db:
         return await repository.read_versions(db, asks)
 
 
@@ -1024,8 +1024,7 @@ async def write_records(
     batch's, each alone, so only that one fails. Per
     record: the subaccount's new token when it wrote a reservation, ``_Moved`` when its
     reservation was judged at a token that is no longer current (nothing of it written)."""
-    async with runtime.hot.connect() as db:
-        assert isinstance(db, asyncpg.Connection)
+    async with runtime.hot.serial("records") as db:
         if len(records) > 1:
             try:
                 return _outcomes(records, await repository.insert_checks(db, records))
