@@ -23,6 +23,7 @@ from app.auth.principal import Principal, Role
 from app.auth.service import Caller
 from app.core.runtime import Runtime
 from app.core.types import utcnow
+from app.engine import black76_value, years_to_expiry
 from app.instruments import service as instruments_service
 from app.instruments.schemas import AssetIn, InstrumentIn
 from app.marketdata import service as marketdata
@@ -50,6 +51,10 @@ PRICES = {
     "ETH": Decimal("3600"),
     "SOL": Decimal("240"),
 }
+CALL = "BTC-20270326-100000-C"
+CALL_IV = Decimal("0.55")
+"""The demo's option: a BTC call struck at 100,000, marked at its Black-76 value at this
+implied volatility and the BTC index of the moment."""
 FUNDING = {
     "BTC-PERP": Decimal("0.0000125"),
     "ETH-PERP": Decimal("0.00001"),
@@ -110,6 +115,20 @@ def _instruments() -> dict[str, InstrumentIn]:
                 "margin_tiers": _tiers(("0", "0.05"), ("50000000", "0.1")),
             }
         ),
+        CALL: InstrumentIn.model_validate(
+            {
+                "kind": "option",
+                "underlying": "BTC",
+                "option_type": "call",
+                "strike": "100000",
+                "expiry": "2027-03-26T08:00:00Z",
+                "tick_size": "5",
+                "lot_size": "0.01",
+                "taker_fee_rate": "0.0003",
+                "maker_fee_rate": "0.0003",
+                "price_band": "0.5",
+            }
+        ),
     }
 
 
@@ -144,6 +163,7 @@ SUBACCOUNTS = {
                 {"instrument": "BTC-PERP", "size": "2", "entry_price": "95500"},
                 {"instrument": "ETH-PERP", "size": "-30", "entry_price": "3650"},
                 {"instrument": "SOL-PERP", "size": "500", "entry_price": "235"},
+                {"instrument": CALL, "size": "-1", "entry_price": "9800"},
             ],
         },
     ),
@@ -195,6 +215,7 @@ async def publish(runtime: Runtime, prices: dict[str, Decimal]) -> None:
     """Marks from two sources for every symbol, and a fresh book for every instrument (each
     written as the feeder's requests write them)."""
     now = utcnow()
+    prices = {**prices, CALL: _call_value(prices["BTC"], now)}
     marks = []
     for symbol, price in prices.items():
         for source, skew in (("venue", Decimal(1)), ("oracle", Decimal("1.0001"))):
@@ -205,6 +226,7 @@ async def publish(runtime: Runtime, prices: dict[str, Decimal]) -> None:
                     source=source,
                     ts=now,
                     funding_rate=FUNDING.get(symbol),
+                    iv=CALL_IV if symbol == CALL else None,
                 )
             )
     await marketdata.post_marks(runtime, FEED_CALLER, marks)  # swept by the app's sweeper
@@ -212,6 +234,15 @@ async def publish(runtime: Runtime, prices: dict[str, Decimal]) -> None:
         mark = prices[symbol].quantize(instrument.tick_size)
         book = _book(mark, instrument.tick_size, instrument.lot_size, now)
         await marketdata.put_book(runtime, FEEDER, symbol, book)
+
+
+def _call_value(index: Decimal, now: datetime) -> Decimal:
+    """The demo call's premium: Black-76 at the index, ``CALL_IV`` and its time to expiry."""
+    expiry = _instruments()[CALL].expiry
+    assert expiry is not None
+    years = years_to_expiry(expiry.timestamp(), now.timestamp())
+    value = black76_value(True, float(index), 100_000.0, float(CALL_IV), years)
+    return max(Decimal("5"), Decimal(str(float(value))).quantize(Decimal("0.01")))
 
 
 async def feed_forever(runtime: Runtime, interval_s: float = 1.0) -> None:
