@@ -55,12 +55,12 @@ def _call_value(spot: float, strike: float, sigma: float, years: float) -> float
     return spot * NormalDist().cdf(d1) - strike * NormalDist().cdf(d1 - spread)
 
 
-async def _short_call_desk(admin: Api) -> None:
-    """100,000 USDC in ``sub-cross``, then 1 call 70,000 sold at 1,500 (no fee); BTC 65,000,
-    the call marked 1,200 at σ 0.5."""
+async def _short_call_desk(admin: Api, usdc: str = "100000") -> None:
+    """``usdc`` in ``sub-cross``, then 1 call 70,000 sold at 1,500 (no fee); BTC 65,000, the
+    call marked 1,200 at σ 0.5."""
     await desk(admin, modes=("cross", "isolated"))
     await admin.ok("PUT", f"/v1/instruments/{CALL}", json=_call())
-    await deposit(admin, "sub-cross", "100000")
+    await deposit(admin, "sub-cross", usdc)
     await marks(admin, {"BTC": "65000", "BTC-PERP": "65000", CALL: "1200"}, **{CALL: {"iv": "0.5"}})
     await admin.ok(
         "POST", "/v1/fills", json={"fills": [fill("f-1", "sell", "1", "1500", instrument=CALL)]}
@@ -264,3 +264,40 @@ async def test_an_option_orders_notional_for_limits_is_delta_adjusted(admin: Api
     assert float(cap["value"]) == pytest.approx(0.3 * delta * 65_000, abs=2.0)
     # 0.2: ≈ 4,265, within the cap.
     assert (await buy("0.2"))["decision"] == "accept"
+
+
+async def test_a_rising_call_raises_a_margin_call_on_its_writer(admin: Api) -> None:
+    # 10,000 USDC: after the sale E = 11,500 − 1,200 = 10,300 against MM 4,875 (ratio 0.47).
+    await _short_call_desk(admin, usdc="10000")
+    assert (await admin.ok("GET", "/v1/margin-calls", params={"status": "open"}))[
+        "margin_calls"
+    ] == []
+    # The call marked 7,000: E = 11,500 − 7,000 = 4,500 ≤ MM 4,875 (ratio 1.083).
+    await marks(admin, {CALL: "7000"}, **{CALL: {"iv": "0.5"}})
+    calls = (await admin.ok("GET", "/v1/margin-calls", params={"status": "open"}))["margin_calls"]
+    liquidation = next(c for c in calls if c["level"] == "liquidation")
+    assert liquidation["subaccount_id"] == "sub-cross"
+    assert liquidation["shortfall"] == "375"  # MM − E = 4,875 − 4,500
+    assert liquidation["ratio"] == pytest.approx(4_875 / 4_500, rel=1e-6)
+
+
+async def test_max_size_of_a_call_is_bounded_by_its_margin(admin: Api) -> None:
+    # 10,000 USDC, nothing held; a market sell walks a deep bid at 1,150 (no fee).
+    await desk(admin)
+    await admin.ok("PUT", f"/v1/instruments/{CALL}", json=_call())
+    await deposit(admin, "sub-cross", "10000")
+    await marks(admin, {"BTC": "65000", CALL: "1200"}, **{CALL: {"iv": "0.5"}})
+    await admin.ok(
+        "PUT",
+        f"/v1/books/{CALL}",
+        json={"bids": [["1150", "1000"]], "asks": [["1250", "1000"]], "ts": _in(0)},
+    )
+    found = await admin.ok(
+        "POST",
+        "/v1/pretrade/max-size",
+        json={"subaccount_id": "sub-cross", "instrument": CALL, "side": "sell", "type": "market"},
+    )
+    # Selling q calls at 1,150: E = 10,000 + 1,150·q − 1,200·q = 10,000 − 50·q and
+    # IM = 6,500·q, so F ≥ 0 while 6,550·q ≤ 10,000: q ≤ 1.5267 → 1.52 in lots of 0.01.
+    assert found["size"] == "1.52"
+    assert found["binding"] == "INSUFFICIENT_MARGIN"
