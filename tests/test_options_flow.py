@@ -301,3 +301,31 @@ async def test_max_size_of_a_call_is_bounded_by_its_margin(admin: Api) -> None:
     # IM = 6,500·q, so F ≥ 0 while 6,550·q ≤ 10,000: q ≤ 1.5267 → 1.52 in lots of 0.01.
     assert found["size"] == "1.52"
     assert found["binding"] == "INSUFFICIENT_MARGIN"
+
+
+async def test_the_index_is_judged_by_the_options_own_staleness(admin: Api) -> None:
+    # The option goes stale after 2 s; BTC's index (default 5 s) was posted 3 s ago: fresh for
+    # BTC, stale for an order in this option.
+    await desk(admin)
+    await admin.ok("PUT", f"/v1/instruments/{CALL}", json=_call(stale_after_s="2"))
+    await deposit(admin, "sub-cross", "100000")
+    await admin.ok(
+        "POST",
+        "/v1/marks",
+        json={
+            "marks": [
+                {"symbol": "BTC", "price": "65000", "source": "index", "ts": _in(-3)},
+                {"symbol": CALL, "price": "1200", "source": "venue", "ts": _in(0), "iv": "0.5"},
+            ]
+        },
+    )
+    assert (await admin.ok("GET", "/v1/marks/BTC"))["status"] == "fresh"
+    order = {
+        "subaccount_id": "sub-cross",
+        "orders": [{"instrument": CALL, "side": "sell", "size": "0.1", "type": "market"}],
+    }
+    check = await admin.ok("POST", "/v1/pretrade/check", json=order)
+    assert check["decision"] == "reject"
+    assert [r["message"] for r in check["reasons"] if r["code"] == "STALE_MARK"] == [
+        "BTC index mark is stale"
+    ]

@@ -448,7 +448,28 @@ async def _market(
         books[symbol] = VisibleBook(
             "fresh" if fresh else "stale", tuple(visible.bids), tuple(visible.asks)
         )
-    return read.marks, books, read.rate
+    marks = read.marks
+    options = [loaded.known.instruments[s] for s in books_of]
+    if any(instrument.kind == "option" for instrument in options):
+        marks = _index_judged_by_options(marks, options, runtime, now)
+    return marks, books, read.rate
+
+
+def _index_judged_by_options(
+    marks: dict[str, Verdict], instruments: Sequence[Instrument], runtime: Runtime, now: datetime
+) -> dict[str, Verdict]:
+    """An option's underlying index is judged fresh by the option's own ``stale_after_s``
+    (margin.md "Options"): an index whose newest source is older than that is stale for this
+    check, whatever its own threshold says."""
+    now_us = microseconds(now)
+    for instrument in instruments:
+        index = marks.get(instrument.underlying)
+        if instrument.kind != "option" or index is None or index.status == "stale":
+            continue
+        limit = instruments_service.stale_after_s(instrument, runtime.settings)
+        if now_us - index.newest_us > limit * 1_000_000:
+            marks = {**marks, instrument.underlying: replace(index, status="stale")}
+    return marks
 
 
 def context(
