@@ -234,15 +234,10 @@ async def load_batch(
         reserved_initial_margin=np.zeros(len(subaccounts)),
     )
     position_instruments: list[str] = symbols.names()[row_codes].tolist()
-    option_owners = sorted(
-        {
-            int(owner)
-            for owner, symbol in zip(
-                rows.position_owner.tolist(), position_instruments, strict=True
-            )
-            if instruments[symbol].kind == "option"
-        }
-    )
+    is_option = np.zeros(codes, dtype=bool)
+    for symbol in known:
+        is_option[symbols.code(symbol)] = instruments[symbol].kind == "option"
+    option_owners: list[int] = np.unique(rows.position_owner[is_option[row_codes]]).tolist()
     return batch, parameters.arrays(list(universe)), position_instruments, option_owners
 
 
