@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from app.core.errors import Unavailable
+from app.core import gates as gates_module
 from app.core.gates import Gates
 
 
@@ -50,3 +51,15 @@ async def test_a_wait_past_its_deadline_is_refused_and_forgotten() -> None:
     assert (refused.value.status, refused.value.code) == (503, "UNAVAILABLE")
     await holder
     assert len(gates) == 0
+
+
+async def test_a_key_stays_contended_for_a_while_after_a_conflict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gates_module, "CONTENDED_S", 0.05)
+    gates = Gates()
+    assert not gates.contended("sub-1")
+    gates.note_contention("sub-1")
+    assert gates.contended("sub-1") and not gates.contended("sub-2")
+    await asyncio.sleep(0.06)
+    assert not gates.contended("sub-1")

@@ -834,11 +834,13 @@ async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
     its reservation is written only if the subaccount's token is still the one it was judged
     at, so reservations on one subaccount are judged one after another, across processes —
     and a check whose subaccount moved in between (``_Moved``) starts again in a transaction
-    holding the subaccount's row lock (and the account's, when its caps span subaccounts).
-    Reserving checks of one subaccount queue in their own process first (app/core/gates.py):
-    within a process they never race one another."""
+    holding the subaccount's row lock (and the account's, when its caps span subaccounts), as
+    do the process's reserving checks there for a while after (a race between processes
+    queues on the lock, app/core/gates.py). Reserving checks of one subaccount queue in their
+    own process first: within a process they never race one another."""
     request_json = canonical_json(body.model_dump(mode="json"))
-    attempt = _Attempt(transaction=body.reserve and not runtime.hot.pooled, reserving=body.reserve)
+    locked = not runtime.hot.pooled or runtime.gates.contended(body.subaccount_id)
+    attempt = _Attempt(transaction=body.reserve and locked, reserving=body.reserve)
     for _ in range(4):
         try:
             # One deadline for the gate, the connection and the row lock.
@@ -871,6 +873,7 @@ async def check(runtime: Runtime, who: Caller, body: CheckIn) -> bytes:
                 else replace(attempt, transaction=True, lock_account=True)
             )
         except _Moved:
+            runtime.gates.note_contention(body.subaccount_id)
             attempt = replace(attempt, transaction=True)
     raise Conflict("the subaccount's state kept changing under the check; retry")
 
