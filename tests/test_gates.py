@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from app.core.errors import Unavailable
 from app.core import gates as gates_module
+from app.core.errors import Unavailable
 from app.core.gates import Gates
 
 
