@@ -329,3 +329,51 @@ async def test_the_index_is_judged_by_the_options_own_staleness(admin: Api) -> N
     assert [r["message"] for r in check["reasons"] if r["code"] == "STALE_MARK"] == [
         "BTC index mark is stale"
     ]
+
+
+async def test_buying_back_the_call_pays_its_premium_and_reports_the_pnl(admin: Api) -> None:
+    await _short_call_desk(admin)
+    recorded = await admin.ok(
+        "POST", "/v1/fills", json={"fills": [fill("f-2", "buy", "1", "1000", instrument=CALL)]}
+    )
+    # Cash: 100,000 + 1,500 received − 1,000 paid. The realised PnL, 1 · (1,500 − 1,000) =
+    # 500, is recorded for reporting: the premiums already moved the cash, it is not added.
+    balances = await admin.ok("GET", "/v1/subaccounts/sub-cross/balances")
+    assert Decimal(balances["balances"]["USDC"]) == Decimal("100500")
+    [closing] = recorded["fills"]
+    assert Decimal(closing["realized_pnl"]) == Decimal("500")
+
+
+async def test_the_value_of_a_long_put_cannot_be_withdrawn(admin: Api) -> None:
+    await desk(admin)
+    await admin.ok("PUT", "/v1/instruments/BTC-P60K", json=_call(option_type="put", strike="60000"))
+    await deposit(admin, "sub-cross", "10000")
+    await marks(
+        admin, {"BTC": "65000", "BTC-PERP": "65000", "BTC-P60K": "2000"},
+        **{"BTC-P60K": {"iv": "0.5"}},
+    )  # fmt: skip
+    await admin.ok(
+        "POST",
+        "/v1/fills",
+        json={
+            "fills": [
+                fill("p-1", "buy", "1", "2000", instrument="BTC-P60K"),
+                fill("p-2", "buy", "0.1", "65000"),
+            ]
+        },
+    )
+    # 8,000 USDC, the put worth 2,000, 0.1 BTC-PERP at its entry (IM 10 % · 6,500 = 650):
+    # E = 10,000, W = E − 2,000 (the long put's value) − 650 = 7,350, under the balance.
+    summary = (await admin.ok("GET", "/v1/subaccounts/sub-cross/margin"))["summary"]
+    assert Decimal(summary["equity"]) == 10000
+    assert Decimal(summary["withdrawable"]) == Decimal("7350")
+
+    async def withdraw(amount: str) -> Any:
+        return await admin.post(
+            "/v1/subaccounts/sub-cross/transfers",
+            json={"transfer_id": f"w-{amount}", "asset": "USDC", "amount": amount,
+                  "kind": "withdrawal"},
+        )  # fmt: skip
+
+    assert (await withdraw("7350.01")).status_code == 409
+    assert (await withdraw("7350")).status_code in (200, 201)
