@@ -121,21 +121,27 @@ async def test_a_check_buys_back_part_of_the_call_on_its_book(admin: Api) -> Non
     assert float(position["greeks"]["delta"]) == pytest.approx(-0.5 * delta, abs=1e-3)
 
 
-async def test_an_option_order_fails_closed_on_a_stale_index(admin: Api) -> None:
+async def _call_with_an_aged_index(admin: Api, index_age_s: float, **call: Any) -> None:
+    """100,000 USDC in ``sub-cross``, the call (``call`` changes its terms) freshly marked and
+    BTC's index posted ``index_age_s`` ago, by one source."""
     await desk(admin)
-    await admin.ok("PUT", f"/v1/instruments/{CALL}", json=_call())
+    await admin.ok("PUT", f"/v1/instruments/{CALL}", json=_call(**call))
     await deposit(admin, "sub-cross", "100000")
-    # The call's own mark is fresh; its underlying's index is a minute old (stale after 5 s).
     await admin.ok(
         "POST",
         "/v1/marks",
         json={
             "marks": [
-                {"symbol": "BTC", "price": "65000", "source": "index", "ts": _in(-60)},
+                {"symbol": "BTC", "price": "65000", "source": "index", "ts": _in(-index_age_s)},
                 {"symbol": CALL, "price": "1200", "source": "venue", "ts": _in(0), "iv": "0.5"},
             ]
         },
     )
+
+
+async def test_an_option_order_fails_closed_on_a_stale_index(admin: Api) -> None:
+    # The call's own mark is fresh; its underlying's index is a minute old (stale after 5 s).
+    await _call_with_an_aged_index(admin, 60)
     order = {
         "subaccount_id": "sub-cross",
         "orders": [{"instrument": CALL, "side": "sell", "size": "0.1", "type": "market"}],
@@ -306,19 +312,7 @@ async def test_max_size_of_a_call_is_bounded_by_its_margin(admin: Api) -> None:
 async def test_the_index_is_judged_by_the_options_own_staleness(admin: Api) -> None:
     # The option goes stale after 2 s; BTC's index (default 5 s) was posted 3 s ago: fresh for
     # BTC, stale for an order in this option.
-    await desk(admin)
-    await admin.ok("PUT", f"/v1/instruments/{CALL}", json=_call(stale_after_s="2"))
-    await deposit(admin, "sub-cross", "100000")
-    await admin.ok(
-        "POST",
-        "/v1/marks",
-        json={
-            "marks": [
-                {"symbol": "BTC", "price": "65000", "source": "index", "ts": _in(-3)},
-                {"symbol": CALL, "price": "1200", "source": "venue", "ts": _in(0), "iv": "0.5"},
-            ]
-        },
-    )
+    await _call_with_an_aged_index(admin, 3, stale_after_s="2")
     assert (await admin.ok("GET", "/v1/marks/BTC"))["status"] == "fresh"
     order = {
         "subaccount_id": "sub-cross",

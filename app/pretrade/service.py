@@ -902,8 +902,10 @@ async def _check(
     request_json: str,
     attempt: _Attempt,
 ) -> tuple[bytes, repository.CheckRow | None, Callable[[int], None] | None]:
-    """The answer, and its record when the caller is to write it (a check that reserves
-    nothing, on PostgreSQL); any other record is written here, in the check's transaction."""
+    """The answer; its record when the caller is to write it (a check without a transaction,
+    on PostgreSQL: the concurrent checks' statement writes it), any other record being written
+    here, in the check's transaction; and, for a reservation the caller writes, what to keep
+    once the write answers the subaccount's new token."""
     now = utcnow()
     order_ids = [o.client_order_id for o in body.orders if o.client_order_id is not None]
     loaded = await load(db, runtime, who, body.subaccount_id, order_ids, now, attempt)
