@@ -71,13 +71,3 @@ async def load_key(db: HotDb, key_id: str) -> tuple[int | None, KeyRecord] | Non
         return None
     key_hash, role, accounts, revoked, token = rows[0]
     return token, KeyRecord(key_hash, role, json.loads(accounts) if accounts else None, revoked)
-
-
-async def key_token(db: HotDb, key_id: str) -> int | None:
-    """The key's version token now (None: no row yet)."""
-    if isinstance(db, AsyncSession):
-        return (await versions.tokens(db, [("key", key_id)])).get(("key", key_id))
-    token = await db.fetchval(
-        "SELECT token FROM state_versions WHERE scope = 'key' AND id = $1", key_id
-    )
-    return None if token is None else int(token)

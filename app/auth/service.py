@@ -107,15 +107,6 @@ def require_role(principal: Principal, roles: frozenset[Role], *, unscoped: bool
         )
 
 
-async def confirmed(db: HotDb, resident: Resident, who: Caller) -> Principal:
-    """``confirm`` with the key's token read now, in its own statement on ``db`` (a write's
-    transaction: the key it is admitted under is current as of that write)."""
-    if who.key_token is None:
-        return who.principal
-    token = await repository.key_token(db, who.principal.key_id)
-    return await confirm(db, resident, who, token)
-
-
 async def confirm(
     db: HotDb, resident: Resident, who: Caller, current_token: int | None
 ) -> Principal:

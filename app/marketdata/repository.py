@@ -13,6 +13,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import versions
 from app.core.db import HotDb, dialect_name
 from app.marketdata.marks import SourceMark, TwapState
 from app.marketdata.models import Book, MarkSource, MarkTwap, MovedMark
@@ -41,22 +42,10 @@ async def upsert_marks(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
     await session.execute(statement)
 
 
-async def lock_twaps(db: HotDb, symbols: Sequence[str]) -> dict[str, TwapState]:
-    """The TWAP states of ``symbols``, row-locked until commit: two posts of one symbol extend
-    it one after the other, whichever process takes them."""
-    if not symbols:
-        return {}
-    if not isinstance(db, AsyncSession):
-        rows = await db.fetch(
-            "SELECT symbol, at_ms, last, average, span_ms FROM mark_twaps "
-            "WHERE symbol = ANY($1::text[]) ORDER BY symbol FOR UPDATE",
-            sorted(symbols),
-        )
-        return {r[0]: TwapState(r[1], r[2], r[3], r[4]) for r in rows}
+async def _twaps(session: AsyncSession, symbols: Sequence[str]) -> dict[str, TwapState]:
+    """The TWAP states of ``symbols`` (SQLite's ``post_reads``: its write lock serialises)."""
     query = select(MarkTwap).where(MarkTwap.symbol.in_(sorted(symbols))).order_by(MarkTwap.symbol)
-    if dialect_name(db) == "postgresql":
-        query = query.with_for_update()
-    return {r.symbol: _twap(r) for r in (await db.scalars(query)).all()}
+    return {r.symbol: _twap(r) for r in (await session.scalars(query)).all()}
 
 
 def _twap(row: MarkTwap) -> TwapState:
@@ -117,40 +106,87 @@ _NO_KIND = MarkedSymbol(None, None, None)
 """An asset or an underlying's index: no kind, the default thresholds."""
 
 
-async def marked_symbols(db: HotDb, symbols: Sequence[str]) -> dict[str, MarkedSymbol]:
+async def _marked_symbols(session: AsyncSession, symbols: Sequence[str]) -> dict[str, MarkedSymbol]:
     """The instruments, assets and underlyings (indices: the ``underlying`` of an instrument)
     among ``symbols`` (an instrument wins over an asset or underlying of the same name); the
-    others are absent. One statement on PostgreSQL."""
-    if isinstance(db, AsyncSession):
-        from app.instruments import repository as instruments_repository
-        from app.instruments.models import Instrument
+    others are absent (SQLite's ``post_reads``)."""
+    from app.instruments import repository as instruments_repository
+    from app.instruments.models import Instrument
 
-        instruments = await instruments_repository.get_instruments(db, symbols)
-        found = {
-            s: MarkedSymbol(i.kind, i.stale_after_s, i.max_twap_deviation)
-            for s, i in instruments.items()
-        }
-        for symbol in symbols:
-            if symbol not in found and await instruments_repository.get_asset(db, symbol):
-                found[symbol] = _NO_KIND
-        rest = [s for s in symbols if s not in found]
-        if rest:
-            query = select(Instrument.underlying).where(Instrument.underlying.in_(rest)).distinct()
-            found.update(dict.fromkeys(await db.scalars(query), _NO_KIND))
-        return found
-    rows = await db.fetch(
-        "SELECT symbol, kind, stale_after_s, max_twap_deviation FROM instruments "
-        "WHERE symbol = ANY($1::text[]) "
-        "UNION ALL SELECT symbol, NULL, NULL, NULL FROM assets WHERE symbol = ANY($1::text[]) "
-        "UNION ALL SELECT u, NULL, NULL, NULL FROM unnest($1::text[]) AS u "
-        "WHERE EXISTS (SELECT 1 FROM instruments WHERE underlying = u)",
-        list(symbols),
-    )
-    found = {}
-    for symbol, kind, stale_after_s, max_twap_deviation in rows:
-        if symbol not in found or kind is not None:
-            found[symbol] = MarkedSymbol(kind, stale_after_s, max_twap_deviation)
+    instruments = await instruments_repository.get_instruments(session, symbols)
+    found = {
+        s: MarkedSymbol(i.kind, i.stale_after_s, i.max_twap_deviation)
+        for s, i in instruments.items()
+    }
+    for symbol in symbols:
+        if symbol not in found and await instruments_repository.get_asset(session, symbol):
+            found[symbol] = _NO_KIND
+    rest = [s for s in symbols if s not in found]
+    if rest:
+        query = select(Instrument.underlying).where(Instrument.underlying.in_(rest)).distinct()
+        found.update(dict.fromkeys(await session.scalars(query), _NO_KIND))
     return found
+
+
+@dataclass(frozen=True)
+class PostReads:
+    """What a mark post reads before it writes, in its transaction."""
+
+    key_token: int | None
+    """The poster's key's version token now (None: no key, or no row yet)."""
+    known: dict[str, MarkedSymbol]
+    """The instruments, assets and underlyings' indices among the post's symbols (an
+    instrument wins over an asset or index of the same name); the others are absent."""
+    twaps: dict[str, TwapState]
+    """The TWAP states of the post's symbols, row-locked until commit (PostgreSQL): two posts
+    of one symbol extend it one after the other, whichever process takes them."""
+
+
+_POST_READS_SQL = """
+WITH locked AS (
+  SELECT symbol, at_ms, last, average, span_ms FROM mark_twaps
+   WHERE symbol = ANY($1::text[]) ORDER BY symbol FOR UPDATE
+)
+SELECT 0, symbol, NULL::text, NULL::numeric, NULL::numeric, at_ms, last, average, span_ms,
+       NULL::bigint FROM locked
+UNION ALL SELECT 1, symbol, kind, stale_after_s, max_twap_deviation, NULL, NULL, NULL, NULL, NULL
+  FROM instruments WHERE symbol = ANY($1::text[])
+UNION ALL SELECT 2, symbol, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM assets WHERE symbol = ANY($1::text[])
+UNION ALL SELECT 2, u, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM unnest($1::text[]) AS u
+ WHERE EXISTS (SELECT 1 FROM instruments WHERE underlying = u)
+UNION ALL SELECT 3, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, token
+  FROM state_versions WHERE scope = 'key' AND id = $2
+"""
+
+
+async def post_reads(db: HotDb, symbols: Sequence[str], key_id: str | None) -> PostReads:
+    """The key's token, the symbols marked and their TWAP states row-locked: on PostgreSQL one
+    statement (a post of N symbols waits for one round trip, not three)."""
+    if isinstance(db, AsyncSession):  # SQLite: one process, BEGIN IMMEDIATE serialises posts
+        keys = [] if key_id is None else [("key", key_id)]
+        token = (await versions.tokens(db, keys)).get(("key", key_id or ""))
+        return PostReads(token, await _marked_symbols(db, symbols), await _twaps(db, symbols))
+    token, known, twaps = None, {}, {}
+    for (
+        part,
+        symbol,
+        kind,
+        stale,
+        deviation,
+        at_ms,
+        last,
+        average,
+        span_ms,
+        key_token,
+    ) in await db.fetch(_POST_READS_SQL, sorted(symbols), key_id or ""):
+        if part == 0:
+            twaps[symbol] = TwapState(at_ms, last, average, span_ms)
+        elif part == 3:
+            token = int(key_token)
+        elif symbol not in known or kind is not None:  # an instrument wins over the rest
+            known[symbol] = MarkedSymbol(kind, stale, deviation)
+    return PostReads(token, known, twaps)
 
 
 _WRITE_MARKS_SQL = """

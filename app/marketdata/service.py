@@ -253,11 +253,15 @@ async def post_marks(runtime: Runtime, who: Caller, marks: Sequence[MarkIn]) -> 
     payload = canonical_json({"marks": [m.model_dump(mode="json") for m in marks]})
     deadline = asyncio.get_running_loop().time() + CHECK_COMMAND_TIMEOUT_S
     async with runtime.hot.connect(transaction=True, deadline=deadline) as db:
-        # The key as of this write (revoked since the process loaded it: refused).
-        principal = await auth_service.confirmed(db, runtime.resident, who)
+        # The key as of this write (revoked since the process loaded it: refused), the symbols
+        # and their TWAP states locked, in one statement.
+        reads = await repository.post_reads(
+            db, symbols, None if who.key_token is None else who.principal.key_id
+        )
+        principal = await auth_service.confirm(db, runtime.resident, who, reads.key_token)
         auth_service.require_role(principal, MARKET_WRITERS, unscoped=True)
         actor = principal.actor
-        known = await repository.marked_symbols(db, symbols)
+        known = reads.known
         skew_s = runtime.settings.mark_future_skew_s
         for index, mark in enumerate(marks):
             if mark.symbol not in known:
@@ -288,7 +292,7 @@ async def post_marks(runtime: Runtime, who: Caller, marks: Sequence[MarkIn]) -> 
             incoming[key] = SourceMark(mark.source, mark.price, mark.ts, mark.funding_rate, mark.iv)
         merged = {**latest, **incoming}
         moved = sorted({symbol for symbol, _ in incoming})
-        stored = await repository.lock_twaps(db, symbols)
+        stored = reads.twaps
         extended = _extend_twaps(runtime, stored, known, merged, moved, now)
         # The symbols are noted in this transaction, so a committed mark is always swept,
         # whichever process sweeps.
