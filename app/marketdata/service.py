@@ -245,9 +245,9 @@ def _extend_twaps(
 
 async def post_marks(runtime: Runtime, who: Caller, marks: Sequence[MarkIn]) -> MarksAccepted:
     """Store a post's marks (each source's newest), extend the TWAPs, note the symbols for the
-    margin-call sweep and audit the post, in one transaction (on PostgreSQL: the key's version,
-    the symbols, the TWAP states locked, one statement for the writes); then the cache. Margin
-    calls are raised off this request (app/risk/margin_calls.py)."""
+    margin-call sweep and audit the post, in one transaction (on PostgreSQL: one statement
+    reads the key's version, the symbols and their TWAP states, locked; one writes); then the
+    cache. Margin calls are raised off this request (app/risk/margin_calls.py)."""
     now = utcnow()
     symbols = sorted({m.symbol for m in marks})
     payload = canonical_json({"marks": [m.model_dump(mode="json") for m in marks]})
