@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -295,6 +295,20 @@ class Collateral:
         )
 
 
+class OptionRows(Protocol):
+    """What a summary reports of its option rows (``options.OptionValues``; a protocol here
+    because options.py builds on this module). Each (n,), 0 on rows that are not options."""
+
+    @property
+    def value(self) -> FloatArray: ...
+    @property
+    def delta(self) -> FloatArray: ...
+    @property
+    def gamma(self) -> FloatArray: ...
+    @property
+    def vega(self) -> FloatArray: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PositionMargins:
     """Per-position results, each of shape (n,), in the order of the input rows.
@@ -302,7 +316,7 @@ class PositionMargins:
     ``initial_margin`` / ``maintenance_margin`` are the standard (tiered) model's values in every
     mode (informational in portfolio mode). ``liquidation_price`` is nan when no positive price
     reaches liquidation (and for flat rows). ``equity`` is A + u in isolated mode, else None.
-    ``options``: the option rows' values and greeks (``options.OptionValues``, 0 on other
+    ``options``: the option rows' values and greeks (an ``options.OptionValues``, 0 on other
     rows); None for a book without options.
     """
 
@@ -312,7 +326,7 @@ class PositionMargins:
     maintenance_margin: FloatArray
     liquidation_price: FloatArray
     equity: FloatArray | None
-    options: Any = None
+    options: OptionRows | None = None
 
 
 SUMMARY_FIELDS: tuple[str, ...] = (
