@@ -457,9 +457,10 @@ async def insert_checks(db: asyncpg.Connection, rows: Sequence[CheckRow]) -> dic
     (``judged_at_token``) is written only if its subaccount still has it: one that does not
     writes nothing. Locks in the order every writer of a subaccount takes them — its row
     first (here a key share, which waits for a fill's, transfer's or locked reserving check's
-    row lock), then its version — so none of them deadlocks with another. Answers the new token of each subaccount whose reservation was written; at
-    most one reservation row per subaccount (a process writes one at a time per subaccount:
-    its reserving checks there queue on a gate)."""
+    row lock), then its version — so none of them deadlocks with another. Answers the new
+    token of each subaccount whose reservation was written. At most one reservation row per
+    subaccount: a process writes one at a time per subaccount (its reserving checks there
+    queue on a gate)."""
     held = [(row, row.reservation) for row in rows if row.reservation is not None]
     claims = sorted((row.subaccount_id, row.judged_at_token) for row, _ in held)
     assert len({sid for sid, _ in claims}) == len(claims), "two reservations of one subaccount"
