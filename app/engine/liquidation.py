@@ -23,8 +23,8 @@ sign. One tier, long: ``m = (q·k·e − A) / (q·k·(1 − mmf))`` in isolated 
   (standard margin and the portfolio grid revalue it at the underlying's index S and its σ),
   so ``E + q·k·(m − m_now) = MM`` gives ``m = m_now + (MM − E) / (q·k)``
   (``option_liquidation_prices``). In a portfolio book with options, a delta-one position's
-  price is found by bisection on its own dollar-delta change, the options' grid held fixed
-  (``portfolio_option_book_liquidation_prices``).
+  price is found by the secant method on its own dollar-delta change (bisection where that
+  does not settle), the options' grid held fixed (``portfolio_option_book_liquidation_prices``).
 
 Equity minus maintenance is strictly monotone in m for every mode (mmf < 1; in portfolio mode
 r_u + spread_u < 1 and floor_rate < 1), so the price is unique. A price ≤ 0 is reported as nan:
@@ -35,6 +35,7 @@ water at every price).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,7 +225,7 @@ class _PortfolioResidual:
 
 
 def _bisect(
-    g: _PortfolioResidual,
+    g: Callable[[FloatArray], FloatArray],
     y_safe: FloatArray,
     y_liq: FloatArray,
     width: FloatArray,
@@ -505,52 +506,22 @@ def _bracketed_roots(
 ) -> tuple[FloatArray, BoolArray]:
     """Each row's safe end (g > 0) of a one-tick bracket of g's root, and whether one was
     found: a step away from 0 doubled until g changes sign (never past price 0, at
-    ``at_zero``), then the Illinois method (regula falsi halving the stale end's value)."""
-    n = at_zero.shape[0]
-    g0 = g(np.zeros(n))
+    ``at_zero``), then halved (``_bisect``)."""
+    near = np.zeros(at_zero.shape[0])
+    g0 = g(near)
     safe_now = g0 > 0
     direction = np.where(safe_now, -1.0, 1.0)
-    step = np.abs(g0) + 1e-9 * np.abs(notional) + 1e-12
-    near, g_near = np.zeros(n), g0
-    far = direction * step
+    far = direction * (np.abs(g0) + 1e-9 * np.abs(notional) + 1e-12)
     bounded = np.where(direction * at_zero > 0, at_zero, direction * np.inf)
-    found = np.zeros(n, dtype=np.bool_)
-    g_far = g0
+    found = np.zeros(near.shape[0], dtype=np.bool_)
     for _ in range(max_iterations):
         far = np.where(direction * far > direction * bounded, bounded, far)
-        g_far = g(far)
-        found = (g_far > 0) != safe_now
+        found = (g(far) > 0) != safe_now
         stuck = found | (far == bounded)
         if bool(stuck.all()):
             break
         near = np.where(stuck, near, far)
-        g_near = np.where(stuck, g_near, g_far)
         far = np.where(stuck, far, 2.0 * far)
-    a = np.where(safe_now, near, far)  # g > 0
-    b = np.where(safe_now, far, near)  # g ≤ 0
-    ga = np.where(safe_now, g_near, g_far)
-    gb = np.where(safe_now, g_far, g_near)
-    width = np.where(found, width, np.inf)
-    last = np.zeros(n, dtype=np.int8)  # which end moved last: +1 a, −1 b
-    for _ in range(max_iterations):
-        open_bracket = np.abs(a - b) > width
-        if not bool(open_bracket.any()):
-            break
-        with np.errstate(divide="ignore", invalid="ignore"):
-            c = b - gb * (b - a) / (gb - ga)
-        inside = np.isfinite(c) & ((c - a) * (c - b) < 0)
-        c = np.where(inside, c, 0.5 * (a + b))
-        # Never a step thinner than a quarter tick: the bracket must close.
-        toward = np.sign(b - a)
-        c = np.where(np.abs(c - a) < 0.25 * width, a + 0.25 * width * toward, c)
-        c = np.where(np.abs(c - b) < 0.25 * width, b - 0.25 * width * toward, c)
-        c = np.where(open_bracket, c, a)
-        gc = g(c)
-        to_a = open_bracket & (gc > 0)
-        to_b = open_bracket & ~(gc > 0)
-        gb = np.where(to_a & (last == 1), 0.5 * gb, gb)  # Illinois: the stale end's value halves
-        ga = np.where(to_b & (last == -1), 0.5 * ga, ga)
-        a, ga = np.where(to_a, c, a), np.where(to_a, gc, ga)
-        b, gb = np.where(to_b, c, b), np.where(to_b, gc, gb)
-        last = np.where(to_a, 1, np.where(to_b, -1, last)).astype(np.int8)
-    return a, found
+    y_safe = np.where(safe_now, near, far)
+    y_liq = np.where(safe_now, far, near)
+    return _bisect(g, y_safe, y_liq, np.where(found, width, np.inf), max_iterations), found

@@ -95,25 +95,42 @@ def book_values(
 ) -> BookValues:
     """Evaluate the mode-independent quantities of one book (formulas in the module docstring).
     ``options``: which rows are options, and their terms (None or no option row: none)."""
-    if options is not None and bool(options.is_option.any()):
-        return _book_values_with_options(positions, collateral, risk, options)
     qk = positions.size * positions.contract_size
     delta = qk * positions.mark
-    notional = np.abs(delta)
     upnl = positions.mark - positions.entry_price
     upnl *= qk
-    im, mm = position_margins(notional, positions.leverage, positions.tiers)
-    funding_rate = np.where(positions.is_perpetual, positions.funding_rate, 0.0)
-    gross = float(notional.sum())
-    c_weighted, c_full = collateral_values(collateral)
-    long, short = legs(
-        delta,
-        positions.underlying,
-        collateral.balance * collateral.price,
-        collateral.underlying,
-        risk.n_underlyings,
-    )
     upnl_total = float(upnl.sum())
+    funding_rate = np.where(positions.is_perpetual, positions.funding_rate, 0.0)
+    if options is None or not bool(options.is_option.any()):
+        notional = np.abs(delta)
+        im, mm = position_margins(notional, positions.leverage, positions.tiers)
+        gross = float(notional.sum())
+        long, short = legs(
+            delta,
+            positions.underlying,
+            collateral.balance * collateral.price,
+            collateral.underlying,
+            risk.n_underlyings,
+        )
+        charges: PortfolioCharges | OptionPortfolioCharges = charges_from_legs(
+            long, short, gross, risk
+        )
+        values, equity_total, long_value = None, upnl_total, 0.0
+    else:
+        # The option rows (module docstring, Options): their own notional, margin and value.
+        is_option = options.is_option
+        values = option_values(positions, options, risk)
+        delta = np.where(is_option, 0.0, delta)
+        funding_rate = np.where(is_option, 0.0, funding_rate)
+        im, mm = position_margins(np.abs(delta), positions.leverage, positions.tiers)
+        notional = np.where(is_option, values.notional, np.abs(delta))
+        im = np.where(is_option, values.initial_margin, im)
+        mm = np.where(is_option, values.maintenance_margin, mm)
+        gross = float(notional.sum())
+        charges = option_portfolio_charges(positions, collateral, risk, options)
+        equity_total = float(np.where(is_option, values.value, upnl).sum())
+        long_value = float(np.maximum(values.value, 0.0).sum())
+    c_weighted, c_full = collateral_values(collateral)
     return BookValues(
         notional=notional,
         unrealized_pnl=upnl,
@@ -127,42 +144,9 @@ def book_values(
         next_funding=0.0 - float(np.dot(delta, funding_rate)),
         collateral_weighted=c_weighted,
         collateral_full=c_full,
-        charges=charges_from_legs(long, short, gross, risk),
-        position_equity_total=upnl_total,
-    )
-
-
-def _book_values_with_options(
-    positions: Positions, collateral: Collateral, risk: RiskArrays, options: OptionTerms
-) -> BookValues:
-    """``book_values`` of a book with option rows (module docstring, Options)."""
-    is_option = options.is_option
-    values = option_values(positions, options, risk)
-    qk = positions.size * positions.contract_size
-    delta_one = np.where(is_option, 0.0, qk * positions.mark)
-    notional = np.where(is_option, values.notional, np.abs(delta_one))
-    upnl = qk * (positions.mark - positions.entry_price)
-    tiered_im, tiered_mm = position_margins(np.abs(delta_one), positions.leverage, positions.tiers)
-    im = np.where(is_option, values.initial_margin, tiered_im)
-    mm = np.where(is_option, values.maintenance_margin, tiered_mm)
-    funding_rate = np.where(positions.is_perpetual & ~is_option, positions.funding_rate, 0.0)
-    c_weighted, c_full = collateral_values(collateral)
-    return BookValues(
-        notional=notional,
-        unrealized_pnl=upnl,
-        initial_margin=im,
-        maintenance_margin=mm,
-        gross_notional=float(notional.sum()),
-        unrealized_pnl_total=float(upnl.sum()),
-        isolated_margin_total=float(positions.isolated_margin.sum()),
-        standard_initial_margin=float(im.sum()),
-        standard_maintenance_margin=float(mm.sum()),
-        next_funding=0.0 - float(np.dot(delta_one, funding_rate)),
-        collateral_weighted=c_weighted,
-        collateral_full=c_full,
-        charges=option_portfolio_charges(positions, collateral, risk, options),
-        position_equity_total=float(np.where(is_option, values.value, upnl).sum()),
-        long_option_value=float(np.maximum(values.value, 0.0).sum()),
+        charges=charges,
+        position_equity_total=equity_total,
+        long_option_value=long_value,
         options=values,
     )
 
