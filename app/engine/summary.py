@@ -233,6 +233,7 @@ def margin_summary(
         next_funding=book.next_funding,
         standard_initial_margin=book.standard_initial_margin,
         portfolio_initial_margin=float(charges.initial_margin),
+        long_option_value=book.long_option_value,
         positions=PositionMargins(
             notional=book.notional,
             unrealized_pnl=book.unrealized_pnl,

@@ -384,6 +384,8 @@ class MarginSummary:
     standard_initial_margin: float
     portfolio_initial_margin: float
     positions: PositionMargins
+    long_option_value: float = 0.0
+    """Σ of the long options' values ``q·k·m``: in equity, not withdrawable (margin.md)."""
 
     def scalars(self) -> dict[str, float | None]:
         """The api.md fields as a dict (floats; ratios may be None)."""

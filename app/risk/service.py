@@ -8,7 +8,6 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repository
@@ -391,7 +390,9 @@ async def check_withdrawal(
     floor = Decimal(repr(risk_parameters.withdrawal_floor)) * Decimal(str(values["gross_notional"]))
     assert isinstance(free, Decimal) and isinstance(equity, Decimal)
     # The value of long options stays: it is not cash (margin.md "Options").
-    held_value = _long_option_value(after, risk_parameters.settlement_decimals)
+    held_value = requirement_to_decimal(
+        after.summary.long_option_value, risk_parameters.settlement_decimals
+    )
     free, equity = free - held_value, equity - held_value
     if free < 0 or (book.margin_mode != "isolated" and equity < floor):
         before = evaluate(book, risk_parameters, liquidation=False).summary_out()
@@ -399,16 +400,6 @@ async def check_withdrawal(
             f"withdrawing {amount} {asset} would leave the subaccount short of margin "
             f"(withdrawable now: {before.withdrawable} in the settlement asset)"
         )
-
-
-def _long_option_value(evaluation: Evaluation, decimals: int) -> Decimal:
-    """Σ of the long options' values ``q·k·m`` (q > 0), rounded up: what a withdrawal cannot
-    take (0 for a book without options)."""
-    options = evaluation.summary.positions.options
-    if options is None:
-        return Decimal(0)
-    held = float(np.maximum(options.value, 0.0).sum())
-    return requirement_to_decimal(held, decimals)
 
 
 async def check_mode_change(
