@@ -40,7 +40,7 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.runtime import Runtime
 from app.core.types import format_decimal, format_timestamp, utcnow
 from app.core.versions import TRADING, VersionKey
-from app.engine import RiskParameters, black76, years_to_expiry
+from app.engine import RiskParameters, black76
 from app.engine.rounding import requirement_to_decimal
 from app.instruments import service as instruments_service
 from app.instruments.models import Instrument
@@ -71,7 +71,7 @@ from app.pretrade.state import (
     subaccount_key,
 )
 from app.risk import service as risk
-from app.risk.book import Book, MarkUsed, option_indexes
+from app.risk.book import Book, MarkUsed, option_indexes, option_inputs
 from app.risk.reference import Reference, reference
 
 log = logging.getLogger("preflight.pretrade")
@@ -765,19 +765,9 @@ def evaluate_basket(
 
 def _option_notional(book: Book, instrument: Instrument, size: Decimal, decimals: int) -> Decimal:
     """An option order's delta-adjusted notional ``|size·k·Δ|·S`` (margin.md "Options": the
-    notional limits read), Δ by Black-76 at the book's index, iv and time; rounded up."""
-    mark = book.marks[instrument.symbol]
-    index = book.marks.get(instrument.underlying)
-    strike = float(instrument.strike or 1)
-    spot = float(index.price) if index is not None and index.price > 0 else strike
-    assert instrument.expiry is not None and book.as_of is not None
-    unit = black76(
-        instrument.option_type == "call",
-        spot,
-        strike,
-        float(mark.iv or 0),
-        years_to_expiry(instrument.expiry.timestamp(), book.as_of.timestamp()),
-    )
+    notional limits read), Δ by Black-76 as the book values the option; rounded up."""
+    strike, years, volatility, spot = option_inputs(book, instrument)
+    unit = black76(instrument.option_type == "call", spot, strike, volatility, years)
     exposure = float(size * instrument.contract_size) * abs(float(unit.delta)) * spot
     return requirement_to_decimal(exposure, decimals)
 

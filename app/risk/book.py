@@ -384,31 +384,36 @@ def engine_inputs(
     return EngineInputs(positions, collateral, risk, matrix, options)
 
 
+def option_inputs(book: Book, instrument: Instrument) -> tuple[float, float, float, float]:
+    """``(K, T, σ, S)`` of an option valued in ``book`` (margin.md "Options"): the strike, the
+    years to expiry at ``book.as_of``, its mark's iv and the mark of its underlying's index.
+    An index never marked stands in at the strike (the check refuses to add risk on it: its
+    status is ``missing``), a missing iv at 0 (intrinsic value)."""
+    strike = float(instrument.strike or 1)
+    expiry = instrument.expiry.timestamp() if instrument.expiry else 0.0
+    years = float(years_to_expiry(expiry, (book.as_of or utcnow()).timestamp()))
+    iv = book.marks[instrument.symbol].iv
+    index = book.marks.get(instrument.underlying)
+    spot = float(index.price) if index is not None and index.price > 0 else strike
+    return strike, years, float(iv or 0), spot
+
+
 def option_terms(book: Book, instruments: Sequence[Instrument]) -> OptionTerms:
-    """The terms of the book's option rows (margin.md "Options"): type and strike from the
-    instrument, T from its expiry at ``book.as_of``, σ from its mark's iv, S from the mark of
-    its underlying's index. An index never marked stands in at the strike (the check refuses
-    to add risk on it: its status is ``missing``), a missing iv at 0 (intrinsic value)."""
-    is_option, is_call, strike, expiry, volatility, spot = [], [], [], [], [], []
-    for holding, instrument in zip(book.holdings, instruments, strict=True):
-        option = instrument.kind == "option"
-        is_option.append(option)
-        is_call.append(option and instrument.option_type == "call")
-        k = float(instrument.strike) if option and instrument.strike else 1.0
-        strike.append(k)
-        expiry.append(instrument.expiry.timestamp() if option and instrument.expiry else 0.0)
-        iv = book.marks[holding.instrument].iv if option else None
-        volatility.append(float(iv) if iv is not None else 0.0)
-        index = book.marks.get(instrument.underlying) if option else None
-        spot.append(float(index.price) if index is not None and index.price > 0 else k)
-    now = (book.as_of or utcnow()).timestamp()
+    """The terms of the book's option rows (``option_inputs`` each; other rows stand in at
+    K = S = 1, T = σ = 0, ignored by the engine)."""
+    is_option = [i.kind == "option" for i in instruments]
+    rows = [
+        option_inputs(book, i) if option else (1.0, 0.0, 0.0, 1.0)
+        for i, option in zip(instruments, is_option, strict=True)
+    ]
+    strike, years, volatility, spot = np.array(rows, dtype=np.float64).reshape(len(rows), 4).T
     return OptionTerms(
         is_option=np.array(is_option, dtype=np.bool_),
-        is_call=np.array(is_call, dtype=np.bool_),
-        strike=np.array(strike, dtype=np.float64),
-        time_to_expiry=years_to_expiry(np.array(expiry, dtype=np.float64), now),
-        volatility=np.array(volatility, dtype=np.float64),
-        underlying_price=np.array(spot, dtype=np.float64),
+        is_call=np.array([i.option_type == "call" for i in instruments], dtype=np.bool_),
+        strike=strike,
+        time_to_expiry=years,
+        volatility=volatility,
+        underlying_price=spot,
     )
 
 
