@@ -9,15 +9,14 @@ Expected numbers are worked by hand from margin.md; Φ from ``statistics.NormalD
 from __future__ import annotations
 
 import asyncio
-import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from statistics import NormalDist
 from typing import Any
 
 import pytest
 
 from tests.conftest import Api
+from tests.engine.helpers import black76_by_hand, black76_delta_by_hand
 from tests.factories import deposit, desk, fill, marks
 
 CALL = "BTC-C70K"
@@ -42,17 +41,6 @@ def _call(**changes: Any) -> dict[str, Any]:
         "price_band": "0.5",
         **changes,
     }
-
-
-def _delta(spot: float, strike: float, sigma: float, years: float) -> float:
-    spread = sigma * math.sqrt(years)
-    return NormalDist().cdf((math.log(spot / strike) + spread * spread / 2) / spread)
-
-
-def _call_value(spot: float, strike: float, sigma: float, years: float) -> float:
-    spread = sigma * math.sqrt(years)
-    d1 = (math.log(spot / strike) + spread * spread / 2) / spread
-    return spot * NormalDist().cdf(d1) - strike * NormalDist().cdf(d1 - spread)
 
 
 async def _short_call_desk(admin: Api, usdc: str = "100000") -> None:
@@ -83,7 +71,7 @@ async def test_selling_a_call_receives_its_premium_and_values_it_at_its_mark(adm
     [position] = view["positions"]
     assert position["instrument"] == CALL
     # Delta-adjusted notional |q·k·Δ|·S, Δ = Φ(d1) at 30 days, σ 0.5.
-    delta = _delta(65_000, 70_000, 0.5, 30 / 365)
+    delta = black76_delta_by_hand(True, 65_000, 70_000, 0.5, 30 / 365)
     assert float(position["notional"]) == pytest.approx(delta * 65_000, abs=2.0)
     assert float(position["greeks"]["delta"]) == pytest.approx(-delta, abs=1e-3)
     assert float(position["greeks"]["gamma"]) < 0 and float(position["greeks"]["vega"]) < 0
@@ -117,7 +105,7 @@ async def test_a_check_buys_back_part_of_the_call_on_its_book(admin: Api) -> Non
     assert Decimal(check["after"]["maintenance_margin"]) == Decimal("2437.5")
     [position] = check["positions_after"]
     assert (position["size"], position["entry_price"]) == ("-0.5", "1500")
-    delta = _delta(65_000, 70_000, 0.5, 30 / 365)
+    delta = black76_delta_by_hand(True, 65_000, 70_000, 0.5, 30 / 365)
     assert float(position["greeks"]["delta"]) == pytest.approx(-0.5 * delta, abs=1e-3)
 
 
@@ -228,13 +216,17 @@ async def test_stress_moves_the_calls_volatility(admin: Api) -> None:
     vol_up, crash = stressed["scenarios"]
     years = 30 / 365
     # The call's mark moves by V(S, 0.75) − V(S, 0.5): E = 101,500 − (1,200 + that move).
-    move = _call_value(65_000, 70_000, 0.75, years) - _call_value(65_000, 70_000, 0.5, years)
+    move = black76_by_hand(True, 65_000, 70_000, 0.75, years) - black76_by_hand(
+        True, 65_000, 70_000, 0.5, years
+    )
     assert float(vol_up["equity"]) == pytest.approx(101_500 - 1_200 - move, abs=0.5)
     assert vol_up["vol_shocks"] == {"BTC": 0.5}
     # BTC −10%: the model value falls by 1,398.6 (1,859.9 → 461.3), more than the 1,200 the
     # call is marked at: its value stops at 0, never below (a short cannot gain more than the
     # premium it owes back), so E = 101,500. MM 0.075·58,500 at the moved index.
-    fall = _call_value(65_000, 70_000, 0.5, years) - _call_value(58_500, 70_000, 0.5, years)
+    fall = black76_by_hand(True, 65_000, 70_000, 0.5, years) - black76_by_hand(
+        True, 58_500, 70_000, 0.5, years
+    )
     assert fall > 1_200
     assert Decimal(crash["equity"]) == Decimal("101500")
     assert Decimal(crash["maintenance_margin"]) == Decimal("4387.5")
@@ -256,7 +248,7 @@ async def test_an_option_orders_notional_for_limits_is_delta_adjusted(admin: Api
         json={"bids": [["1150", "10"]], "asks": [["1250", "10"]], "ts": _in(0)},
     )
     await admin.ok("PUT", "/v1/subaccounts/sub-cross/limits", json={"max_order_notional": "5000"})
-    delta = _delta(65_000, 70_000, 0.5, 30 / 365)
+    delta = black76_delta_by_hand(True, 65_000, 70_000, 0.5, 30 / 365)
 
     async def buy(size: str) -> dict[str, Any]:
         order = {"instrument": CALL, "side": "buy", "size": size, "type": "market"}

@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
 from app.engine import Collateral, Positions, RiskArrays, RiskParameters, TierTable
 
 UNIVERSE = ("BTC", "ETH", "SOL")
+NORMAL = NormalDist()
+
+
+def black76_by_hand(call: bool, spot: float, strike: float, sigma: float, years: float) -> float:
+    """Black-76 at a zero rate (margin.md), one option at a time, on the standard library's Φ:
+    what tests compare the engine's vectorised Black-76 with."""
+    if years <= 0 or sigma <= 0:
+        return max(0.0, spot - strike if call else strike - spot)
+    spread = sigma * math.sqrt(years)
+    d1 = (math.log(spot / strike) + spread * spread / 2) / spread
+    d2 = d1 - spread
+    if call:
+        return spot * NORMAL.cdf(d1) - strike * NORMAL.cdf(d2)
+    return strike * NORMAL.cdf(-d2) - spot * NORMAL.cdf(-d1)
+
+
+def black76_delta_by_hand(
+    call: bool, spot: float, strike: float, sigma: float, years: float
+) -> float:
+    """Black-76's delta per unit, Φ(d1) (call) or Φ(d1) − 1 (put), for σ·√T > 0."""
+    spread = sigma * math.sqrt(years)
+    d1 = (math.log(spot / strike) + spread * spread / 2) / spread
+    return NORMAL.cdf(d1) - (0.0 if call else 1.0)
+
+
 BTC, ETH, SOL = 0, 1, 2
 
 # One tier at 10% initial / 5% maintenance: margin.md's example instrument.

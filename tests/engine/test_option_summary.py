@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from statistics import NormalDist
 
 import numpy as np
 import pytest
 
 from app.engine import OptionTerms, margin_summary, shock_matrix, stress
 from app.engine.stress import Scenario
-from tests.engine.helpers import ETH, Leg, positions, risk, usdc
+from tests.engine.helpers import (
+    ETH,
+    Leg,
+    black76_by_hand,
+    black76_delta_by_hand,
+    positions,
+    risk,
+    usdc,
+)
 
 SPOT = 65_000.0
 THIRTY_DAYS = 30 / 365
 NO_TIERS = ((0.0, 0.0, 0.0),)
-
-
-def _delta(call: bool, strike: float, sigma: float = 0.5, years: float = THIRTY_DAYS) -> float:
-    spread = sigma * math.sqrt(years)
-    d1 = (math.log(SPOT / strike) + spread * spread / 2) / spread
-    return NormalDist().cdf(d1) - (0.0 if call else 1.0)
 
 
 def _terms(*rows: tuple[bool, float] | None, sigma: float = 0.5) -> OptionTerms:
@@ -62,7 +63,7 @@ def test_cross_summary_counts_the_option_at_its_value_and_its_standard_margin():
     assert summary.free_collateral == pytest.approx(90_800.0)
     assert summary.withdrawable == pytest.approx(90_800.0)  # no long option to hold back
     # Gross notional: 65,000 + |Δ|·65,000 (delta-adjusted).
-    delta = _delta(True, 70_000.0)
+    delta = black76_delta_by_hand(True, SPOT, 70_000.0, 0.5, THIRTY_DAYS)
     assert summary.gross_notional == pytest.approx(SPOT + delta * SPOT)
     rows = summary.positions
     assert rows.notional.tolist() == pytest.approx([SPOT, delta * SPOT])
@@ -137,9 +138,7 @@ def test_portfolio_liquidation_price_of_the_perpetual_beside_an_option():
 def test_stress_moves_options_with_price_and_volatility():
     # Short 1 call 70,000 at its Black-76 value, 20,000 USDC, cross; BTC −10% and vol +50%.
     def value(spot: float, sigma: float) -> float:
-        s = sigma * math.sqrt(THIRTY_DAYS)
-        d1 = (math.log(spot / 70_000.0) + s * s / 2) / s
-        return spot * NormalDist().cdf(d1) - 70_000.0 * NormalDist().cdf(d1 - s)
+        return black76_by_hand(True, spot, 70_000.0, sigma, THIRTY_DAYS)
 
     mark = value(SPOT, 0.5)
     book = positions(Leg(size=-1.0, mark=mark, tiers=NO_TIERS, perpetual=False))

@@ -1,14 +1,13 @@
 """Options: Black-76 at a zero rate, greeks, standard margin and the portfolio grid (margin.md).
 
 Expected numbers are worked from margin.md's formulas by hand or with a calculator (a scalar
-Black-76 on ``statistics.NormalDist``, ``_reference_value`` below — independent of the engine's
-vectorised Φ), never read off the engine.
+Black-76 on ``statistics.NormalDist``, ``black76_by_hand`` in tests/engine/helpers.py —
+independent of the engine's vectorised Φ), never read off the engine.
 """
 
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -31,25 +30,12 @@ from app.engine import (
     volatility_moves,
     years_to_expiry,
 )
-from tests.engine.helpers import BTC, ETH, Leg, positions, risk, usdc
+from tests.engine.helpers import BTC, ETH, Leg, black76_by_hand, positions, risk, usdc
 from tests.engine.strategies import PROPERTY, books
 
-NORMAL = NormalDist()
 SPOT = 65_000.0
 THIRTY_DAYS = 30 / 365
 NO_TIERS = ((0.0, 0.0, 0.0),)  # an option row carries no tiers
-
-
-def _reference_value(call: bool, spot: float, strike: float, sigma: float, years: float) -> float:
-    """Black-76 at a zero rate, one option at a time, on the standard library's Φ."""
-    if years <= 0 or sigma <= 0:
-        return max(0.0, spot - strike if call else strike - spot)
-    spread = sigma * math.sqrt(years)
-    d1 = (math.log(spot / strike) + spread * spread / 2) / spread
-    d2 = d1 - spread
-    if call:
-        return spot * NORMAL.cdf(d1) - strike * NORMAL.cdf(d2)
-    return strike * NORMAL.cdf(-d2) - spot * NORMAL.cdf(-d1)
 
 
 # --- Black-76 ----------------------------------------------------------------------------------
@@ -153,7 +139,7 @@ def test_matches_the_reference_on_a_spread_of_inputs():
     sigma = rng.uniform(0.05, 2.0, 300)
     t = rng.uniform(0.0, 3.0, 300)
     expected = [
-        _reference_value(bool(c), s, k, v, y)
+        black76_by_hand(bool(c), s, k, v, y)
         for c, s, k, v, y in zip(call, spot, strike, sigma, t, strict=True)
     ]
     np.testing.assert_allclose(
@@ -240,9 +226,9 @@ def _book(*rows: tuple[float, float, tuple[bool, float] | None], sigma: float = 
     return positions(*legs), terms
 
 
-CALL_70K = _reference_value(True, SPOT, 70_000.0, 0.5, THIRTY_DAYS)  # 1,859.88
-CALL_65K = _reference_value(True, SPOT, 65_000.0, 0.5, THIRTY_DAYS)  # 3,713.95
-PUT_65K = _reference_value(False, SPOT, 65_000.0, 0.5, THIRTY_DAYS)  # 3,713.95
+CALL_70K = black76_by_hand(True, SPOT, 70_000.0, 0.5, THIRTY_DAYS)  # 1,859.88
+CALL_65K = black76_by_hand(True, SPOT, 65_000.0, 0.5, THIRTY_DAYS)  # 3,713.95
+PUT_65K = black76_by_hand(False, SPOT, 65_000.0, 0.5, THIRTY_DAYS)  # 3,713.95
 
 
 def test_option_values_are_delta_adjusted():
@@ -276,8 +262,8 @@ def _grid(legs, delta_one: float) -> list[list[float]]:
             pnl = delta_one * s + sum(
                 q
                 * (
-                    _reference_value(c, SPOT * (1 + s), strike, 0.5 * (1 + v), THIRTY_DAYS)
-                    - _reference_value(c, SPOT, strike, 0.5, THIRTY_DAYS)
+                    black76_by_hand(c, SPOT * (1 + s), strike, 0.5 * (1 + v), THIRTY_DAYS)
+                    - black76_by_hand(c, SPOT, strike, 0.5, THIRTY_DAYS)
                 )
                 for q, c, strike in legs
             )
@@ -313,7 +299,7 @@ def test_long_straddle_pays_only_for_volatility_down():
     book, terms = _book((1.0, CALL_65K, (True, 65_000.0)), (1.0, PUT_65K, (False, 65_000.0)))
     charges = option_portfolio_charges(book, usdc(20_000.0), risk(), terms)
     # Worst loss either way is at s = 0 with σ·0.75: 2·(V(σ) − V(0.75σ)) = 1,854.89.
-    vol_down_loss = 2 * (CALL_65K - _reference_value(True, SPOT, 65_000.0, 0.375, THIRTY_DAYS))
+    vol_down_loss = 2 * (CALL_65K - black76_by_hand(True, SPOT, 65_000.0, 0.375, THIRTY_DAYS))
     assert vol_down_loss == pytest.approx(1_854.8885, abs=1e-3)
     assert charges.loss_down[BTC] == pytest.approx(vol_down_loss, abs=1e-6)
     assert charges.loss_up[BTC] == pytest.approx(vol_down_loss, abs=1e-6)
@@ -382,8 +368,8 @@ def test_stressed_option_values_move_with_price_and_volatility():
     shocks = np.array([[0.0, 0.0, 0.0], [-0.1, 0.0, 0.0], [0.0, 0.0, 0.0]])
     vol_shocks = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
     changes = stressed_option_value_changes(book, terms, shocks, vol_shocks)
-    down = _reference_value(True, 58_500.0, 70_000.0, 0.5, THIRTY_DAYS) - CALL_70K
-    up_vol = _reference_value(True, SPOT, 70_000.0, 0.75, THIRTY_DAYS) - CALL_70K
+    down = black76_by_hand(True, 58_500.0, 70_000.0, 0.5, THIRTY_DAYS) - CALL_70K
+    up_vol = black76_by_hand(True, SPOT, 70_000.0, 0.75, THIRTY_DAYS) - CALL_70K
     np.testing.assert_allclose(
         changes, [[0.0, 0.0], [0.0, -2 * down], [0.0, -2 * up_vol]], atol=1e-6
     )
