@@ -215,7 +215,8 @@ async def publish(runtime: Runtime, prices: dict[str, Decimal]) -> None:
     """Marks from two sources for every symbol, and a fresh book for every instrument (each
     written as the feeder's requests write them)."""
     now = utcnow()
-    prices = {**prices, CALL: _call_value(prices["BTC"], now)}
+    instruments = _instruments()
+    prices = {**prices, CALL: _call_value(instruments[CALL], prices["BTC"], now)}
     marks = []
     for symbol, price in prices.items():
         for source, skew in (("venue", Decimal(1)), ("oracle", Decimal("1.0001"))):
@@ -230,18 +231,17 @@ async def publish(runtime: Runtime, prices: dict[str, Decimal]) -> None:
                 )
             )
     await marketdata.post_marks(runtime, FEED_CALLER, marks)  # swept by the app's sweeper
-    for symbol, instrument in _instruments().items():
+    for symbol, instrument in instruments.items():
         mark = prices[symbol].quantize(instrument.tick_size)
         book = _book(mark, instrument.tick_size, instrument.lot_size, now)
         await marketdata.put_book(runtime, FEEDER, symbol, book)
 
 
-def _call_value(index: Decimal, now: datetime) -> Decimal:
+def _call_value(call: InstrumentIn, index: Decimal, now: datetime) -> Decimal:
     """The demo call's premium: Black-76 at the index, ``CALL_IV`` and its time to expiry."""
-    expiry = _instruments()[CALL].expiry
-    assert expiry is not None
-    years = years_to_expiry(expiry.timestamp(), now.timestamp())
-    value = black76_value(True, float(index), 100_000.0, float(CALL_IV), years)
+    assert call.expiry is not None and call.strike is not None
+    years = years_to_expiry(call.expiry.timestamp(), now.timestamp())
+    value = black76_value(True, float(index), float(call.strike), float(CALL_IV), years)
     return max(Decimal("5"), Decimal(str(float(value))).quantize(Decimal("0.01")))
 
 
